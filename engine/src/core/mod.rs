@@ -1,0 +1,17 @@
+//! The stock model as a deterministic state machine: commands and the current time in, outcomes
+//! and effects out. No file, no clock, no thread (see `docs/ARCHITECTURE.md`).
+
+mod interner;
+mod shard;
+mod types;
+
+pub use shard::{
+    body_hash, body_hash_of_encoded, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState,
+};
+pub use types::*;
+
+/// The shard that owns a SKU among `shards`. Stable across versions and restarts: the log and
+/// checkpoints depend on it.
+pub fn shard_of(sku: &str, shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(sku.as_bytes()) % shards as u64) as usize
+}

@@ -1,0 +1,744 @@
+//! One shard's stock: levels, holds, idempotency keys and settings for the SKUs it owns, and the
+//! deterministic rules that change them.
+//!
+//! Architecture invariant: nothing here does I/O, reads a clock or spawns. `apply` is a pure
+//! function of the state, the command and the time it is given, so the live engine, recovery
+//! (replay of the log) and the model tests all run this same code.
+
+use super::interner::Interner;
+use super::types::*;
+use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
+
+const NONE: Qty = -1;
+const FLAG_ORDER_UP_TO_MAX: u8 = 1;
+const FLAG_REORDER_ALERTED: u8 = 2;
+const FLAG_OUT_OF_STOCK_ALERTED: u8 = 4;
+
+/// The stored state of one (SKU, location). 64 bytes; settings live inline because the hot
+/// path needs the reorder point and safety stock on every change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Level {
+    on_hand: Qty,
+    reserved: Qty,
+    unsellable: Qty,
+    incoming: Qty,
+    safety_stock: Qty,
+    /// `NONE` when unset.
+    reorder_point: Qty,
+    /// `reorder_qty`, or `max_qty` when `FLAG_ORDER_UP_TO_MAX`; `NONE` when unset.
+    order_qty: Qty,
+    lead_time_days: u16,
+    flags: u8,
+}
+
+impl Level {
+    fn new() -> Level {
+        Level { reorder_point: NONE, order_qty: NONE, ..Level::default() }
+    }
+
+    fn available(&self) -> Qty {
+        self.on_hand - self.reserved - self.unsellable - self.safety_stock
+    }
+
+    fn settings(&self) -> Settings {
+        let opt = |q: Qty| (q != NONE).then_some(q);
+        let up_to_max = self.flags & FLAG_ORDER_UP_TO_MAX != 0;
+        Settings {
+            reorder_point: opt(self.reorder_point),
+            reorder_qty: if up_to_max { None } else { opt(self.order_qty) },
+            max_qty: if up_to_max { opt(self.order_qty) } else { None },
+            safety_stock: self.safety_stock,
+            lead_time_days: self.lead_time_days,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HoldLine {
+    sku: u32,
+    location: u32,
+    slot: u32,
+    qty: Qty,
+    unit_price: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hold {
+    expires_at: Millis,
+    lines: Vec<HoldLine>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct KeyEntry {
+    body_hash: u64,
+    seen_at: Millis,
+    seq: Seq,
+    outcome: Outcome,
+}
+
+/// What `apply` did with a movement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A new movement: decided, changed the state if accepted; it takes the sequence number it
+    /// was given and must be logged.
+    Recorded(Outcome),
+    /// A retry of a movement recorded earlier as `seq`: its first outcome, nothing changed,
+    /// nothing to log.
+    Retry { seq: Seq, outcome: Outcome },
+    /// The key was used earlier for a different body: rejected, nothing changed, nothing to log.
+    Mismatch,
+}
+
+impl Applied {
+    pub fn outcome(&self) -> Outcome {
+        match *self {
+            Applied::Recorded(o) | Applied::Retry { outcome: o, .. } => o,
+            Applied::Mismatch => Err(Reason::IdempotencyMismatch),
+        }
+    }
+}
+
+/// One shard's state machine.
+#[derive(Default)]
+pub struct ShardState {
+    /// Highest sequence number applied (recorded) by this shard.
+    last_seq: Seq,
+    skus: Interner,
+    locations: Interner,
+    level_index: AHashMap<(u32, u32), u32>,
+    levels: Vec<Level>,
+    holds: AHashMap<HoldId, Hold>,
+    hold_expiry: BTreeSet<(Millis, HoldId)>,
+    keys: AHashMap<u128, KeyEntry>,
+    key_order: VecDeque<(Millis, u128)>,
+}
+
+/// Stable hash of an idempotency key (the key itself is not stored).
+pub fn key_hash(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// Stable hash of a movement's body as the client sent it, for telling a retry from a reuse of
+/// its key: xxh3-64 of its postcard encoding, with an engine-assigned hold id set to 0.
+pub fn body_hash(movement: &Movement) -> u64 {
+    let bytes = postcard::to_stdvec(movement).expect("movement encodes");
+    body_hash_of_encoded(&bytes, movement)
+}
+
+/// [`body_hash`] of `movement`, given its postcard encoding.
+pub fn body_hash_of_encoded(encoded: &[u8], movement: &Movement) -> u64 {
+    match &movement.kind {
+        MovementKind::Reserve { hold, .. } if *hold != 0 => {
+            let mut client_form = movement.clone();
+            if let MovementKind::Reserve { hold, .. } = &mut client_form.kind {
+                *hold = 0;
+            }
+            body_hash(&client_form)
+        }
+        _ => xxhash_rust::xxh3::xxh3_64(encoded),
+    }
+}
+
+fn check_text(s: &str, max: usize) -> Result<(), Reason> {
+    if s.is_empty() || s.len() > max {
+        Err(Reason::InvalidField)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_qty(q: Qty) -> Result<(), Reason> {
+    if (1..=MOVEMENT_QTY_MAX).contains(&q) {
+        Ok(())
+    } else {
+        Err(Reason::InvalidQuantity)
+    }
+}
+
+/// `a + b`, or `quantity_overflow` past the largest level quantity.
+fn add(a: Qty, b: Qty) -> Result<Qty, Reason> {
+    let sum = a + b; // both are bounded far below i64::MAX
+    if sum.abs() > LEVEL_QTY_MAX {
+        Err(Reason::QuantityOverflow)
+    } else {
+        Ok(sum)
+    }
+}
+
+fn check_envelope(m: &Movement) -> Result<(), Reason> {
+    if let Some(key) = &m.key {
+        check_text(key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+    }
+    check_text(&m.channel, CHANNEL_BYTES_MAX)?;
+    if let Some(r) = &m.reference {
+        check_text(r, REFERENCE_BYTES_MAX)?;
+    }
+    Ok(())
+}
+
+fn check_level_key(sku: &str, location: &str) -> Result<(), Reason> {
+    check_text(sku, SKU_BYTES_MAX)?;
+    check_text(location, LOCATION_BYTES_MAX)
+}
+
+impl ShardState {
+    pub fn new() -> ShardState {
+        ShardState::default()
+    }
+
+    /// Highest sequence number this shard has recorded.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Applies one movement at time `now`. `seq` is the sequence number the movement gets if it
+    /// is recorded; `body_hash` is [`body_hash`] of the movement. Effects of a recorded movement
+    /// are appended to `fx`.
+    pub fn apply(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        movement: &Movement,
+        body_hash: u64,
+        fx: &mut Effects,
+    ) -> Applied {
+        let key = match check_envelope(movement) {
+            Err(reason) => return self.record(seq, Err(reason)),
+            Ok(()) => movement.key.as_deref().map(key_hash),
+        };
+        if let Some(k) = key {
+            if let Some(entry) = self.keys.get(&k) {
+                return if entry.body_hash == body_hash {
+                    Applied::Retry { seq: entry.seq, outcome: entry.outcome }
+                } else {
+                    Applied::Mismatch
+                };
+            }
+        }
+        let levels_before = fx.levels.len();
+        let outcome = self.apply_kind(now, movement, fx);
+        debug_assert!(outcome.is_ok() || fx.levels.len() == levels_before, "a rejection changed a level");
+        if let Some(k) = key {
+            self.keys.insert(k, KeyEntry { body_hash, seen_at: now, seq, outcome });
+            self.key_order.push_back((now, k));
+        }
+        self.record(seq, outcome)
+    }
+
+    fn record(&mut self, seq: Seq, outcome: Outcome) -> Applied {
+        debug_assert!(seq > self.last_seq, "sequence numbers must increase");
+        self.last_seq = seq;
+        Applied::Recorded(outcome)
+    }
+
+    fn apply_kind(&mut self, now: Millis, m: &Movement, fx: &mut Effects) -> Outcome {
+        match &m.kind {
+            MovementKind::Receive { sku, location, qty, .. } => {
+                check_level_key(sku, location)?;
+                check_qty(*qty)?;
+                let slot = self.slot_or_new(sku, location);
+                let l = &self.levels[slot as usize];
+                let on_hand = add(l.on_hand, *qty)?;
+                let incoming = if m.reference.is_some() { l.incoming - (*qty).min(l.incoming) } else { l.incoming };
+                let l = &mut self.levels[slot as usize];
+                l.on_hand = on_hand;
+                l.incoming = incoming;
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Expect { sku, location, qty } => {
+                check_level_key(sku, location)?;
+                check_qty(*qty)?;
+                let slot = self.slot_or_new(sku, location);
+                let l = &mut self.levels[slot as usize];
+                l.incoming = add(l.incoming, *qty)?;
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Sell { sku, location, qty, hold, allow_negative, .. } => {
+                check_level_key(sku, location)?;
+                check_qty(*qty)?;
+                match hold {
+                    None => self.take(sku, location, *qty, *allow_negative, fx),
+                    Some(h) => self.sell_from_hold(now, *h, sku, location, *qty, *allow_negative, fx),
+                }
+            }
+            MovementKind::Return { sku, location, qty, condition, .. } => {
+                check_level_key(sku, location)?;
+                check_qty(*qty)?;
+                let slot = self.slot_or_new(sku, location);
+                let l = &self.levels[slot as usize];
+                let on_hand = add(l.on_hand, *qty)?;
+                let unsellable = match condition {
+                    ReturnCondition::Restock => l.unsellable,
+                    ReturnCondition::Damaged => add(l.unsellable, *qty)?,
+                };
+                let l = &mut self.levels[slot as usize];
+                l.on_hand = on_hand;
+                l.unsellable = unsellable;
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
+                check_level_key(sku, location)?;
+                check_qty(delta.abs())?;
+                if *delta < 0 {
+                    return self.take(sku, location, -*delta, *allow_negative, fx);
+                }
+                let slot = self.slot_or_new(sku, location);
+                let l = &mut self.levels[slot as usize];
+                l.on_hand = add(l.on_hand, *delta)?;
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Count { sku, location, counted } => {
+                check_level_key(sku, location)?;
+                if !(0..=MOVEMENT_QTY_MAX).contains(counted) {
+                    return Err(Reason::InvalidQuantity);
+                }
+                let slot = self.slot_or_new(sku, location);
+                let l = &mut self.levels[slot as usize];
+                let variance = counted - l.on_hand;
+                l.on_hand = *counted;
+                l.unsellable = l.unsellable.min(*counted);
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::Variance(variance))
+            }
+            MovementKind::Transfer { sku, from, to, qty } => {
+                check_level_key(sku, from)?;
+                check_text(to, LOCATION_BYTES_MAX)?;
+                check_qty(*qty)?;
+                if from == to {
+                    return Err(Reason::SameLocation);
+                }
+                let src = self.slot(sku, from).ok_or(Reason::InsufficientStock)?;
+                if self.levels[src as usize].available() < *qty {
+                    return Err(Reason::InsufficientStock);
+                }
+                let dst_on_hand = match self.slot(sku, to) {
+                    Some(dst) => add(self.levels[dst as usize].on_hand, *qty)?,
+                    None => *qty,
+                };
+                let dst = self.slot_or_new(sku, to);
+                self.levels[src as usize].on_hand -= qty;
+                self.levels[dst as usize].on_hand = dst_on_hand;
+                self.changed(src, sku, from, fx);
+                self.changed(dst, sku, to, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Reserve { hold, lines, expires_at } => self.reserve(now, *hold, lines, *expires_at, fx),
+            MovementKind::Commit { hold } => {
+                let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
+                if now >= h.expires_at {
+                    return Err(Reason::HoldExpired);
+                }
+                let h = self.remove_hold(*hold).expect("hold exists");
+                for line in &h.lines {
+                    let l = &mut self.levels[line.slot as usize];
+                    l.on_hand -= line.qty;
+                    l.reserved -= line.qty;
+                    self.changed_ids(line.slot, line.sku, line.location, fx);
+                }
+                fx.holds_closed.push(*hold);
+                Ok(Detail::None)
+            }
+            MovementKind::Release { hold } => {
+                if !self.holds.contains_key(hold) {
+                    return Err(Reason::UnknownHold);
+                }
+                self.release(*hold, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::SetSettings { sku, location, settings } => {
+                check_level_key(sku, location)?;
+                let s = settings;
+                let quantities = [s.reorder_point, s.reorder_qty, s.max_qty, Some(s.safety_stock)];
+                if quantities.iter().flatten().any(|q| !(0..=MOVEMENT_QTY_MAX).contains(q))
+                    || (s.reorder_qty.is_some() && s.max_qty.is_some())
+                {
+                    return Err(Reason::InvalidSettings);
+                }
+                let slot = self.slot_or_new(sku, location);
+                let l = &mut self.levels[slot as usize];
+                l.reorder_point = s.reorder_point.unwrap_or(NONE);
+                l.order_qty = s.reorder_qty.or(s.max_qty).unwrap_or(NONE);
+                l.safety_stock = s.safety_stock;
+                l.lead_time_days = s.lead_time_days;
+                l.flags &= !FLAG_ORDER_UP_TO_MAX;
+                if s.max_qty.is_some() {
+                    l.flags |= FLAG_ORDER_UP_TO_MAX;
+                }
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => {
+                while let Some(&(at, hold)) = self.hold_expiry.first() {
+                    if at > *holds_expired_by {
+                        break;
+                    }
+                    self.release(hold, fx);
+                }
+                while let Some(&(seen_at, k)) = self.key_order.front() {
+                    if seen_at >= *keys_seen_before && self.key_order.len() as u64 <= *keys_max {
+                        break;
+                    }
+                    self.key_order.pop_front();
+                    self.keys.remove(&k);
+                }
+                Ok(Detail::None)
+            }
+        }
+    }
+
+    /// Takes `qty` off `on_hand` where `available` allows it (or regardless, if `allow_negative`).
+    fn take(&mut self, sku: &str, location: &str, qty: Qty, allow_negative: bool, fx: &mut Effects) -> Outcome {
+        let slot = match self.slot(sku, location) {
+            Some(slot) => slot,
+            None if allow_negative => self.slot_or_new(sku, location),
+            None => return Err(Reason::InsufficientStock),
+        };
+        let l = &mut self.levels[slot as usize];
+        if !allow_negative && l.available() < qty {
+            return Err(Reason::InsufficientStock);
+        }
+        l.on_hand = add(l.on_hand, -qty)?;
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sell_from_hold(
+        &mut self,
+        now: Millis,
+        hold: HoldId,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        allow_negative: bool,
+        fx: &mut Effects,
+    ) -> Outcome {
+        let h = self.holds.get(&hold).ok_or(Reason::UnknownHold)?;
+        if now >= h.expires_at {
+            return Err(Reason::HoldExpired);
+        }
+        let (sku_id, loc_id) = match (self.skus.get(sku), self.locations.get(location)) {
+            (Some(s), Some(l)) => (s, l),
+            _ => return Err(Reason::HoldLineMissing),
+        };
+        let idx = h.lines.iter().position(|l| l.sku == sku_id && l.location == loc_id).ok_or(Reason::HoldLineMissing)?;
+        let line = &h.lines[idx];
+        let consumed = qty.min(line.qty);
+        let excess = qty - consumed;
+        let level = &self.levels[line.slot as usize];
+        if excess > 0 && !allow_negative && level.available() < excess {
+            return Err(Reason::InsufficientStock);
+        }
+        let on_hand = add(level.on_hand, -qty)?;
+        let slot = line.slot;
+        let l = &mut self.levels[slot as usize];
+        l.on_hand = on_hand;
+        l.reserved -= consumed;
+        let h = self.holds.get_mut(&hold).expect("hold exists");
+        h.lines[idx].qty -= consumed;
+        if h.lines[idx].qty == 0 {
+            h.lines.remove(idx);
+        }
+        if h.lines.is_empty() {
+            self.remove_hold(hold);
+            fx.holds_closed.push(hold);
+        }
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    fn reserve(&mut self, now: Millis, hold: HoldId, lines: &[Line], expires_at: Millis, fx: &mut Effects) -> Outcome {
+        if lines.is_empty() || lines.len() > HOLD_LINES_MAX {
+            return Err(Reason::InvalidLines);
+        }
+        for line in lines {
+            check_level_key(&line.sku, &line.location)?;
+            check_qty(line.qty)?;
+        }
+        if expires_at <= now {
+            return Err(Reason::InvalidExpiry);
+        }
+        if self.holds.contains_key(&hold) {
+            return Err(Reason::InvalidLines);
+        }
+        let mut slots = Vec::with_capacity(lines.len());
+        for line in lines {
+            let slot = self.slot(&line.sku, &line.location).ok_or(Reason::InsufficientStock)?;
+            if slots.contains(&slot) {
+                return Err(Reason::InvalidLines);
+            }
+            if self.levels[slot as usize].available() < line.qty {
+                return Err(Reason::InsufficientStock);
+            }
+            slots.push(slot);
+        }
+        let mut held = Vec::with_capacity(lines.len());
+        for (line, &slot) in lines.iter().zip(&slots) {
+            self.levels[slot as usize].reserved += line.qty;
+            let sku = self.skus.get(&line.sku).expect("slot exists");
+            let location = self.locations.get(&line.location).expect("slot exists");
+            held.push(HoldLine { sku, location, slot, qty: line.qty, unit_price: line.unit_price });
+            self.changed(slot, &line.sku, &line.location, fx);
+        }
+        self.holds.insert(hold, Hold { expires_at, lines: held });
+        self.hold_expiry.insert((expires_at, hold));
+        Ok(Detail::Hold(hold))
+    }
+
+    fn remove_hold(&mut self, hold: HoldId) -> Option<Hold> {
+        let h = self.holds.remove(&hold)?;
+        self.hold_expiry.remove(&(h.expires_at, hold));
+        Some(h)
+    }
+
+    fn release(&mut self, hold: HoldId, fx: &mut Effects) {
+        let h = self.remove_hold(hold).expect("hold exists");
+        for line in &h.lines {
+            self.levels[line.slot as usize].reserved -= line.qty;
+            self.changed_ids(line.slot, line.sku, line.location, fx);
+        }
+        fx.holds_closed.push(hold);
+    }
+
+    fn slot(&self, sku: &str, location: &str) -> Option<u32> {
+        let key = (self.skus.get(sku)?, self.locations.get(location)?);
+        self.level_index.get(&key).copied()
+    }
+
+    fn slot_or_new(&mut self, sku: &str, location: &str) -> u32 {
+        let key = (self.skus.intern(sku), self.locations.intern(location));
+        let levels = &mut self.levels;
+        *self.level_index.entry(key).or_insert_with(|| {
+            levels.push(Level::new());
+            u32::try_from(levels.len() - 1).expect("more than 2^32 levels in a shard")
+        })
+    }
+
+    fn changed_ids(&mut self, slot: u32, sku: u32, location: u32, fx: &mut Effects) {
+        // Names are looked up only here, off the common path of single-line movements.
+        let sku = self.skus.name(sku).to_owned();
+        let location = self.locations.name(location).to_owned();
+        self.changed(slot, &sku, &location, fx);
+    }
+
+    /// Records the level's new quantities and raises its alerts, once per crossing.
+    fn changed(&mut self, slot: u32, sku: &str, location: &str, fx: &mut Effects) {
+        let l = &mut self.levels[slot as usize];
+        let available = l.available();
+        if l.reorder_point != NONE && available <= l.reorder_point {
+            if l.flags & FLAG_REORDER_ALERTED == 0 {
+                l.flags |= FLAG_REORDER_ALERTED;
+                fx.alerts.push(Alert {
+                    kind: AlertKind::Reorder,
+                    sku: sku.to_owned(),
+                    location: location.to_owned(),
+                    available,
+                    reorder_point: Some(l.reorder_point),
+                });
+            }
+        } else {
+            l.flags &= !FLAG_REORDER_ALERTED;
+        }
+        if available <= 0 {
+            if l.flags & FLAG_OUT_OF_STOCK_ALERTED == 0 {
+                l.flags |= FLAG_OUT_OF_STOCK_ALERTED;
+                fx.alerts.push(Alert {
+                    kind: AlertKind::OutOfStock,
+                    sku: sku.to_owned(),
+                    location: location.to_owned(),
+                    available,
+                    reorder_point: (l.reorder_point != NONE).then_some(l.reorder_point),
+                });
+            }
+        } else {
+            l.flags &= !FLAG_OUT_OF_STOCK_ALERTED;
+        }
+        fx.levels.push(view(sku, location, l));
+    }
+
+    // ---- reads ----
+
+    /// The level of one (SKU, location), if it was ever touched.
+    pub fn level(&self, sku: &str, location: &str) -> Option<LevelView> {
+        self.slot(sku, location).map(|s| view(sku, location, &self.levels[s as usize]))
+    }
+
+    /// Settings of one (SKU, location).
+    pub fn settings(&self, sku: &str, location: &str) -> Option<Settings> {
+        self.slot(sku, location).map(|s| self.levels[s as usize].settings())
+    }
+
+    /// Every level of this shard, in no particular order.
+    pub fn levels(&self) -> impl Iterator<Item = LevelView> + '_ {
+        self.level_index.iter().map(|(&(s, l), &slot)| {
+            view(self.skus.name(s), self.locations.name(l), &self.levels[slot as usize])
+        })
+    }
+
+    /// Number of levels.
+    pub fn level_count(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Open holds: (id, expires_at, lines as (sku, location, qty)).
+    pub fn holds(&self) -> impl Iterator<Item = (HoldId, Millis, Vec<(String, String, Qty)>)> + '_ {
+        self.holds.iter().map(|(&id, h)| {
+            let lines = h
+                .lines
+                .iter()
+                .map(|l| (self.skus.name(l.sku).to_owned(), self.locations.name(l.location).to_owned(), l.qty))
+                .collect();
+            (id, h.expires_at, lines)
+        })
+    }
+
+    /// Largest hold id this shard knows, so the engine never hands it out again.
+    pub fn max_hold_id(&self) -> HoldId {
+        self.holds.keys().copied().max().unwrap_or(0)
+    }
+
+    /// Whether an `Expire` with these arguments would change anything.
+    pub fn expire_due(&self, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64) -> bool {
+        self.hold_expiry.first().is_some_and(|&(at, _)| at <= holds_expired_by)
+            || self.key_order.len() as u64 > keys_max
+            || self.key_order.front().is_some_and(|&(seen, _)| seen < keys_seen_before)
+    }
+
+    /// Idempotency keys remembered: (key hash, body hash, seen at, hold id if the outcome was one).
+    pub fn key_guards(&self) -> impl Iterator<Item = (u128, u64, Millis, Option<HoldId>)> + '_ {
+        self.keys.iter().map(|(k, e)| {
+            let hold = match e.outcome {
+                Ok(Detail::Hold(h)) => Some(h),
+                _ => None,
+            };
+            (*k, e.body_hash, e.seen_at, hold)
+        })
+    }
+
+    /// Number of idempotency keys remembered.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Bytes the level tables use beyond the SKU and location strings (for the memory benchmark).
+    pub fn level_overhead_bytes(&self) -> usize {
+        self.levels.capacity() * std::mem::size_of::<Level>()
+            + self.level_index.capacity() * (std::mem::size_of::<((u32, u32), u32)>() + 1)
+            + self.skus.overhead_bytes()
+            + self.locations.overhead_bytes()
+    }
+
+    // ---- checkpoints ----
+
+    /// A complete copy of the state, in a stable serde shape (see `docs/wal.md`).
+    pub fn snapshot(&self) -> ShardSnapshot {
+        let mut levels: Vec<LevelRecord> = self
+            .level_index
+            .iter()
+            .map(|(&(s, l), &slot)| LevelRecord {
+                sku: self.skus.name(s).to_owned(),
+                location: self.locations.name(l).to_owned(),
+                level: self.levels[slot as usize],
+            })
+            .collect();
+        levels.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        let mut holds: Vec<HoldRecord> = self
+            .holds
+            .iter()
+            .map(|(&id, h)| HoldRecord {
+                id,
+                expires_at: h.expires_at,
+                lines: h
+                    .lines
+                    .iter()
+                    .map(|l| Line {
+                        sku: self.skus.name(l.sku).to_owned(),
+                        location: self.locations.name(l.location).to_owned(),
+                        qty: l.qty,
+                        unit_price: l.unit_price,
+                    })
+                    .collect(),
+            })
+            .collect();
+        holds.sort_by_key(|h| h.id);
+        let keys = self.key_order.iter().map(|&(_, k)| (k, self.keys[&k])).collect();
+        ShardSnapshot { last_seq: self.last_seq, levels, holds, keys }
+    }
+
+    /// Rebuilds a shard from [`ShardState::snapshot`].
+    pub fn from_snapshot(snap: ShardSnapshot) -> ShardState {
+        let mut s = ShardState { last_seq: snap.last_seq, ..ShardState::default() };
+        for r in snap.levels {
+            let slot = s.slot_or_new(&r.sku, &r.location);
+            s.levels[slot as usize] = r.level;
+        }
+        for h in snap.holds {
+            let lines = h
+                .lines
+                .iter()
+                .map(|l| {
+                    let slot = s.slot_or_new(&l.sku, &l.location);
+                    HoldLine {
+                        sku: s.skus.intern(&l.sku),
+                        location: s.locations.intern(&l.location),
+                        slot,
+                        qty: l.qty,
+                        unit_price: l.unit_price,
+                    }
+                })
+                .collect();
+            s.hold_expiry.insert((h.expires_at, h.id));
+            s.holds.insert(h.id, Hold { expires_at: h.expires_at, lines });
+        }
+        for (k, e) in snap.keys {
+            s.key_order.push_back((e.seen_at, k));
+            s.keys.insert(k, e);
+        }
+        s
+    }
+}
+
+fn view(sku: &str, location: &str, l: &Level) -> LevelView {
+    LevelView {
+        sku: sku.to_owned(),
+        location: location.to_owned(),
+        on_hand: l.on_hand,
+        reserved: l.reserved,
+        unsellable: l.unsellable,
+        incoming: l.incoming,
+        safety_stock: l.safety_stock,
+        available: l.available(),
+    }
+}
+
+/// A level as stored in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelRecord {
+    pub sku: String,
+    pub location: String,
+    level: Level,
+}
+
+/// A hold as stored in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub id: HoldId,
+    pub expires_at: Millis,
+    pub lines: Vec<Line>,
+}
+
+/// The whole state of one shard, as a checkpoint stores it. Two shards with equal snapshots
+/// behave identically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSnapshot {
+    pub last_seq: Seq,
+    pub levels: Vec<LevelRecord>,
+    pub holds: Vec<HoldRecord>,
+    keys: Vec<(u128, KeyEntry)>,
+}

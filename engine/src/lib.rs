@@ -1,0 +1,9 @@
+//! Perpetua's stock engine.
+//!
+//! - [`core`]: the stock model as a deterministic state machine (no I/O).
+//! - [`wal`]: the write-ahead log, checkpoints and recovery (file formats in `docs/wal.md`).
+//! - [`runtime`]: the sharded engine: shard threads, group commit, checkpoints.
+
+pub mod core;
+pub mod runtime;
+pub mod wal;

@@ -1,0 +1,657 @@
+//! The sharded engine: routes movements to shard threads, runs the log writer and a housekeeper
+//! (hold expiry, checkpoints), recovers on open and checkpoints on shutdown.
+//!
+//! API boundary: [`Engine`] is what servers, tools and tests use; nothing outside this module
+//! touches shard threads or the log writer.
+
+mod batch;
+mod config;
+mod log_writer;
+mod shard_worker;
+
+pub use batch::MovementResult;
+pub use config::{Clock, EngineConfig, Fsync};
+pub use shard_worker::{Answer, Query};
+
+use crate::core::*;
+use crate::wal::checkpoint::{list_checkpoints, read_checkpoint, write_checkpoint, CheckpointBody};
+use crate::wal::recovery::{recover, RecoveryError, RecoveryReport};
+use crate::wal::segment::{list_segments, SegmentWriter};
+use batch::BatchState;
+use crossbeam_channel::{bounded, unbounded, Sender};
+use dashmap::DashMap;
+use log_writer::{LogShared, LogWriter};
+use shard_worker::{Item, ShardMsg, ShardWorker};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Why the engine could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A first-seen idempotency key: the body it came with and, for a reservation, its hold id.
+struct KeyGuard {
+    body_hash: u64,
+    seen_at: Millis,
+    hold: HoldId,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub durable_seq: Seq,
+    pub log_bytes: u64,
+    pub log_syncs: u64,
+    pub shard_queue_depths: [usize; SHARDS_MAX],
+}
+
+struct Inner {
+    config: EngineConfig,
+    shards: Vec<Sender<ShardMsg>>,
+    log: Arc<LogShared>,
+    hold_counter: AtomicU64,
+    guards: DashMap<u128, KeyGuard, ahash::RandomState>,
+    checkpoint_lock: Mutex<()>,
+    wal_dir: PathBuf,
+    checkpoint_dir: PathBuf,
+}
+
+/// The stock engine. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Mutex<Threads>,
+    recovery: RecoveryReport,
+}
+
+#[derive(Default)]
+struct Threads {
+    shards: Vec<JoinHandle<()>>,
+    log: Option<JoinHandle<()>>,
+    housekeeper: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+/// How the results of a submission's parts make up each movement's result.
+enum Plan {
+    Done(MovementResult),
+    Single(u32),
+    /// A movement split over several shards: all parts must succeed.
+    Multi { parts: Vec<(usize, u32)>, hold: HoldId, is_reserve: bool },
+}
+
+/// Movements on their way; [`Submission::wait`] returns one result per movement, in order.
+pub struct Submission {
+    rx: oneshot::Receiver<Vec<MovementResult>>,
+    plans: Vec<Plan>,
+    inner: Arc<Inner>,
+}
+
+impl Submission {
+    /// Blocks until every movement is decided and, if accepted, durable.
+    pub fn wait(self) -> Vec<MovementResult> {
+        let parts = self.rx.blocking_recv().ok();
+        finish(&self.inner, self.plans, parts)
+    }
+
+    /// [`Submission::wait`] for async code.
+    pub async fn wait_async(self) -> Vec<MovementResult> {
+        let parts = self.rx.await.ok();
+        finish(&self.inner, self.plans, parts)
+    }
+}
+
+fn finish(inner: &Inner, plans: Vec<Plan>, parts: Option<Vec<MovementResult>>) -> Vec<MovementResult> {
+    let part = |i: u32| parts.as_ref().map_or(MovementResult::SHUTTING_DOWN, |p| p[i as usize]);
+    plans
+        .into_iter()
+        .map(|plan| match plan {
+            Plan::Done(r) => r,
+            Plan::Single(i) => part(i),
+            Plan::Multi { parts: ps, hold, is_reserve } => {
+                let results: Vec<(usize, MovementResult)> = ps.iter().map(|&(shard, i)| (shard, part(i))).collect();
+                let failed = results.iter().find(|(_, r)| r.outcome.is_err());
+                match failed {
+                    None => MovementResult {
+                        seq: results.iter().filter_map(|(_, r)| r.seq).max(),
+                        outcome: results[0].1.outcome,
+                    },
+                    Some(&(_, failure)) => {
+                        if is_reserve {
+                            // All or none: release the parts that were held. Should the engine stop
+                            // before this is durable, those parts still end at the hold's expiry.
+                            for (shard, r) in &results {
+                                if r.outcome.is_ok() {
+                                    inner.send_internal(*shard, release_movement(hold));
+                                }
+                            }
+                        }
+                        failure
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+fn release_movement(hold: HoldId) -> Movement {
+    Movement {
+        key: None,
+        channel: "engine".into(),
+        reference: Some(format!("rollback of hold {hold}")),
+        occurred_at: None,
+        kind: MovementKind::Release { hold },
+    }
+}
+
+const META_FILE: &str = "engine.meta";
+
+/// Reads or creates `engine.meta`, which fixes the shard count of a data directory.
+fn shard_count(data_dir: &Path, wanted: usize) -> Result<usize, EngineError> {
+    let path = data_dir.join(META_FILE);
+    let io = |what, source| EngineError::Io { what, path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let shards = text
+                .lines()
+                .find_map(|l| l.strip_prefix("shards = "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&n| (1..=SHARDS_MAX).contains(&n))
+                .ok_or_else(|| EngineError::Config(format!("{} has no valid `shards = N` line", path.display())))?;
+            if shards != wanted {
+                tracing::warn!(shards, wanted, "the data directory was created with {shards} shards; using {shards}");
+            }
+            Ok(shards)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("# Perpetua data directory. Do not edit.\nformat = 1\nshards = {wanted}\n"))
+                .map_err(|e| io("cannot write", e))?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io("cannot create", e))?;
+            crate::wal::segment::sync_dir(data_dir).map_err(|e| io("cannot sync", e))?;
+            Ok(wanted)
+        }
+        Err(e) => Err(io("cannot read", e)),
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory, recovers, and starts the threads.
+    pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        if !(1..=SHARDS_MAX).contains(&config.shards) {
+            return Err(EngineError::Config(format!("shards must be 1 to {SHARDS_MAX}, not {}", config.shards)));
+        }
+        let wal_dir = config.data_dir.join("wal");
+        let checkpoint_dir = config.data_dir.join("checkpoints");
+        for dir in [&config.data_dir, &wal_dir, &checkpoint_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+                what: "cannot create directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let shards = shard_count(&config.data_dir, config.shards)?;
+        let started = Instant::now();
+        let recovered = recover(&wal_dir, &checkpoint_dir, shards)?;
+        tracing::info!(
+            checkpoint = ?recovered.report.checkpoint,
+            replayed = recovered.report.records_replayed,
+            next_seq = recovered.next_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| EngineError::Io { what, path, source }
+        };
+        let segment = match &recovered.last_segment {
+            Some(path) => SegmentWriter::reopen(path).map_err(io("cannot open log segment", path))?,
+            None => SegmentWriter::create(&wal_dir, recovered.next_seq).map_err(io("cannot create log segment", &wal_dir))?,
+        };
+
+        let guards = DashMap::with_hasher(ahash::RandomState::new());
+        for state in &recovered.shards {
+            for (k, body_hash, seen_at, hold) in state.key_guards() {
+                let mut entry = guards.entry(k).or_insert(KeyGuard { body_hash, seen_at, hold: 0 });
+                entry.hold = entry.hold.max(hold.unwrap_or(0));
+            }
+        }
+
+        let log = Arc::new(LogShared::default());
+        let next_seq = Arc::new(AtomicU64::new(recovered.next_seq));
+        let (log_tx, log_rx) = unbounded();
+        let mut threads = Threads::default();
+        let mut senders = Vec::with_capacity(shards);
+        for (i, state) in recovered.shards.into_iter().enumerate() {
+            let (tx, rx) = bounded(config.shard_queue_depth_max);
+            senders.push(tx);
+            let worker = ShardWorker {
+                shard: i as u16,
+                state,
+                rx,
+                log: log_tx.clone(),
+                next_seq: next_seq.clone(),
+                batch_max: config.shard_batch_max,
+            };
+            let handle = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || worker.run());
+            threads.shards.push(handle.map_err(io("cannot start shard thread", &config.data_dir))?);
+        }
+        drop(log_tx);
+        let writer = LogWriter {
+            rx: log_rx,
+            wal_dir: wal_dir.clone(),
+            segment,
+            segment_bytes_max: config.segment_bytes_max,
+            fsync: config.fsync,
+            next_seq: recovered.next_seq,
+            shared: log.clone(),
+        };
+        let handle = std::thread::Builder::new().name("log-writer".into()).spawn(move || writer.run());
+        threads.log = Some(handle.map_err(io("cannot start log writer", &config.data_dir))?);
+
+        let inner = Arc::new(Inner {
+            config,
+            shards: senders,
+            log,
+            hold_counter: AtomicU64::new(recovered.hold_counter),
+            guards,
+            checkpoint_lock: Mutex::new(()),
+            wal_dir,
+            checkpoint_dir,
+        });
+        let (stop_tx, stop_rx) = bounded::<()>(1);
+        let hk = inner.clone();
+        let handle = std::thread::Builder::new().name("housekeeper".into()).spawn(move || housekeeper(hk, stop_rx));
+        threads.housekeeper = Some((stop_tx, handle.map_err(io("cannot start housekeeper", &inner.config.data_dir))?));
+        Ok(Engine { inner, threads: Mutex::new(threads), recovery: recovered.report })
+    }
+
+    /// What recovery found when the engine opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Sends movements on their way; each is decided by its shard and acknowledged once durable.
+    /// A reservation's `hold` is assigned here (whatever the caller put there).
+    pub fn submit(&self, movements: Vec<Movement>) -> Submission {
+        let inner = &self.inner;
+        let n = inner.shards.len();
+        let now = inner.config.clock.now();
+        let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+        let mut plans = Vec::with_capacity(movements.len());
+        let mut parts = 0u32;
+        let mut add_part = |shard: usize, movement: Movement, per_shard: &mut Vec<Vec<Item>>| {
+            per_shard[shard].push(Item { part: parts, now, movement });
+            parts += 1;
+            parts - 1
+        };
+        let failed = inner.log.failed.load(Ordering::Acquire);
+        for mut m in movements {
+            if failed {
+                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::StorageFailure) }));
+                continue;
+            }
+            if matches!(m.kind, MovementKind::Expire { .. }) {
+                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::InvalidField) }));
+                continue;
+            }
+            if let MovementKind::Reserve { hold, .. } = &mut m.kind {
+                *hold = 0; // the client form, for the body hash
+            }
+            let mut reuse_hold = 0;
+            if let Some(key) = &m.key {
+                let body_hash = body_hash(&m);
+                let mut guard = inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
+                if guard.body_hash != body_hash {
+                    plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
+                    continue;
+                }
+                if let MovementKind::Reserve { lines, .. } = &m.kind {
+                    if guard.hold == 0 {
+                        guard.hold = inner.new_hold_id(lines, n);
+                    }
+                    reuse_hold = guard.hold;
+                }
+            }
+            let plan = match &mut m.kind {
+                MovementKind::Reserve { hold, lines, .. } => {
+                    *hold = if reuse_hold != 0 { reuse_hold } else { inner.new_hold_id(lines, n) };
+                    let mask = hold_shard_mask(*hold);
+                    if mask.count_ones() <= 1 {
+                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, &mut per_shard))
+                    } else {
+                        let hold = *hold;
+                        let all_lines = std::mem::take(lines);
+                        let mut ps = Vec::new();
+                        for shard in shards_in(mask) {
+                            let mut part = m.clone();
+                            if let MovementKind::Reserve { lines, .. } = &mut part.kind {
+                                *lines = all_lines.iter().filter(|l| shard_of(&l.sku, n) == shard).cloned().collect();
+                            }
+                            ps.push((shard, add_part(shard, part, &mut per_shard)));
+                        }
+                        Plan::Multi { parts: ps, hold, is_reserve: true }
+                    }
+                }
+                MovementKind::Commit { hold } | MovementKind::Release { hold } => {
+                    let hold = *hold;
+                    let mask = hold_shard_mask(hold);
+                    let shards: Vec<usize> = shards_in(mask).filter(|&s| s < n).collect();
+                    if shards.len() <= 1 || shards.len() != mask.count_ones() as usize {
+                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, &mut per_shard))
+                    } else {
+                        let ps = shards.iter().map(|&s| (s, add_part(s, m.clone(), &mut per_shard))).collect();
+                        Plan::Multi { parts: ps, hold, is_reserve: false }
+                    }
+                }
+                kind => {
+                    let shard = shard_of(routing_sku(kind), n);
+                    Plan::Single(add_part(shard, m, &mut per_shard))
+                }
+            };
+            plans.push(plan);
+        }
+        let (state, rx) = BatchState::new(parts as usize);
+        let batch = Arc::new(state);
+        for (shard, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let parts: Vec<u32> = items.iter().map(|i| i.part).collect();
+            if inner.shards[shard].send(ShardMsg::Movements { items, batch: Some(batch.clone()) }).is_err() {
+                for p in parts {
+                    batch.complete(p, MovementResult::SHUTTING_DOWN);
+                }
+            }
+        }
+        Submission { rx, plans, inner: self.inner.clone() }
+    }
+
+    /// Submits and waits (blocking).
+    pub fn execute(&self, movements: Vec<Movement>) -> Vec<MovementResult> {
+        self.submit(movements).wait()
+    }
+
+    /// Submits one movement and waits (blocking).
+    pub fn execute_one(&self, movement: Movement) -> MovementResult {
+        self.execute(vec![movement])[0]
+    }
+
+    fn ask(&self, shard: usize, q: Query) -> Option<Answer> {
+        let (tx, rx) = bounded(1);
+        self.inner.shards[shard].send(ShardMsg::Query(q, tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// The level of one (SKU, location): reflects every movement acknowledged before the call.
+    pub fn level(&self, sku: &str, location: &str) -> Option<LevelView> {
+        let q = Query::Level { sku: sku.into(), location: location.into() };
+        match self.ask(shard_of(sku, self.shard_count()), q) {
+            Some(Answer::Level(l)) => l,
+            _ => None,
+        }
+    }
+
+    /// Settings of one (SKU, location).
+    pub fn settings(&self, sku: &str, location: &str) -> Option<Settings> {
+        let q = Query::Settings { sku: sku.into(), location: location.into() };
+        match self.ask(shard_of(sku, self.shard_count()), q) {
+            Some(Answer::Settings(s)) => s,
+            _ => None,
+        }
+    }
+
+    /// Every level (of one location, if given), sorted by SKU then location.
+    pub fn levels(&self, location: Option<&str>) -> Vec<LevelView> {
+        let mut all = Vec::new();
+        for shard in 0..self.shard_count() {
+            if let Some(Answer::Levels(mut ls)) = self.ask(shard, Query::Levels { location: location.map(Into::into) }) {
+                all.append(&mut ls);
+            }
+        }
+        all.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        all
+    }
+
+    /// Open holds of every shard, merged by hold id and sorted: (id, expires_at, lines).
+    pub fn holds(&self) -> Vec<(HoldId, Millis, Vec<(String, String, Qty)>)> {
+        let mut merged = std::collections::BTreeMap::new();
+        for shard in 0..self.shard_count() {
+            if let Some(Answer::Holds(hs)) = self.ask(shard, Query::Holds) {
+                for (id, exp, mut lines) in hs {
+                    let e = merged.entry(id).or_insert((exp, Vec::new()));
+                    e.1.append(&mut lines);
+                }
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(id, (exp, mut lines))| {
+                lines.sort();
+                (id, exp, lines)
+            })
+            .collect()
+    }
+
+    /// Levels, idempotency keys, and bytes of level tables beyond the SKU strings, summed over shards.
+    pub fn memory_stats(&self) -> (usize, usize, usize) {
+        let mut totals = (0, 0, 0);
+        for shard in 0..self.shard_count() {
+            if let Some(Answer::Stats { levels, keys, overhead_bytes }) = self.ask(shard, Query::Stats) {
+                totals = (totals.0 + levels, totals.1 + keys, totals.2 + overhead_bytes);
+            }
+        }
+        totals
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let log = &self.inner.log;
+        let mut depths = [0; SHARDS_MAX];
+        for (d, s) in depths.iter_mut().zip(&self.inner.shards) {
+            *d = s.len();
+        }
+        EngineStats {
+            durable_seq: log.durable_seq.load(Ordering::Acquire),
+            log_bytes: log.bytes_written.load(Ordering::Relaxed),
+            log_syncs: log.syncs.load(Ordering::Relaxed),
+            shard_queue_depths: depths,
+        }
+    }
+
+    /// Takes a checkpoint now and removes the log segments it makes unnecessary.
+    pub fn checkpoint(&self) -> std::io::Result<PathBuf> {
+        self.inner.checkpoint()
+    }
+
+    /// Stops cleanly: finishes what is queued, flushes the log, writes a checkpoint.
+    pub fn shutdown(self) -> std::io::Result<Option<PathBuf>> {
+        self.stop(true)
+    }
+
+    /// Stops as a crash would (for tests): no checkpoint, and nothing queued is written or
+    /// acknowledged after this call. What was acknowledged is on disk.
+    pub fn halt(self) {
+        self.inner.log.halt.store(true, Ordering::Release);
+        let _ = self.stop(false);
+    }
+
+    fn stop(&self, checkpoint: bool) -> std::io::Result<Option<PathBuf>> {
+        let mut threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        if let Some((stop, handle)) = threads.housekeeper.take() {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        let snapshots = if checkpoint { self.inner.snapshots() } else { None };
+        for tx in &self.inner.shards {
+            let _ = tx.send(ShardMsg::Stop);
+        }
+        for h in threads.shards.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(h) = threads.log.take() {
+            let _ = h.join();
+        }
+        match snapshots {
+            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => self.inner.write_checkpoint(shards).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.threads.lock().map(|t| t.log.is_some()).unwrap_or(false) {
+            if let Err(e) = self.stop(true) {
+                tracing::error!(error = %e, "checkpoint at shutdown failed; the log still has every movement");
+            }
+        }
+    }
+}
+
+/// The SKU that decides the shard of a single-SKU movement.
+fn routing_sku(kind: &MovementKind) -> &str {
+    match kind {
+        MovementKind::Receive { sku, .. }
+        | MovementKind::Expect { sku, .. }
+        | MovementKind::Sell { sku, .. }
+        | MovementKind::Return { sku, .. }
+        | MovementKind::Adjust { sku, .. }
+        | MovementKind::Count { sku, .. }
+        | MovementKind::Transfer { sku, .. }
+        | MovementKind::SetSettings { sku, .. } => sku,
+        MovementKind::Reserve { lines, .. } => lines.first().map_or("", |l| &l.sku),
+        MovementKind::Commit { .. } | MovementKind::Release { .. } | MovementKind::Expire { .. } => "",
+    }
+}
+
+fn shards_in(mask: u64) -> impl Iterator<Item = usize> {
+    (0..SHARDS_MAX).filter(move |s| mask & (1 << s) != 0)
+}
+
+impl Inner {
+    fn new_hold_id(&self, lines: &[Line], shards: usize) -> HoldId {
+        let mut mask = 0u64;
+        for l in lines {
+            mask |= 1 << shard_of(&l.sku, shards);
+        }
+        if mask == 0 {
+            mask = 1; // no line: shard 0 rejects it
+        }
+        let counter = self.hold_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        (counter << HOLD_SHARD_BITS) | mask
+    }
+
+    /// Sends a movement nobody waits for (a rollback, an expiry).
+    fn send_internal(&self, shard: usize, movement: Movement) {
+        let item = Item { part: 0, now: self.config.clock.now(), movement };
+        let _ = self.shards[shard].send(ShardMsg::Movements { items: vec![item], batch: None });
+    }
+
+    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
+        let mut replies = Vec::new();
+        for tx in &self.shards {
+            let (reply, rx) = bounded(1);
+            tx.send(ShardMsg::Snapshot(reply)).ok()?;
+            replies.push(rx);
+        }
+        replies.into_iter().map(|rx| rx.recv().ok()).collect()
+    }
+
+    fn checkpoint(&self) -> std::io::Result<PathBuf> {
+        let shards = self.snapshots().ok_or_else(|| std::io::Error::other("the engine is stopping"))?;
+        self.write_checkpoint(shards)
+    }
+
+    /// Writes a checkpoint once every record it covers is durable, then prunes old segments.
+    fn write_checkpoint(&self, shards: Vec<ShardSnapshot>) -> std::io::Result<PathBuf> {
+        let _one_at_a_time = self.checkpoint_lock.lock().unwrap();
+        let newest = shards.iter().map(|s| s.last_seq).max().unwrap_or(0);
+        if !self.log.wait_durable(newest) {
+            return Err(std::io::Error::other("the log failed before the checkpoint's records were durable"));
+        }
+        let body = CheckpointBody {
+            taken_at: self.config.clock.now(),
+            hold_counter: self.hold_counter.load(Ordering::Relaxed),
+            shards,
+        };
+        let path = write_checkpoint(&self.checkpoint_dir, &body)?;
+        // Segments entirely covered by the oldest kept checkpoint are no longer needed.
+        let oldest = list_checkpoints(&self.checkpoint_dir)?.into_iter().next();
+        if let Some((_, oldest)) = oldest {
+            let covered = read_checkpoint(&oldest).map_err(std::io::Error::other)?.covered_seq();
+            let segments = list_segments(&self.wal_dir)?;
+            for pair in segments.windows(2) {
+                if pair[1].0 <= covered + 1 {
+                    std::fs::remove_file(&pair[0].1)?;
+                }
+            }
+        }
+        tracing::info!(checkpoint = %path.display(), seq = body.covered_seq(), "checkpoint written");
+        Ok(path)
+    }
+
+    /// Sends every shard an expiry tick.
+    fn expire(&self) {
+        let now = self.config.clock.now();
+        let keys_seen_before = now.saturating_sub(self.config.idempotency_window.as_millis() as Millis);
+        for tx in &self.shards {
+            let _ = tx.send(ShardMsg::Expire {
+                now,
+                holds_expired_by: now.saturating_sub(self.config.hold_sweep_grace.as_millis() as Millis),
+                keys_seen_before,
+                keys_max: self.config.idempotency_keys_max / self.shards.len() as u64,
+                due: false,
+            });
+        }
+    }
+
+    fn prune_guards(&self) {
+        let cutoff = self.config.clock.now().saturating_sub(self.config.idempotency_window.as_millis() as Millis);
+        self.guards.retain(|_, g| g.seen_at >= cutoff);
+    }
+}
+
+/// Expires holds and keys, prunes key guards and takes periodic checkpoints until told to stop.
+fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
+    const GUARD_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+    let mut last_checkpoint = Instant::now();
+    let mut last_prune = Instant::now();
+    let mut log_bytes_at_checkpoint = 0;
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(inner.config.expire_interval) {
+        inner.expire();
+        if last_prune.elapsed() >= GUARD_PRUNE_INTERVAL {
+            inner.prune_guards();
+            last_prune = Instant::now();
+        }
+        let log_bytes = inner.log.bytes_written.load(Ordering::Relaxed);
+        if last_checkpoint.elapsed() >= inner.config.checkpoint_interval
+            || log_bytes - log_bytes_at_checkpoint >= inner.config.checkpoint_log_bytes
+        {
+            if let Err(e) = inner.checkpoint() {
+                tracing::error!(error = %e, "periodic checkpoint failed; will retry");
+            }
+            last_checkpoint = Instant::now();
+            log_bytes_at_checkpoint = log_bytes;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A shard's thread: owns one `ShardState`, applies what arrives in its channel in batches,
+//! frames the log records and hands them, with the acknowledgements they unlock, to the log writer.
+//!
+//! Architecture invariant: the shard thread takes no lock on its path. Its only shared state is
+//! the engine-wide sequence counter, from which it claims one range per batch.
+
+use super::batch::{BatchState, MovementResult};
+use super::log_writer::ShardOutput;
+use crate::core::*;
+use crate::wal::format::{begin_record, finish_record, push_nop, RECORD_TYPE_MOVEMENT};
+use crate::wal::record::encode_into;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One movement routed to a shard.
+pub struct Item {
+    pub part: u32,
+    pub now: Millis,
+    pub movement: Movement,
+}
+
+/// Questions answered from a shard's state, in order with its movements.
+pub enum Query {
+    Level { sku: String, location: String },
+    /// Every level, optionally of one location only.
+    Levels { location: Option<String> },
+    Settings { sku: String, location: String },
+    Holds,
+    Stats,
+}
+
+/// Answers to [`Query`].
+#[derive(Debug)]
+pub enum Answer {
+    Level(Option<LevelView>),
+    Levels(Vec<LevelView>),
+    Settings(Option<Settings>),
+    Holds(Vec<(HoldId, Millis, Vec<(String, String, Qty)>)>),
+    Stats { levels: usize, keys: usize, overhead_bytes: usize },
+}
+
+pub enum ShardMsg {
+    Movements { items: Vec<Item>, batch: Option<Arc<BatchState>> },
+    /// Drop holds expired by and keys seen before these times, if any.
+    /// `due` is set by the shard when it counts the message: only a due expiry is applied.
+    Expire { now: Millis, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64, due: bool },
+    Snapshot(Sender<ShardSnapshot>),
+    Query(Query, Sender<Answer>),
+    /// Finish what came before, hand it to the log, and end the thread.
+    Stop,
+}
+
+pub struct ShardWorker {
+    pub shard: u16,
+    pub state: ShardState,
+    pub rx: Receiver<ShardMsg>,
+    pub log: Sender<ShardOutput>,
+    pub next_seq: Arc<AtomicU64>,
+    pub batch_max: usize,
+}
+
+impl ShardWorker {
+    pub fn run(mut self) {
+        let mut fx = Effects::default();
+        let mut msgs = Vec::new();
+        // Highest sequence number this shard claimed: acknowledgements of retries wait for it.
+        let mut claimed = self.state.last_seq();
+        while let Ok(first) = self.rx.recv() {
+            let mut first = first;
+            let mut movements = count_records(&mut first, &self.state);
+            msgs.push(first);
+            while movements < self.batch_max {
+                match self.rx.try_recv() {
+                    Ok(mut m) => {
+                        movements += count_records(&mut m, &self.state);
+                        msgs.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let first_seq = if movements > 0 { self.next_seq.fetch_add(movements as u64, Ordering::Relaxed) } else { 0 };
+            let mut out = ShardOutput {
+                first_seq,
+                count: movements as u64,
+                requires_seq: 0,
+                bytes: Vec::with_capacity(movements * 160),
+                acks: Vec::with_capacity(movements),
+            };
+            let mut seq = first_seq;
+            let mut stop = false;
+            for msg in msgs.drain(..) {
+                stop |= matches!(msg, ShardMsg::Stop);
+                self.handle(msg, &mut seq, &mut out, &mut fx);
+            }
+            if movements > 0 {
+                let end = first_seq + movements as u64;
+                for unused in seq..end {
+                    push_nop(&mut out.bytes, self.shard, unused);
+                }
+                claimed = end - 1;
+            }
+            out.requires_seq = claimed;
+            if (out.count > 0 || !out.acks.is_empty()) && self.log.send(out).is_err() {
+                return; // the log writer stopped: the engine is going down
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ShardMsg, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) {
+        match msg {
+            ShardMsg::Movements { items, batch } => {
+                for item in items {
+                    let result = self.apply(item.now, &item.movement, seq, out, fx);
+                    if let Some(batch) = &batch {
+                        out.acks.push((batch.clone(), item.part, result));
+                    }
+                }
+            }
+            ShardMsg::Expire { now, holds_expired_by, keys_seen_before, keys_max, due } => {
+                if due {
+                    let movement = Movement {
+                        key: None,
+                        channel: "engine".into(),
+                        reference: None,
+                        occurred_at: None,
+                        kind: MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max },
+                    };
+                    self.apply(now, &movement, seq, out, fx);
+                }
+            }
+            ShardMsg::Snapshot(reply) => {
+                let _ = reply.send(self.state.snapshot());
+            }
+            ShardMsg::Query(q, reply) => {
+                let _ = reply.send(self.answer(q));
+            }
+            ShardMsg::Stop => {}
+        }
+    }
+
+    /// Applies one movement and frames its record into `out` (nothing for a retry or mismatch).
+    fn apply(&mut self, now: Millis, m: &Movement, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) -> MovementResult {
+        let buf = &mut out.bytes;
+        let at = begin_record(buf);
+        encode_into(buf, &now);
+        let movement_at = buf.len();
+        encode_into(buf, m);
+        let body_hash = if m.key.is_some() { body_hash_of_encoded(&buf[movement_at..], m) } else { 0 };
+        fx.clear();
+        match self.state.apply(now, *seq, m, body_hash, fx) {
+            Applied::Recorded(outcome) => {
+                encode_into(buf, &outcome);
+                encode_into(buf, &*fx);
+                finish_record(buf, at, RECORD_TYPE_MOVEMENT, self.shard, *seq);
+                *seq += 1;
+                MovementResult { seq: Some(*seq - 1), outcome }
+            }
+            Applied::Retry { seq, outcome } => {
+                buf.truncate(at);
+                MovementResult { seq: Some(seq), outcome }
+            }
+            Applied::Mismatch => {
+                buf.truncate(at);
+                MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }
+            }
+        }
+    }
+
+    fn answer(&self, q: Query) -> Answer {
+        match q {
+            Query::Level { sku, location } => Answer::Level(self.state.level(&sku, &location)),
+            Query::Levels { location } => Answer::Levels(
+                self.state.levels().filter(|l| location.as_ref().is_none_or(|loc| &l.location == loc)).collect(),
+            ),
+            Query::Settings { sku, location } => Answer::Settings(self.state.settings(&sku, &location)),
+            Query::Holds => Answer::Holds(self.state.holds().collect()),
+            Query::Stats => Answer::Stats {
+                levels: self.state.level_count(),
+                keys: self.state.key_count(),
+                overhead_bytes: self.state.level_overhead_bytes(),
+            },
+        }
+    }
+}
+
+/// How many sequence numbers a message may take: one per movement, one for a due expiry.
+fn count_records(msg: &mut ShardMsg, state: &ShardState) -> usize {
+    match msg {
+        ShardMsg::Movements { items, .. } => items.len(),
+        ShardMsg::Expire { holds_expired_by, keys_seen_before, keys_max, due, .. } => {
+            *due = state.expire_due(*holds_expired_by, *keys_seen_before, *keys_max);
+            *due as usize
+        }
+        _ => 0,
+    }
+}
