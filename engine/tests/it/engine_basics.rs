@@ -1,0 +1,144 @@
+//! The engine end to end in one process: movements, reads, idempotency, holds across shards,
+//! restarts.
+
+use crate::common::*;
+use engine::core::*;
+use std::sync::atomic::Ordering;
+
+#[test]
+fn receive_sell_and_read_back_with_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    let r = e.execute(vec![receive("A", "dc", 10), sell(None, "A", "dc", 3), sell(None, "A", "dc", 8)]);
+    assert_eq!(r[0].outcome, Ok(Detail::None));
+    assert_eq!(r[1].outcome, Ok(Detail::None));
+    assert_eq!(r[2].outcome, Err(Reason::InsufficientStock));
+    let mut seqs: Vec<Seq> = r.iter().map(|r| r.seq.unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((7, 0, 7)));
+    assert_eq!(e.level("A", "nowhere"), None);
+}
+
+#[test]
+fn state_survives_a_clean_restart_and_a_halt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (e, _) = open(dir.path(), 2);
+        e.execute(vec![receive("A", "dc", 10), receive("B", "dc", 5), sell(Some("k1"), "A", "dc", 4)]);
+        e.shutdown().unwrap().expect("a checkpoint is written");
+    }
+    {
+        let (e, _) = open(dir.path(), 2);
+        assert!(e.recovery_report().checkpoint.is_some());
+        assert_eq!(e.recovery_report().records_replayed, 0);
+        assert_eq!(oh_res_av(&e, "A", "dc"), Some((6, 0, 6)));
+        e.execute_one(sell(None, "B", "dc", 2));
+        e.halt();
+    }
+    let (e, _) = open(dir.path(), 2);
+    assert_eq!(e.recovery_report().records_replayed, 1);
+    assert_eq!(oh_res_av(&e, "B", "dc"), Some((3, 0, 3)));
+    // The idempotency key survived both restarts.
+    let r = e.execute_one(sell(Some("k1"), "A", "dc", 4));
+    assert_eq!(r.outcome, Ok(Detail::None));
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((6, 0, 6)));
+    assert_eq!(e.execute_one(sell(Some("k1"), "A", "dc", 5)).outcome, Err(Reason::IdempotencyMismatch));
+}
+
+#[test]
+fn a_retry_returns_the_first_outcome_and_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    e.execute_one(receive("A", "dc", 5));
+    let first = e.execute_one(sell(Some("order-1"), "A", "dc", 5));
+    let again = e.execute_one(sell(Some("order-1"), "A", "dc", 5));
+    assert_eq!(first, again);
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((0, 0, 0)));
+    // A rejection is remembered too, even after stock arrives.
+    let rejected = e.execute_one(sell(Some("order-2"), "A", "dc", 1));
+    assert_eq!(rejected.outcome, Err(Reason::InsufficientStock));
+    e.execute_one(receive("A", "dc", 5));
+    assert_eq!(e.execute_one(sell(Some("order-2"), "A", "dc", 1)), rejected);
+}
+
+#[test]
+fn the_same_key_on_another_shard_with_another_body_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    let (a, b) = skus_on_two_shards(2);
+    e.execute(vec![receive(&a, "dc", 5), receive(&b, "dc", 5)]);
+    assert_eq!(e.execute_one(sell(Some("k"), &a, "dc", 1)).outcome, Ok(Detail::None));
+    assert_eq!(e.execute_one(sell(Some("k"), &b, "dc", 1)).outcome, Err(Reason::IdempotencyMismatch));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((5, 0, 5)));
+}
+
+#[test]
+fn a_multi_shard_reservation_that_fails_on_one_shard_leaves_nothing_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    let (a, b) = skus_on_two_shards(2);
+    e.execute(vec![receive(&a, "dc", 5), receive(&b, "dc", 1)]);
+    let r = e.execute_one(reserve(Some("cart-1"), &[(&a, "dc", 2), (&b, "dc", 2)], T0 + 60_000));
+    assert_eq!(r.outcome, Err(Reason::InsufficientStock));
+    // The rollback of the held part is asynchronous; it is queued before any later read.
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 0, 5)));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 0, 1)));
+    assert!(e.holds().is_empty());
+
+    let ok = e.execute_one(reserve(Some("cart-2"), &[(&a, "dc", 2), (&b, "dc", 1)], T0 + 60_000));
+    let Ok(Detail::Hold(hold)) = ok.outcome else { panic!("{ok:?}") };
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 2, 3)));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 1, 0)));
+    // A retry gets the same hold.
+    assert_eq!(e.execute_one(reserve(Some("cart-2"), &[(&a, "dc", 2), (&b, "dc", 1)], T0 + 60_000)), ok);
+    let c = e.execute_one(mv(Some("pay-2"), MovementKind::Commit { hold }));
+    assert_eq!(c.outcome, Ok(Detail::None));
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((3, 0, 3)));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((0, 0, 0)));
+    assert_eq!(e.execute_one(mv(None, MovementKind::Commit { hold })).outcome, Err(Reason::UnknownHold));
+}
+
+#[test]
+fn holds_expire_on_their_own_and_cannot_be_committed_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, clock) = config(dir.path(), 2);
+    c.expire_interval = std::time::Duration::from_millis(10);
+    let e = engine::runtime::Engine::open(c).unwrap();
+    e.execute_one(receive("A", "dc", 5));
+    let r = e.execute_one(reserve(None, &[("A", "dc", 3)], T0 + 1_000));
+    let Ok(Detail::Hold(hold)) = r.outcome else { panic!("{r:?}") };
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((5, 3, 2)));
+    clock.store(T0 + 1_000, Ordering::Relaxed);
+    assert_eq!(e.execute_one(mv(None, MovementKind::Commit { hold })).outcome, Err(Reason::HoldExpired));
+    // Past the sweep grace (1 s), the housekeeper drops it.
+    clock.store(T0 + 2_000, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while oh_res_av(&e, "A", "dc") != Some((5, 0, 5)) {
+        assert!(std::time::Instant::now() < deadline, "hold never expired: {:?}", oh_res_av(&e, "A", "dc"));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(e.holds().is_empty());
+}
+
+#[test]
+fn concurrent_sells_of_100_units_from_many_threads_exactly_100_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    e.execute_one(receive("HOT", "dc", 100));
+    let e = std::sync::Arc::new(e);
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|t| {
+                let e = e.clone();
+                s.spawn(move || {
+                    let batch = (0..25).map(|i| sell(Some(&format!("t{t}-{i}")), "HOT", "dc", 1)).collect();
+                    e.execute(batch).iter().filter(|r| r.outcome.is_ok()).count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(wins, 100);
+    assert_eq!(oh_res_av(&e, "HOT", "dc"), Some((0, 0, 0)));
+}

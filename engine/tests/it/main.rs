@@ -1,0 +1,4 @@
+//! Integration tests of the engine: real threads, real files in a temporary directory.
+
+mod common;
+mod engine_basics;
