@@ -398,9 +398,37 @@ impl Engine {
     }
 
     fn ask(&self, shard: usize, q: Query) -> Option<Answer> {
-        let (tx, rx) = bounded(1);
+        self.ask_later(shard, q)?.blocking_recv().ok()
+    }
+
+    fn ask_later(&self, shard: usize, q: Query) -> Option<oneshot::Receiver<Answer>> {
+        let (tx, rx) = oneshot::channel();
         self.inner.shards[shard].send(ShardMsg::Query(q, tx)).ok()?;
-        rx.recv().ok()
+        Some(rx)
+    }
+
+    /// Asks the shard that owns `sku` (blocking). Answers reflect every movement acknowledged
+    /// before the call, and never a rejected one.
+    pub fn query(&self, sku: &str, q: Query) -> Option<Answer> {
+        self.ask(shard_of(sku, self.shard_count()), q)
+    }
+
+    /// [`Engine::query`] for async code.
+    pub async fn query_async(&self, sku: &str, q: Query) -> Option<Answer> {
+        self.ask_later(shard_of(sku, self.shard_count()), q)?.await.ok()
+    }
+
+    /// Asks every shard (async); one answer per shard.
+    pub async fn query_all_async(&self, q: impl Fn() -> Query) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for shard in 0..self.shard_count() {
+            if let Some(rx) = self.ask_later(shard, q()) {
+                if let Ok(a) = rx.await {
+                    answers.push(a);
+                }
+            }
+        }
+        answers
     }
 
     /// The level of one (SKU, location): reflects every movement acknowledged before the call.

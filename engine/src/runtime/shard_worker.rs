@@ -46,7 +46,7 @@ pub enum ShardMsg {
     /// `due` is set by the shard when it counts the message: only a due expiry is applied.
     Expire { now: Millis, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64, due: bool },
     Snapshot(Sender<ShardSnapshot>),
-    Query(Query, Sender<Answer>),
+    Query(Query, tokio::sync::oneshot::Sender<Answer>),
     /// Finish what came before, hand it to the log, and end the thread.
     Stop,
 }
