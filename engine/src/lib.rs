@@ -7,3 +7,6 @@
 pub mod core;
 pub mod runtime;
 pub mod wal;
+pub mod client;
+pub mod protocol;
+pub mod server;

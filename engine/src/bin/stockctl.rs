@@ -1,0 +1,2 @@
+//! stockctl (placeholder).
+fn main() {}
