@@ -89,6 +89,12 @@ impl FrameBuffer {
     /// The next whole payload, if one is buffered. An oversized frame is an error and the buffer
     /// must not be used afterwards (the stream's framing cannot be trusted).
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        Ok(self.next_range()?.map(|r| &self.data[r]))
+    }
+
+    /// [`FrameBuffer::next_frame`] as a range for [`FrameBuffer::slice`], valid until the next
+    /// call of `spare`, `extend` or `next_*`.
+    pub fn next_range(&mut self) -> Result<Option<std::ops::Range<usize>>, FrameError> {
         let Some(len) = self.pending_frame_len() else { return Ok(None) };
         if len > self.frame_bytes_max {
             return Err(FrameError::TooLarge { len, max: self.frame_bytes_max });
@@ -103,7 +109,12 @@ impl FrameBuffer {
             self.start = 0;
             self.end = 0;
         }
-        Ok(Some(&self.data[payload..payload + len]))
+        Ok(Some(payload..payload + len))
+    }
+
+    /// The bytes of a range from [`FrameBuffer::next_range`].
+    pub fn slice(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.data[range]
     }
 
     /// True when part of a frame has arrived but not all of it.

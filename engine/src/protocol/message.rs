@@ -295,6 +295,18 @@ pub fn encode_body(body: &RequestBody) -> Vec<u8> {
     v
 }
 
+/// The encoded body of a [`RequestBody::Submit`] of these movements, without copying them into
+/// a request first.
+pub fn encode_submit_body(movements: &[Movement]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + 64 * movements.len());
+    push_varint(&mut v, SUBMIT_VARIANT);
+    crate::wal::record::encode_into(&mut v, movements);
+    v
+}
+
+/// The variant index of [`RequestBody::Submit`].
+const SUBMIT_VARIANT: u64 = 1;
+
 /// Appends the frame of a request whose body is already encoded.
 pub fn encode_request_raw(buf: &mut Vec<u8>, id: u64, body: &[u8]) {
     let start = buf.len();
@@ -384,6 +396,14 @@ mod tests {
             encode_request_raw(&mut raw, i as u64 * 1000, &encode_body(&body));
             assert_eq!(raw, f);
         }
+        let movements = vec![Movement {
+            key: None,
+            channel: "pos".into(),
+            reference: Some("r".into()),
+            occurred_at: Some(5),
+            kind: MovementKind::Commit { hold: 77 },
+        }];
+        assert_eq!(encode_submit_body(&movements), encode_body(&RequestBody::Submit { movements }));
     }
 
     #[test]

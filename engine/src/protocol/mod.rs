@@ -8,13 +8,15 @@
 //!   and may arrive in any order;
 //! - the first frame of the first stream is [`RequestBody::Hello`] with the token.
 //!
-//! Architecture invariant: this module does no I/O. It turns bytes into messages and back, so the
-//! decoder can be fuzzed on its own and the server and client share one definition.
+//! Architecture invariant: apart from [`stream`] (frames over a quinn stream, shared by server and
+//! client), this module does no I/O. It turns bytes into messages and back, so the decoder can be
+//! fuzzed on its own and the server and client share one definition.
 
 pub mod codes;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod stream;
 
 #[cfg(test)]
 mod fuzz;
