@@ -196,14 +196,7 @@ impl ShardState {
     /// Applies one movement at time `now`. `seq` is the sequence number the movement gets if it
     /// is recorded; `body_hash` is [`body_hash`] of the movement. Effects of a recorded movement
     /// are appended to `fx`.
-    pub fn apply(
-        &mut self,
-        now: Millis,
-        seq: Seq,
-        movement: &Movement,
-        body_hash: u64,
-        fx: &mut Effects,
-    ) -> Applied {
+    pub fn apply(&mut self, now: Millis, seq: Seq, movement: &Movement, body_hash: u64, fx: &mut Effects) -> Applied {
         let key = match check_envelope(movement) {
             Err(reason) => return self.record(seq, Err(reason)),
             Ok(()) => movement.key.as_deref().map(key_hash),
@@ -427,7 +420,8 @@ impl ShardState {
             (Some(s), Some(l)) => (s, l),
             _ => return Err(Reason::HoldLineMissing),
         };
-        let idx = h.lines.iter().position(|l| l.sku == sku_id && l.location == loc_id).ok_or(Reason::HoldLineMissing)?;
+        let idx =
+            h.lines.iter().position(|l| l.sku == sku_id && l.location == loc_id).ok_or(Reason::HoldLineMissing)?;
         let line = &h.lines[idx];
         let consumed = qty.min(line.qty);
         let excess = qty - consumed;
@@ -576,9 +570,9 @@ impl ShardState {
 
     /// Every level of this shard, in no particular order.
     pub fn levels(&self) -> impl Iterator<Item = LevelView> + '_ {
-        self.level_index.iter().map(|(&(s, l), &slot)| {
-            view(self.skus.name(s), self.locations.name(l), &self.levels[slot as usize])
-        })
+        self.level_index
+            .iter()
+            .map(|(&(s, l), &slot)| view(self.skus.name(s), self.locations.name(l), &self.levels[slot as usize]))
     }
 
     /// Number of levels.

@@ -28,9 +28,10 @@ pub enum Clock {
 impl Clock {
     pub fn now(&self) -> Millis {
         match self {
-            Clock::System => {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
-            }
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as Millis)
+                .unwrap_or(0),
             Clock::Manual(t) => t.load(Ordering::Relaxed),
         }
     }

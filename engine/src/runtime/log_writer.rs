@@ -108,7 +108,12 @@ impl LogWriter {
         debug_assert!(waiting.is_empty(), "records left out of the log at shutdown");
     }
 
-    fn take(&self, out: ShardOutput, waiting: &mut BTreeMap<Seq, ShardOutput>, acks: &mut BTreeMap<Seq, Vec<ShardOutput>>) {
+    fn take(
+        &self,
+        out: ShardOutput,
+        waiting: &mut BTreeMap<Seq, ShardOutput>,
+        acks: &mut BTreeMap<Seq, Vec<ShardOutput>>,
+    ) {
         if out.count > 0 {
             waiting.insert(out.first_seq, out);
         } else {

@@ -86,7 +86,11 @@ enum Plan {
     Done(MovementResult),
     Single(u32),
     /// A movement split over several shards: all parts must succeed.
-    Multi { parts: Vec<(usize, u32)>, hold: HoldId, is_reserve: bool },
+    Multi {
+        parts: Vec<(usize, u32)>,
+        hold: HoldId,
+        is_reserve: bool,
+    },
 }
 
 /// Movements on their way; [`Submission::wait`] returns one result per movement, in order.
@@ -217,7 +221,8 @@ impl Engine {
         };
         let segment = match &recovered.last_segment {
             Some(path) => SegmentWriter::reopen(path).map_err(io("cannot open log segment", path))?,
-            None => SegmentWriter::create(&wal_dir, recovered.next_seq).map_err(io("cannot create log segment", &wal_dir))?,
+            None => SegmentWriter::create(&wal_dir, recovered.next_seq)
+                .map_err(io("cannot create log segment", &wal_dir))?,
         };
 
         let guards = DashMap::with_hasher(ahash::RandomState::new());
@@ -321,7 +326,8 @@ impl Engine {
             let mut reuse_hold = 0;
             if let Some(key) = &m.key {
                 let body_hash = body_hash(&m);
-                let mut guard = inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
+                let mut guard =
+                    inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
                 if guard.body_hash != body_hash {
                     plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
                     continue;
@@ -453,7 +459,8 @@ impl Engine {
     pub fn levels(&self, location: Option<&str>) -> Vec<LevelView> {
         let mut all = Vec::new();
         for shard in 0..self.shard_count() {
-            if let Some(Answer::Levels(mut ls)) = self.ask(shard, Query::Levels { location: location.map(Into::into) }) {
+            if let Some(Answer::Levels(mut ls)) = self.ask(shard, Query::Levels { location: location.map(Into::into) })
+            {
                 all.append(&mut ls);
             }
         }
@@ -540,7 +547,9 @@ impl Engine {
             let _ = h.join();
         }
         match snapshots {
-            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => self.inner.write_checkpoint(shards).map(Some),
+            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => {
+                self.inner.write_checkpoint(shards).map(Some)
+            }
             _ => Ok(None),
         }
     }

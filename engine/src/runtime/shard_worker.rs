@@ -22,10 +22,18 @@ pub struct Item {
 
 /// Questions answered from a shard's state, in order with its movements.
 pub enum Query {
-    Level { sku: String, location: String },
+    Level {
+        sku: String,
+        location: String,
+    },
     /// Every level, optionally of one location only.
-    Levels { location: Option<String> },
-    Settings { sku: String, location: String },
+    Levels {
+        location: Option<String>,
+    },
+    Settings {
+        sku: String,
+        location: String,
+    },
     Holds,
     Stats,
 }
@@ -41,10 +49,19 @@ pub enum Answer {
 }
 
 pub enum ShardMsg {
-    Movements { items: Vec<Item>, batch: Option<Arc<BatchState>> },
+    Movements {
+        items: Vec<Item>,
+        batch: Option<Arc<BatchState>>,
+    },
     /// Drop holds expired by and keys seen before these times, if any.
     /// `due` is set by the shard when it counts the message: only a due expiry is applied.
-    Expire { now: Millis, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64, due: bool },
+    Expire {
+        now: Millis,
+        holds_expired_by: Millis,
+        keys_seen_before: Millis,
+        keys_max: u64,
+        due: bool,
+    },
     Snapshot(Sender<ShardSnapshot>),
     Query(Query, tokio::sync::oneshot::Sender<Answer>),
     /// Finish what came before, hand it to the log, and end the thread.
@@ -79,7 +96,8 @@ impl ShardWorker {
                     Err(_) => break,
                 }
             }
-            let first_seq = if movements > 0 { self.next_seq.fetch_add(movements as u64, Ordering::Relaxed) } else { 0 };
+            let first_seq =
+                if movements > 0 { self.next_seq.fetch_add(movements as u64, Ordering::Relaxed) } else { 0 };
             let mut out = ShardOutput {
                 first_seq,
                 count: movements as u64,
@@ -143,7 +161,14 @@ impl ShardWorker {
     }
 
     /// Applies one movement and frames its record into `out` (nothing for a retry or mismatch).
-    fn apply(&mut self, now: Millis, m: &Movement, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) -> MovementResult {
+    fn apply(
+        &mut self,
+        now: Millis,
+        m: &Movement,
+        seq: &mut Seq,
+        out: &mut ShardOutput,
+        fx: &mut Effects,
+    ) -> MovementResult {
         let buf = &mut out.bytes;
         let at = begin_record(buf);
         encode_into(buf, &now);

@@ -74,7 +74,9 @@ pub fn recover(wal_dir: &Path, checkpoint_dir: &Path, shard_count: usize) -> Res
                     body.shards.len()
                 )))
             }
-            Err(why) => tracing::warn!(checkpoint = %path.display(), %why, "skipping damaged checkpoint; trying an older one"),
+            Err(why) => {
+                tracing::warn!(checkpoint = %path.display(), %why, "skipping damaged checkpoint; trying an older one")
+            }
         }
     }
     let covered = shards.iter().map(|s| s.last_seq()).min().unwrap_or(0);
@@ -88,8 +90,11 @@ pub fn recover(wal_dir: &Path, checkpoint_dir: &Path, shard_count: usize) -> Res
     let mut fx = Effects::default();
     for (i, (first_seq, path)) in segments.iter().enumerate().skip(start) {
         let data = std::fs::read(path).map_err(io_err(path))?;
-        let header_first = decode_segment_header(&data)
-            .map_err(|why| RecoveryError::Corrupt { path: path.clone(), offset: 0, why })?;
+        let header_first = decode_segment_header(&data).map_err(|why| RecoveryError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            why,
+        })?;
         if header_first != *first_seq {
             let why = format!("segment header says it starts at {header_first}, its name says {first_seq}");
             return Err(RecoveryError::Corrupt { path: path.clone(), offset: 0, why });
