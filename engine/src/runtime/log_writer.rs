@@ -56,6 +56,22 @@ impl LogShared {
         }
     }
 
+    /// Waits up to `timeout` until `seq` is durable; true if it is.
+    pub fn wait_durable_for(&self, seq: Seq, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.durable_lock.lock().unwrap();
+        loop {
+            if self.durable_seq.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.failed.load(Ordering::Acquire) || self.halt.load(Ordering::Acquire) {
+                return false;
+            }
+            guard = self.durable_changed.wait_timeout(guard, left.min(std::time::Duration::from_millis(50))).unwrap().0;
+        }
+    }
+
     fn publish(&self, seq: Seq) {
         self.durable_seq.store(seq, Ordering::Release);
         let _guard = self.durable_lock.lock().unwrap();

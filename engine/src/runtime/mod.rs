@@ -6,11 +6,13 @@
 
 mod batch;
 mod config;
+mod feed;
 mod log_writer;
 mod shard_worker;
 
 pub use batch::MovementResult;
 pub use config::{Clock, EngineConfig, Fsync};
+pub use feed::{Feed, FeedError, FeedEvent};
 pub use shard_worker::{Answer, Query};
 
 use crate::core::*;
@@ -63,6 +65,8 @@ struct Inner {
     hold_counter: AtomicU64,
     guards: DashMap<u128, KeyGuard, ahash::RandomState>,
     checkpoint_lock: Mutex<()>,
+    /// Barriers are sent to all shards under this lock, so that two never cross.
+    barrier_lock: Mutex<()>,
     wal_dir: PathBuf,
     checkpoint_dir: PathBuf,
 }
@@ -272,6 +276,7 @@ impl Engine {
             hold_counter: AtomicU64::new(recovered.hold_counter),
             guards,
             checkpoint_lock: Mutex::new(()),
+            barrier_lock: Mutex::new(()),
             wal_dir,
             checkpoint_dir,
         });
@@ -513,6 +518,38 @@ impl Engine {
         }
     }
 
+    /// Durable records from `from_seq` (inclusive) on: catch-up from the log files, then live.
+    pub fn feed(&self, from_seq: Seq) -> Result<Feed, FeedError> {
+        Feed::new(self.inner.wal_dir.clone(), self.inner.log.clone(), from_seq)
+    }
+
+    /// A consistent copy of every level as of one sequence number: it reflects every record up
+    /// to that number and none after. All shards pause while they copy their levels.
+    pub fn levels_snapshot(&self) -> (Seq, Vec<LevelView>) {
+        let barrier = Arc::new(std::sync::Barrier::new(self.shard_count()));
+        let mut replies = Vec::new();
+        {
+            let _no_crossing = self.inner.barrier_lock.lock().unwrap();
+            for tx in &self.inner.shards {
+                let (reply, rx) = oneshot::channel();
+                if tx.send(ShardMsg::LevelsAtBarrier(barrier.clone(), reply)).is_err() {
+                    return (0, Vec::new());
+                }
+                replies.push(rx);
+            }
+        }
+        let mut seq = 0;
+        let mut all = Vec::new();
+        for rx in replies {
+            if let Ok((claimed, mut levels)) = rx.blocking_recv() {
+                seq = seq.max(claimed);
+                all.append(&mut levels);
+            }
+        }
+        all.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        (seq, all)
+    }
+
     /// Takes a checkpoint now and removes the log segments it makes unnecessary.
     pub fn checkpoint(&self) -> std::io::Result<PathBuf> {
         self.inner.checkpoint()
@@ -637,8 +674,11 @@ impl Inner {
         if let Some((_, oldest)) = oldest {
             let covered = read_checkpoint(&oldest).map_err(std::io::Error::other)?.covered_seq();
             let segments = list_segments(&self.wal_dir)?;
-            for pair in segments.windows(2) {
-                if pair[1].0 <= covered + 1 {
+            let sizes: Vec<u64> =
+                segments.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len())).collect::<Result<_, _>>()?;
+            for (i, pair) in segments.windows(2).enumerate() {
+                let newer_bytes: u64 = sizes[i + 1..].iter().sum();
+                if pair[1].0 <= covered + 1 && newer_bytes >= self.config.log_retention_bytes {
                     std::fs::remove_file(&pair[0].1)?;
                 }
             }

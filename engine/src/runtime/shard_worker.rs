@@ -64,6 +64,9 @@ pub enum ShardMsg {
     },
     Snapshot(Sender<ShardSnapshot>),
     Query(Query, tokio::sync::oneshot::Sender<Answer>),
+    /// Copy every level, then wait at the barrier with the other shards (see
+    /// `Engine::levels_snapshot`). Replies with the levels and the highest sequence claimed.
+    LevelsAtBarrier(Arc<std::sync::Barrier>, tokio::sync::oneshot::Sender<(Seq, Vec<LevelView>)>),
     /// Finish what came before, hand it to the log, and end the thread.
     Stop,
 }
@@ -87,7 +90,7 @@ impl ShardWorker {
             let mut first = first;
             let mut movements = count_records(&mut first, &self.state);
             msgs.push(first);
-            while movements < self.batch_max {
+            while movements < self.batch_max && !matches!(msgs.last(), Some(ShardMsg::LevelsAtBarrier(..))) {
                 match self.rx.try_recv() {
                     Ok(mut m) => {
                         movements += count_records(&mut m, &self.state);
@@ -107,8 +110,16 @@ impl ShardWorker {
             };
             let mut seq = first_seq;
             let mut stop = false;
+            let batch_claimed = if movements > 0 { first_seq + movements as u64 - 1 } else { claimed };
             for msg in msgs.drain(..) {
                 stop |= matches!(msg, ShardMsg::Stop);
+                if let ShardMsg::LevelsAtBarrier(barrier, reply) = msg {
+                    // Last message of its batch: everything this shard claimed is applied.
+                    let levels = self.state.levels().collect();
+                    barrier.wait();
+                    let _ = reply.send((batch_claimed, levels));
+                    continue;
+                }
                 self.handle(msg, &mut seq, &mut out, &mut fx);
             }
             if movements > 0 {
@@ -156,7 +167,7 @@ impl ShardWorker {
             ShardMsg::Query(q, reply) => {
                 let _ = reply.send(self.answer(q));
             }
-            ShardMsg::Stop => {}
+            ShardMsg::Stop | ShardMsg::LevelsAtBarrier(..) => {}
         }
     }
 

@@ -100,6 +100,16 @@ impl<'a> RecordIter<'a> {
         RecordIter { data, pos: SEGMENT_HEADER_LEN.min(data.len()) }
     }
 
+    /// Records of `data` from byte `pos` on (a record boundary); offsets are relative to `data`.
+    pub fn from_offset(data: &'a [u8], pos: usize) -> RecordIter<'a> {
+        RecordIter { data, pos: pos.min(data.len()) }
+    }
+
+    /// Where the next record starts.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     fn next_record(&mut self) -> Result<Option<RecordRef<'a>>, ScanStop> {
         let (data, offset) = (self.data, self.pos);
         let rest = &data[offset..];

@@ -2,3 +2,4 @@
 
 mod common;
 mod engine_basics;
+mod engine_feed;
