@@ -94,7 +94,6 @@ impl LogWriter {
     pub fn run(mut self) {
         let mut waiting: BTreeMap<Seq, ShardOutput> = BTreeMap::new();
         let mut acks: BTreeMap<Seq, Vec<ShardOutput>> = BTreeMap::new();
-        self.shared.publish(self.next_seq - 1);
         loop {
             let Ok(first) = self.rx.recv() else { break };
             self.take(first, &mut waiting, &mut acks);

@@ -61,6 +61,9 @@ pub struct EngineStats {
 struct Inner {
     config: EngineConfig,
     shards: Vec<Sender<ShardMsg>>,
+    /// Clones of the shards' receivers, to drain (and so fail) what is left once they stop.
+    shard_inboxes: Vec<crossbeam_channel::Receiver<ShardMsg>>,
+    stopped: std::sync::atomic::AtomicBool,
     log: Arc<LogShared>,
     hold_counter: AtomicU64,
     guards: DashMap<u128, KeyGuard, ahash::RandomState>,
@@ -238,13 +241,16 @@ impl Engine {
         }
 
         let log = Arc::new(LogShared::default());
+        log.durable_seq.store(recovered.next_seq - 1, Ordering::Release); // all recovered records are on disk
         let next_seq = Arc::new(AtomicU64::new(recovered.next_seq));
         let (log_tx, log_rx) = unbounded();
         let mut threads = Threads::default();
         let mut senders = Vec::with_capacity(shards);
+        let mut inboxes = Vec::with_capacity(shards);
         for (i, state) in recovered.shards.into_iter().enumerate() {
             let (tx, rx) = bounded(config.shard_queue_depth_max);
             senders.push(tx);
+            inboxes.push(rx.clone());
             let worker = ShardWorker {
                 shard: i as u16,
                 state,
@@ -272,6 +278,8 @@ impl Engine {
         let inner = Arc::new(Inner {
             config,
             shards: senders,
+            shard_inboxes: inboxes,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             log,
             hold_counter: AtomicU64::new(recovered.hold_counter),
             guards,
@@ -394,6 +402,9 @@ impl Engine {
                     batch.complete(p, MovementResult::SHUTTING_DOWN);
                 }
             }
+        }
+        if inner.stopped.load(Ordering::Acquire) {
+            inner.drain_inboxes(); // the shards are gone: fail what was just queued
         }
         Submission { rx, plans, inner: self.inner.clone() }
     }
@@ -562,13 +573,16 @@ impl Engine {
 
     /// Stops as a crash would (for tests): no checkpoint, and nothing queued is written or
     /// acknowledged after this call. What was acknowledged is on disk.
-    pub fn halt(self) {
+    pub fn halt(&self) {
         self.inner.log.halt.store(true, Ordering::Release);
         let _ = self.stop(false);
     }
 
     fn stop(&self, checkpoint: bool) -> std::io::Result<Option<PathBuf>> {
         let mut threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        if threads.log.is_none() {
+            return Ok(None); // already stopped
+        }
         if let Some((stop, handle)) = threads.housekeeper.take() {
             let _ = stop.send(());
             let _ = handle.join();
@@ -583,6 +597,8 @@ impl Engine {
         if let Some(h) = threads.log.take() {
             let _ = h.join();
         }
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.drain_inboxes();
         match snapshots {
             Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => {
                 self.inner.write_checkpoint(shards).map(Some)
@@ -623,6 +639,13 @@ fn shards_in(mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Inner {
+    /// Drops whatever is still queued to the stopped shards; their submitters get `shutting_down`.
+    fn drain_inboxes(&self) {
+        for rx in &self.shard_inboxes {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
     fn new_hold_id(&self, lines: &[Line], shards: usize) -> HoldId {
         let mut mask = 0u64;
         for l in lines {
