@@ -57,7 +57,7 @@ fn level_map(levels: &[LevelView]) -> BTreeMap<(String, String), (Qty, Qty)> {
 fn levels_from_movements(events: &[engine::runtime::FeedEvent]) -> BTreeMap<(String, String), (Qty, Qty)> {
     let mut levels: BTreeMap<(String, String), (Qty, Qty)> = BTreeMap::new();
     let mut held: HashMap<(HoldId, u16), Vec<Line>> = HashMap::new();
-    let mut at = |sku: &str, loc: &str| (sku.to_string(), loc.to_string());
+    let at = |sku: &str, loc: &str| (sku.to_string(), loc.to_string());
     for ev in events {
         if ev.record.outcome.is_err() {
             continue;
