@@ -30,3 +30,13 @@ pub fn decode_movement_payload(payload: &[u8]) -> Result<(MovementRecord, &[u8])
     }
     Ok((MovementRecord { recorded_at, movement, outcome, effects }, movement_bytes))
 }
+
+/// Decodes what replay needs of a movement record: time, movement (and its bytes), outcome.
+/// The effects that follow are not decoded.
+pub fn decode_movement_head(payload: &[u8]) -> Result<(Millis, Movement, &[u8], Outcome), postcard::Error> {
+    let (recorded_at, rest) = postcard::take_from_bytes::<Millis>(payload)?;
+    let (movement, after_movement) = postcard::take_from_bytes::<Movement>(rest)?;
+    let movement_bytes = &rest[..rest.len() - after_movement.len()];
+    let (outcome, _) = postcard::take_from_bytes::<Outcome>(after_movement)?;
+    Ok((recorded_at, movement, movement_bytes, outcome))
+}
