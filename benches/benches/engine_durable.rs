@@ -124,7 +124,10 @@ fn main() {
         (stats.log_bytes - stats_before.log_bytes) as f64 / movements.max(1) as f64
     );
     let (levels, keys, overhead) = engine.memory_stats();
-    println!("memory: {levels} levels, {keys} idempotency keys, {:.1} bytes of level tables per level beyond SKU strings", overhead as f64 / levels as f64);
+    println!(
+        "memory: {levels} levels, {keys} idempotency keys, {:.1} bytes of level tables per level beyond SKU strings",
+        overhead as f64 / levels as f64
+    );
     let engine = Arc::try_unwrap(engine).ok().expect("workers stopped");
     let t = Instant::now();
     engine.shutdown().unwrap();

@@ -43,7 +43,10 @@ impl Catalogue {
     pub fn seed_stock(&self, qty: Qty) -> impl Iterator<Item = Movement> + '_ {
         (0..self.skus).flat_map(move |i| {
             self.locations.iter().map(move |loc| {
-                movement(None, MovementKind::Receive { sku: sku_name(i), location: loc.clone(), qty, unit_cost: Some(500) })
+                movement(
+                    None,
+                    MovementKind::Receive { sku: sku_name(i), location: loc.clone(), qty, unit_cost: Some(500) },
+                )
             })
         })
     }
@@ -54,7 +57,9 @@ impl Catalogue {
         let sku = sku_name(self.pick());
         let location = self.location();
         let kind = match self.rng.gen_range(0..100) {
-            0..=69 => MovementKind::Sell { sku, location, qty: 1, unit_price: Some(1999), hold: None, allow_negative: false },
+            0..=69 => {
+                MovementKind::Sell { sku, location, qty: 1, unit_price: Some(1999), hold: None, allow_negative: false }
+            }
             70..=84 => MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800) },
             85..=89 => MovementKind::Return {
                 sku,

@@ -200,7 +200,7 @@ fn main() {
             let rec = rec.expect("the log is intact");
             let h = rec.header;
             if h.record_type == RECORD_TYPE_MOVEMENT {
-                let (logged, _) = decode_movement_payload(rec.payload).expect("payload decodes");
+                let logged = decode_movement_payload(rec.payload).expect("payload decodes");
                 println!("logged seq={} shard={} type=movement {:?}", h.seq, h.shard, logged);
             } else {
                 println!("logged seq={} shard={} type={}", h.seq, h.shard, h.record_type);

@@ -147,33 +147,32 @@ pub fn key_hash(key: &str) -> u128 {
 }
 
 /// Stable hash of a movement's body as the client sent it, for telling a retry from a reuse of
-/// its key: xxh3-64 of its postcard encoding, with an engine-assigned hold id set to 0.
+/// its key: xxh3-64 of its postcard encoding, with an engine-assigned hold id set to 0. The
+/// engine computes it once, at submission, over the whole movement (a reservation split over
+/// shards keeps the hash of the whole), and logs it with the record.
 pub fn body_hash(movement: &Movement) -> u64 {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let mut client_form;
+    let movement = match &movement.kind {
+        MovementKind::Reserve { hold, .. } if *hold != 0 => {
+            client_form = movement.clone();
+            if let MovementKind::Reserve { hold, .. } = &mut client_form.kind {
+                *hold = 0;
+            }
+            &client_form
+        }
+        _ => movement,
+    };
     SCRATCH.with(|scratch| {
         let mut buf = std::mem::take(&mut *scratch.borrow_mut());
         buf.clear();
         buf = postcard::to_extend(movement, buf).expect("movement encodes");
-        let hash = body_hash_of_encoded(&buf, movement);
+        let hash = xxhash_rust::xxh3::xxh3_64(&buf);
         *scratch.borrow_mut() = buf;
         hash
     })
-}
-
-/// [`body_hash`] of `movement`, given its postcard encoding.
-pub fn body_hash_of_encoded(encoded: &[u8], movement: &Movement) -> u64 {
-    match &movement.kind {
-        MovementKind::Reserve { hold, .. } if *hold != 0 => {
-            let mut client_form = movement.clone();
-            if let MovementKind::Reserve { hold, .. } = &mut client_form.kind {
-                *hold = 0;
-            }
-            body_hash(&client_form)
-        }
-        _ => xxhash_rust::xxh3::xxh3_64(encoded),
-    }
 }
 
 fn check_text(s: &str, max: usize) -> Result<(), Reason> {
@@ -202,7 +201,9 @@ fn add(a: Qty, b: Qty) -> Result<Qty, Reason> {
     }
 }
 
-fn check_envelope(m: &Movement) -> Result<(), Reason> {
+/// Checks every text field's length and the number of lines: what bounds a record's size. The
+/// engine refuses a movement that fails this before it reaches a shard.
+pub fn check_sizes(m: &Movement) -> Result<(), Reason> {
     if let Some(key) = &m.key {
         check_text(key, IDEMPOTENCY_KEY_BYTES_MAX)?;
     }
@@ -210,7 +211,26 @@ fn check_envelope(m: &Movement) -> Result<(), Reason> {
     if let Some(r) = &m.reference {
         check_text(r, REFERENCE_BYTES_MAX)?;
     }
-    Ok(())
+    match &m.kind {
+        MovementKind::Receive { sku, location, .. }
+        | MovementKind::Expect { sku, location, .. }
+        | MovementKind::Sell { sku, location, .. }
+        | MovementKind::Return { sku, location, .. }
+        | MovementKind::Adjust { sku, location, .. }
+        | MovementKind::Count { sku, location, .. }
+        | MovementKind::SetSettings { sku, location, .. } => check_level_key(sku, location),
+        MovementKind::Transfer { sku, from, to, .. } => {
+            check_level_key(sku, from)?;
+            check_text(to, LOCATION_BYTES_MAX)
+        }
+        MovementKind::Reserve { lines, .. } => {
+            if lines.len() > HOLD_LINES_MAX {
+                return Err(Reason::InvalidLines);
+            }
+            lines.iter().try_for_each(|l| check_level_key(&l.sku, &l.location))
+        }
+        MovementKind::Commit { .. } | MovementKind::Release { .. } | MovementKind::Expire { .. } => Ok(()),
+    }
 }
 
 fn check_level_key(sku: &str, location: &str) -> Result<(), Reason> {
@@ -232,7 +252,7 @@ impl ShardState {
     /// is recorded; `body_hash` is [`body_hash`] of the movement. Effects of a recorded movement
     /// are appended to `fx`.
     pub fn apply(&mut self, now: Millis, seq: Seq, movement: &Movement, body_hash: u64, fx: &mut Effects) -> Applied {
-        let key = match check_envelope(movement) {
+        let key = match check_sizes(movement) {
             Err(reason) => return self.record(seq, Err(reason)),
             Ok(()) => movement.key.as_deref().map(key_hash),
         };

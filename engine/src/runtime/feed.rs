@@ -131,7 +131,7 @@ impl Feed {
                     match h.record_type {
                         RECORD_TYPE_NOP => {}
                         RECORD_TYPE_MOVEMENT => {
-                            let (record, _) = decode_movement_payload(r.payload)
+                            let record = decode_movement_payload(r.payload)
                                 .map_err(|e| FeedError::Corrupt(format!("{} seq {}: {e}", path.display(), h.seq)))?;
                             events.push(FeedEvent { seq: h.seq, shard: h.shard, record });
                         }

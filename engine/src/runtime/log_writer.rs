@@ -27,6 +27,13 @@ pub struct ShardOutput {
     pub acks: Vec<(Arc<BatchState>, u32, MovementResult)>,
 }
 
+impl ShardOutput {
+    /// An empty output, to wake the log writer (after a failure).
+    pub fn wake() -> ShardOutput {
+        ShardOutput { first_seq: 0, count: 0, requires_seq: 0, bytes: Vec::new(), acks: Vec::new() }
+    }
+}
+
 /// Counters and the durable point, shared with the rest of the engine.
 #[derive(Default)]
 pub struct LogShared {

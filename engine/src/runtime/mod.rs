@@ -23,7 +23,7 @@ use batch::BatchState;
 use crossbeam_channel::{bounded, unbounded, Sender};
 use dashmap::DashMap;
 use log_writer::{LogShared, LogWriter};
-use shard_worker::{Item, ShardMsg, ShardWorker};
+use shard_worker::{Copied, CopyKind, Item, ShardMsg, ShardWorker};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,6 +172,12 @@ fn shard_count(data_dir: &Path, wanted: usize) -> Result<usize, EngineError> {
     let io = |what, source| EngineError::Io { what, path: path.clone(), source };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            if !text.lines().any(|l| l.trim() == "format = 1") {
+                return Err(EngineError::Config(format!(
+                    "{} is not `format = 1`: this data directory was written by another version",
+                    path.display()
+                )));
+            }
             let shards = text
                 .lines()
                 .find_map(|l| l.strip_prefix("shards = "))
@@ -259,7 +265,19 @@ impl Engine {
                 next_seq: next_seq.clone(),
                 batch_max: config.shard_batch_max,
             };
-            let handle = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || worker.run());
+            let (log_shared, wake_log) = (log.clone(), log_tx.clone());
+            let handle = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
+                    // A bug, not bad input: stop acknowledging anything, loudly. Restarting recovers
+                    // exactly what was acknowledged.
+                    tracing::error!(
+                        shard = i,
+                        "shard thread panicked: the engine acknowledges nothing more; restart it"
+                    );
+                    log_shared.failed.store(true, Ordering::Release);
+                    let _ = wake_log.send(log_writer::ShardOutput::wake());
+                }
+            });
             threads.shards.push(handle.map_err(io("cannot start shard thread", &config.data_dir))?);
         }
         drop(log_tx);
@@ -318,8 +336,8 @@ impl Engine {
         let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
         let mut plans = Vec::with_capacity(movements.len());
         let mut parts = 0u32;
-        let mut add_part = |shard: usize, movement: Movement, per_shard: &mut Vec<Vec<Item>>| {
-            per_shard[shard].push(Item { part: parts, now, movement });
+        let mut add_part = |shard: usize, movement: Movement, body_hash: u64, per_shard: &mut Vec<Vec<Item>>| {
+            per_shard[shard].push(Item { part: parts, now, body_hash, movement });
             parts += 1;
             parts - 1
         };
@@ -333,12 +351,17 @@ impl Engine {
                 plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::InvalidField) }));
                 continue;
             }
+            if let Err(reason) = check_sizes(&m) {
+                // Refused before any shard sees it: no record, no sequence number.
+                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(reason) }));
+                continue;
+            }
             if let MovementKind::Reserve { hold, .. } = &mut m.kind {
                 *hold = 0; // the client form, for the body hash
             }
             let mut reuse_hold = 0;
+            let body_hash = if m.key.is_some() { body_hash(&m) } else { 0 };
             if let Some(key) = &m.key {
-                let body_hash = body_hash(&m);
                 let mut guard =
                     inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
                 if guard.body_hash != body_hash {
@@ -357,7 +380,7 @@ impl Engine {
                     *hold = if reuse_hold != 0 { reuse_hold } else { inner.new_hold_id(lines, n) };
                     let mask = hold_shard_mask(*hold);
                     if mask.count_ones() <= 1 {
-                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, &mut per_shard))
+                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, body_hash, &mut per_shard))
                     } else {
                         let hold = *hold;
                         let all_lines = std::mem::take(lines);
@@ -367,7 +390,7 @@ impl Engine {
                             if let MovementKind::Reserve { lines, .. } = &mut part.kind {
                                 *lines = all_lines.iter().filter(|l| shard_of(&l.sku, n) == shard).cloned().collect();
                             }
-                            ps.push((shard, add_part(shard, part, &mut per_shard)));
+                            ps.push((shard, add_part(shard, part, body_hash, &mut per_shard)));
                         }
                         Plan::Multi { parts: ps, hold, is_reserve: true }
                     }
@@ -377,15 +400,16 @@ impl Engine {
                     let mask = hold_shard_mask(hold);
                     let shards: Vec<usize> = shards_in(mask).filter(|&s| s < n).collect();
                     if shards.len() <= 1 || shards.len() != mask.count_ones() as usize {
-                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, &mut per_shard))
+                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, body_hash, &mut per_shard))
                     } else {
-                        let ps = shards.iter().map(|&s| (s, add_part(s, m.clone(), &mut per_shard))).collect();
+                        let ps =
+                            shards.iter().map(|&s| (s, add_part(s, m.clone(), body_hash, &mut per_shard))).collect();
                         Plan::Multi { parts: ps, hold, is_reserve: false }
                     }
                 }
                 kind => {
                     let shard = shard_of(routing_sku(kind), n);
-                    Plan::Single(add_part(shard, m, &mut per_shard))
+                    Plan::Single(add_part(shard, m, body_hash, &mut per_shard))
                 }
             };
             plans.push(plan);
@@ -537,26 +561,14 @@ impl Engine {
     /// A consistent copy of every level as of one sequence number: it reflects every record up
     /// to that number and none after. All shards pause while they copy their levels.
     pub fn levels_snapshot(&self) -> (Seq, Vec<LevelView>) {
-        let barrier = Arc::new(std::sync::Barrier::new(self.shard_count()));
-        let mut replies = Vec::new();
-        {
-            let _no_crossing = self.inner.barrier_lock.lock().unwrap();
-            for tx in &self.inner.shards {
-                let (reply, rx) = oneshot::channel();
-                if tx.send(ShardMsg::LevelsAtBarrier(barrier.clone(), reply)).is_err() {
-                    return (0, Vec::new());
-                }
-                replies.push(rx);
-            }
-        }
-        let mut seq = 0;
-        let mut all = Vec::new();
-        for rx in replies {
-            if let Ok((claimed, mut levels)) = rx.blocking_recv() {
-                seq = seq.max(claimed);
-                all.append(&mut levels);
-            }
-        }
+        let Some((seq, copies)) = self.inner.copy_at_barrier(CopyKind::Levels) else { return (0, Vec::new()) };
+        let mut all: Vec<LevelView> = copies
+            .into_iter()
+            .flat_map(|c| match c {
+                Copied::Levels(l) => l,
+                Copied::Snapshot(_) => Vec::new(),
+            })
+            .collect();
         all.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         (seq, all)
     }
@@ -660,18 +672,47 @@ impl Inner {
 
     /// Sends a movement nobody waits for (a rollback, an expiry).
     fn send_internal(&self, shard: usize, movement: Movement) {
-        let item = Item { part: 0, now: self.config.clock.now(), movement };
+        let item = Item { part: 0, now: self.config.clock.now(), body_hash: 0, movement };
         let _ = self.shards[shard].send(ShardMsg::Movements { items: vec![item], batch: None });
     }
 
-    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
-        let mut replies = Vec::new();
-        for tx in &self.shards {
-            let (reply, rx) = bounded(1);
-            tx.send(ShardMsg::Snapshot(reply)).ok()?;
-            replies.push(rx);
+    /// Copies every shard's state at one moment (see `ShardMsg::AtBarrier`): returns the sequence
+    /// number the copies are consistent at, and one copy per shard in shard order.
+    fn copy_at_barrier(&self, what: CopyKind) -> Option<(Seq, Vec<Copied>)> {
+        if self.log.failed.load(Ordering::Acquire) {
+            return None; // a shard may be gone: nobody would pass the barrier
         }
-        replies.into_iter().map(|rx| rx.recv().ok()).collect()
+        let barrier = Arc::new(std::sync::Barrier::new(self.shards.len()));
+        let mut replies = Vec::new();
+        {
+            let _no_crossing = self.barrier_lock.lock().unwrap();
+            for tx in &self.shards {
+                let (reply, rx) = oneshot::channel();
+                tx.send(ShardMsg::AtBarrier(barrier.clone(), what, reply)).ok()?;
+                replies.push(rx);
+            }
+        }
+        let mut seq = 0;
+        let mut copies = Vec::new();
+        for rx in replies {
+            let (claimed, copy) = rx.blocking_recv().ok()?;
+            seq = seq.max(claimed);
+            copies.push(copy);
+        }
+        Some((seq, copies))
+    }
+
+    /// Snapshots of every shard, all as of one sequence number (a consistent cut).
+    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
+        let (seq, copies) = self.copy_at_barrier(CopyKind::Snapshot)?;
+        let snaps = copies.into_iter().filter_map(|c| match c {
+            Copied::Snapshot(mut s) => {
+                s.last_seq = seq; // no record of this shard lies between its own last and `seq`
+                Some(s)
+            }
+            Copied::Levels(_) => None,
+        });
+        Some(snaps.collect())
     }
 
     fn checkpoint(&self) -> std::io::Result<PathBuf> {

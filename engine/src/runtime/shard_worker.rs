@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Item {
     pub part: u32,
     pub now: Millis,
+    /// `body_hash` of the whole movement as submitted; 0 without a key.
+    pub body_hash: u64,
     pub movement: Movement,
 }
 
@@ -48,6 +50,18 @@ pub enum Answer {
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
 }
 
+/// What to copy at a barrier.
+#[derive(Clone, Copy)]
+pub enum CopyKind {
+    Levels,
+    Snapshot,
+}
+
+pub enum Copied {
+    Levels(Vec<LevelView>),
+    Snapshot(ShardSnapshot),
+}
+
 pub enum ShardMsg {
     Movements {
         items: Vec<Item>,
@@ -62,11 +76,11 @@ pub enum ShardMsg {
         keys_max: u64,
         due: bool,
     },
-    Snapshot(Sender<ShardSnapshot>),
     Query(Query, tokio::sync::oneshot::Sender<Answer>),
-    /// Copy every level, then wait at the barrier with the other shards (see
-    /// `Engine::levels_snapshot`). Replies with the levels and the highest sequence claimed.
-    LevelsAtBarrier(Arc<std::sync::Barrier>, tokio::sync::oneshot::Sender<(Seq, Vec<LevelView>)>),
+    /// Copy the state, then wait at the barrier with the other shards, so that all copies are of
+    /// one moment: together they reflect every record up to the highest sequence number any shard
+    /// claimed, and none after. Replies with that number and the copy.
+    AtBarrier(Arc<std::sync::Barrier>, CopyKind, tokio::sync::oneshot::Sender<(Seq, Copied)>),
     /// Finish what came before, hand it to the log, and end the thread.
     Stop,
 }
@@ -90,7 +104,7 @@ impl ShardWorker {
             let mut first = first;
             let mut movements = count_records(&mut first, &self.state);
             msgs.push(first);
-            while movements < self.batch_max && !matches!(msgs.last(), Some(ShardMsg::LevelsAtBarrier(..))) {
+            while movements < self.batch_max && !matches!(msgs.last(), Some(ShardMsg::AtBarrier(..))) {
                 match self.rx.try_recv() {
                     Ok(mut m) => {
                         movements += count_records(&mut m, &self.state);
@@ -113,11 +127,14 @@ impl ShardWorker {
             let batch_claimed = if movements > 0 { first_seq + movements as u64 - 1 } else { claimed };
             for msg in msgs.drain(..) {
                 stop |= matches!(msg, ShardMsg::Stop);
-                if let ShardMsg::LevelsAtBarrier(barrier, reply) = msg {
+                if let ShardMsg::AtBarrier(barrier, what, reply) = msg {
                     // Last message of its batch: everything this shard claimed is applied.
-                    let levels = self.state.levels().collect();
+                    let copy = match what {
+                        CopyKind::Levels => Copied::Levels(self.state.levels().collect()),
+                        CopyKind::Snapshot => Copied::Snapshot(self.state.snapshot()),
+                    };
                     barrier.wait();
-                    let _ = reply.send((batch_claimed, levels));
+                    let _ = reply.send((batch_claimed, copy));
                     continue;
                 }
                 self.handle(msg, &mut seq, &mut out, &mut fx);
@@ -143,7 +160,7 @@ impl ShardWorker {
         match msg {
             ShardMsg::Movements { items, batch } => {
                 for item in items {
-                    let result = self.apply(item.now, &item.movement, seq, out, fx);
+                    let result = self.apply(item.now, item.body_hash, &item.movement, seq, out, fx);
                     if let Some(batch) = &batch {
                         out.acks.push((batch.clone(), item.part, result));
                     }
@@ -158,16 +175,13 @@ impl ShardWorker {
                         occurred_at: None,
                         kind: MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max },
                     };
-                    self.apply(now, &movement, seq, out, fx);
+                    self.apply(now, 0, &movement, seq, out, fx);
                 }
-            }
-            ShardMsg::Snapshot(reply) => {
-                let _ = reply.send(self.state.snapshot());
             }
             ShardMsg::Query(q, reply) => {
                 let _ = reply.send(self.answer(q));
             }
-            ShardMsg::Stop | ShardMsg::LevelsAtBarrier(..) => {}
+            ShardMsg::Stop | ShardMsg::AtBarrier(..) => {}
         }
     }
 
@@ -175,6 +189,7 @@ impl ShardWorker {
     fn apply(
         &mut self,
         now: Millis,
+        body_hash: u64,
         m: &Movement,
         seq: &mut Seq,
         out: &mut ShardOutput,
@@ -183,9 +198,8 @@ impl ShardWorker {
         let buf = &mut out.bytes;
         let at = begin_record(buf);
         encode_into(buf, &now);
-        let movement_at = buf.len();
+        encode_into(buf, &body_hash);
         encode_into(buf, m);
-        let body_hash = if m.key.is_some() { body_hash_of_encoded(&buf[movement_at..], m) } else { 0 };
         fx.clear();
         match self.state.apply(now, *seq, m, body_hash, fx) {
             Applied::Recorded(outcome) => {

@@ -9,7 +9,7 @@ use super::checkpoint::{list_checkpoints, read_checkpoint};
 use super::format::*;
 use super::record::decode_movement_head;
 use super::segment::{list_segments, RecordIter, ScanStop};
-use crate::core::{body_hash_of_encoded, Applied, Effects, MovementKind, Seq, ShardState, HOLD_SHARD_BITS};
+use crate::core::{Applied, Effects, MovementKind, Seq, ShardState, HOLD_SHARD_BITS};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,15 +106,18 @@ pub fn recover(wal_dir: &Path, checkpoint_dir: &Path, shard_count: usize) -> Res
         }
         scanned.map(|next| (next, results))
     });
-    let (scanned_next, results) = replayed?;
+    let ((scanned_next, append_to), results) = replayed?;
     next_seq = next_seq.max(scanned_next);
+    // Append to the last segment only if it ends right before the next record (a checkpoint can be
+    // ahead of a log that was not synced, under `Fsync::Never`).
+    let last_segment = append_to.filter(|(_, log_end)| *log_end == next_seq).map(|(path, _)| path);
     for r in results {
         let (state, holds_max, count) = r?;
         hold_counter = hold_counter.max(holds_max);
         report.records_replayed += count;
         shards.push(state);
     }
-    Ok(Recovered { shards, next_seq, hold_counter, last_segment: segments.last().map(|(_, p)| p.clone()), report })
+    Ok(Recovered { shards, next_seq, hold_counter, last_segment, report })
 }
 
 /// Records of one segment for one shard: (seq, offset, payload range) into the segment's bytes.
@@ -128,7 +131,8 @@ const REPLAY_BATCH_RECORDS: usize = 4096;
 
 /// Checks framing, checksums and sequence continuity of every segment from the one holding
 /// `covered + 1`, cuts a torn tail off the last one, and hands the records to replay to the
-/// shards' replay threads. Returns the next sequence number.
+/// shards' replay threads. Returns the next sequence number (past the checkpoint and the log),
+/// and the last segment with the sequence number after its last record.
 fn scan_segments(
     segments: &[(Seq, PathBuf)],
     covered: Seq,
@@ -136,7 +140,7 @@ fn scan_segments(
     skip_up_to: &[Seq],
     senders: &[crossbeam_channel::Sender<ReplayBatch>],
     report: &mut RecoveryReport,
-) -> Result<Seq, RecoveryError> {
+) -> Result<(Seq, Option<(PathBuf, Seq)>), RecoveryError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| RecoveryError::Io { path, source }
@@ -145,8 +149,17 @@ fn scan_segments(
     // The first segment needed is the last one starting at or before covered + 1.
     let start = segments.iter().rposition(|(first, _)| *first <= covered + 1).unwrap_or(0);
     let mut expected = None::<Seq>;
+    let mut append_to = None;
     for (i, (first_seq, path)) in segments.iter().enumerate().skip(start) {
         let data = Arc::new(std::fs::read(path).map_err(io_err(path))?);
+        let is_last = i + 1 == segments.len();
+        if is_last && data.len() <= SEGMENT_HEADER_LEN && decode_segment_header(&data).is_err() {
+            // The engine stopped while creating this segment: it holds no record. Start it again.
+            tracing::warn!(segment = %path.display(), "removing a log segment left incomplete by a crash");
+            std::fs::remove_file(path).map_err(io_err(path))?;
+            report.torn_tail = Some((path.clone(), 0, "incomplete segment header".into()));
+            break;
+        }
         let header_first = decode_segment_header(&data).map_err(|why| RecoveryError::Corrupt {
             path: path.clone(),
             offset: 0,
@@ -160,7 +173,8 @@ fn scan_segments(
             None if *first_seq > covered + 1 => {
                 return Err(RecoveryError::MissingSegment { expected: covered + 1, found: path.display().to_string() })
             }
-            Some(e) if *first_seq != e => {
+            // A gap that the checkpoint covers is harmless (see `last_segment` above).
+            Some(e) if *first_seq != e && !(e < *first_seq && *first_seq <= covered + 1) => {
                 return Err(RecoveryError::MissingSegment { expected: e, found: path.display().to_string() })
             }
             _ => {}
@@ -171,7 +185,6 @@ fn scan_segments(
             let _ = senders[shard].send(ReplayBatch { segment: i, data: data.clone(), records });
         };
         let mut seq_expected = *first_seq;
-        let is_last = i + 1 == segments.len();
         for rec in RecordIter::new(&data) {
             let rec = match rec {
                 Ok(r) => r,
@@ -197,12 +210,12 @@ fn scan_segments(
             if shard >= shard_count {
                 return Err(corrupt(format!("record of shard {} but the engine has {shard_count}", h.shard)));
             }
+            if h.record_type != RECORD_TYPE_MOVEMENT && h.record_type != RECORD_TYPE_NOP {
+                return Err(corrupt(format!("unknown record type {}", h.record_type)));
+            }
             if h.seq <= skip_up_to[shard] || h.record_type == RECORD_TYPE_NOP {
                 report.records_skipped += 1;
                 continue;
-            }
-            if h.record_type != RECORD_TYPE_MOVEMENT {
-                return Err(corrupt(format!("unknown record type {}", h.record_type)));
             }
             let payload_at = rec.offset + RECORD_HEADER_LEN;
             batches[shard].push((h.seq, rec.offset, payload_at..payload_at + rec.payload.len()));
@@ -217,8 +230,9 @@ fn scan_segments(
         }
         expected = Some(seq_expected);
         next_seq = next_seq.max(seq_expected);
+        append_to = Some((path.clone(), seq_expected));
     }
-    Ok(next_seq)
+    Ok((next_seq, append_to))
 }
 
 /// Applies one shard's records again, checking each outcome against the logged one. Returns the
@@ -233,13 +247,12 @@ fn replay_shard(
     for batch in rx {
         for (seq, offset, range) in batch.records {
             let corrupt = |why: String| RecoveryError::Corrupt { path: paths[batch.segment].clone(), offset, why };
-            let (recorded_at, movement, movement_bytes, outcome) = decode_movement_head(&batch.data[range])
+            let (recorded_at, body_hash, movement, outcome) = decode_movement_head(&batch.data[range])
                 .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
             if let MovementKind::Reserve { hold, .. } = movement.kind {
                 hold_counter = hold_counter.max(hold >> HOLD_SHARD_BITS);
             }
             fx.clear();
-            let body_hash = body_hash_of_encoded(movement_bytes, &movement);
             let applied = state.apply(recorded_at, seq, &movement, body_hash, &mut fx);
             if applied != Applied::Recorded(outcome) {
                 return Err(RecoveryError::Mismatch(format!(

@@ -332,3 +332,114 @@ fn a_missing_segment_stops_recovery_and_a_damaged_checkpoint_falls_back_to_an_ol
         Ok(_) => panic!("recovery started with a segment missing"),
     }
 }
+
+#[test]
+fn a_segment_left_incomplete_while_being_created_is_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (e, _) = open(dir.path(), 1);
+        e.execute_one(receive("A", "dc", 3));
+        e.halt();
+    }
+    // A crash right after creating the next segment file, before its header reached the disk.
+    for leftover in [&[][..], &[0u8; 20][..], &[0u8; SEGMENT_HEADER_LEN][..]] {
+        let next = dir.path().join("wal").join(engine::wal::format::segment_file_name(2));
+        std::fs::write(&next, leftover).unwrap();
+        let (e, _) = open(dir.path(), 1);
+        assert_eq!(oh_res_av(&e, "A", "dc"), Some((3, 0, 3)));
+        assert!(!next.exists() || std::fs::metadata(&next).unwrap().len() >= SEGMENT_HEADER_LEN as u64);
+        e.halt();
+    }
+    let (e, _) = open(dir.path(), 1);
+    assert_eq!(e.execute_one(receive("A", "dc", 1)).seq, Some(2));
+    e.halt();
+    let (e, _) = open(dir.path(), 1);
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((4, 0, 4)));
+}
+
+#[test]
+fn a_checkpoint_ahead_of_an_unsynced_log_tail_still_recovers_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = config(dir.path(), 1);
+    c.fsync = Fsync::Never;
+    {
+        let e = Engine::open(c.clone()).unwrap();
+        for _ in 0..20 {
+            e.execute_one(receive("A", "dc", 1));
+        }
+        e.checkpoint().unwrap();
+        e.halt();
+    }
+    // Under `Fsync::Never` a power loss can keep the checkpoint but lose the log's tail.
+    let seg = last_segment(dir.path());
+    let (starts, _) = record_starts(&seg);
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(starts[15] as u64).unwrap();
+    {
+        let e = Engine::open(c.clone()).unwrap();
+        assert_eq!(oh_res_av(&e, "A", "dc"), Some((20, 0, 20)));
+        assert_eq!(e.execute_one(receive("A", "dc", 1)).seq, Some(21));
+        e.halt();
+    }
+    let e = Engine::open(c).unwrap();
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((21, 0, 21)));
+}
+
+#[test]
+fn an_idle_shard_does_not_hold_back_checkpoints_or_log_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = config(dir.path(), 2);
+    c.segment_bytes_max = 1_000;
+    c.log_retention_bytes = 0;
+    let e = Engine::open(c).unwrap();
+    let (a, _) = skus_on_two_shards(2);
+    for _ in 0..50 {
+        e.execute_one(receive(&a, "dc", 1)); // only one shard ever records anything
+    }
+    let first = e.checkpoint().unwrap();
+    for _ in 0..50 {
+        e.execute_one(receive(&a, "dc", 1));
+    }
+    let second = e.checkpoint().unwrap();
+    assert_ne!(first, second);
+    assert!(second.to_string_lossy().ends_with(&format!("{:020}.ckpt", 100)), "{}", second.display());
+    // Segments are kept back to the older of the two checkpoints kept (it covers up to 50).
+    let segments = list_segments(&dir.path().join("wal")).unwrap();
+    assert!(segments[0].0 <= 51 && segments[1].0 > 51, "covered segments were kept: {segments:?}");
+}
+
+#[test]
+fn an_oversized_movement_is_refused_without_a_record_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 2);
+    let huge = "X".repeat(2 << 20);
+    let r = e.execute(vec![
+        receive(&huge, "dc", 1),
+        receive("A", &huge, 1),
+        mv(Some(&huge), MovementKind::Commit { hold: 1 }),
+    ]);
+    for r in &r {
+        assert_eq!(*r, MovementResult { seq: None, outcome: Err(Reason::InvalidField) });
+    }
+    let lines: Vec<(&str, &str, Qty)> = (0..=HOLD_LINES_MAX).map(|_| ("A", "dc", 1)).collect();
+    assert_eq!(e.execute_one(reserve(None, &lines, T0 + 1)).outcome, Err(Reason::InvalidLines));
+    assert_eq!(e.execute_one(receive("A", "dc", 1)).seq, Some(1));
+}
+
+#[test]
+fn a_multi_shard_reservation_retried_after_a_restart_returns_the_same_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = skus_on_two_shards(2);
+    let cart = |q| reserve(Some("cart-9"), &[(&a, "dc", q), (&b, "dc", 1)], T0 + 60_000);
+    let first = {
+        let (e, _) = open(dir.path(), 2);
+        e.execute(vec![receive(&a, "dc", 5), receive(&b, "dc", 5)]);
+        let r = e.execute_one(cart(2));
+        assert!(matches!(r.outcome, Ok(Detail::Hold(_))), "{r:?}");
+        e.halt();
+        r
+    };
+    let (e, _) = open(dir.path(), 2);
+    assert_eq!(e.execute_one(cart(2)), first);
+    assert_eq!(e.execute_one(cart(3)).outcome, Err(Reason::IdempotencyMismatch));
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 2, 3)));
+}
