@@ -1,1 +1,83 @@
+//! Workloads shared by Perpetua's benchmarks: a catalogue of SKUs whose popularity follows a Zipf
+//! law, and a checkout-like mix of movements over it.
 
+use engine::core::{Line, Movement, MovementKind, Qty};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+/// SKU codes look like real ones: "SKU-00012345".
+pub fn sku_name(i: u64) -> String {
+    format!("SKU-{i:08}")
+}
+
+/// Draws SKU indexes `0..skus` with Zipf-skewed popularity (a few hot SKUs).
+pub struct Catalogue {
+    pub skus: u64,
+    pub locations: Vec<String>,
+    zipf: Zipf<f64>,
+    rng: StdRng,
+}
+
+impl Catalogue {
+    pub fn new(skus: u64, locations: usize, exponent: f64, seed: u64) -> Catalogue {
+        Catalogue {
+            skus,
+            locations: (0..locations).map(|i| format!("loc-{i}")).collect(),
+            zipf: Zipf::new(skus, exponent).expect("valid Zipf parameters"),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A SKU index, hot ones more often.
+    pub fn pick(&mut self) -> u64 {
+        self.zipf.sample(&mut self.rng) as u64 - 1
+    }
+
+    fn location(&mut self) -> String {
+        let i = self.rng.gen_range(0..self.locations.len());
+        self.locations[i].clone()
+    }
+
+    /// Receipts that put `qty` of every SKU at every location (the seed stock).
+    pub fn seed_stock(&self, qty: Qty) -> impl Iterator<Item = Movement> + '_ {
+        (0..self.skus).flat_map(move |i| {
+            self.locations.iter().map(move |loc| {
+                movement(
+                    None,
+                    MovementKind::Receive { sku: sku_name(i), location: loc.clone(), qty, unit_cost: Some(500) },
+                )
+            })
+        })
+    }
+
+    /// One movement of a checkout-like mix: mostly sells, some receipts, returns and
+    /// single-line reservations. `key` makes it idempotent.
+    pub fn next_movement(&mut self, key: Option<String>) -> Movement {
+        let sku = sku_name(self.pick());
+        let location = self.location();
+        let kind = match self.rng.gen_range(0..100) {
+            0..=69 => {
+                MovementKind::Sell { sku, location, qty: 1, unit_price: Some(1999), hold: None, allow_negative: false }
+            }
+            70..=84 => MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800) },
+            85..=89 => MovementKind::Return {
+                sku,
+                location,
+                qty: 1,
+                condition: engine::core::ReturnCondition::Restock,
+                unit_price: Some(1999),
+            },
+            _ => MovementKind::Reserve {
+                hold: 0,
+                lines: vec![Line { sku, location, qty: 1, unit_price: Some(1999) }],
+                expires_at: u64::MAX / 2,
+            },
+        };
+        movement(key, kind)
+    }
+}
+
+pub fn movement(key: Option<String>, kind: MovementKind) -> Movement {
+    Movement { key, channel: "web".into(), reference: None, occurred_at: None, kind }
+}

@@ -6,7 +6,7 @@ mod shard;
 mod types;
 
 pub use shard::{
-    body_hash, body_hash_of_encoded, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState,
+    body_hash, check_sizes, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState, ORDER_QTY_MAX,
 };
 pub use types::*;
 

@@ -12,13 +12,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
+const NONE_ORDER_QTY: u32 = u32::MAX;
+/// Largest `reorder_qty` or `max_qty` a level keeps.
+pub const ORDER_QTY_MAX: Qty = u32::MAX as Qty - 1;
+/// No level: the end of a SKU's chain of levels.
+const NO_SLOT: u32 = u32::MAX;
 const FLAG_ORDER_UP_TO_MAX: u8 = 1;
 const FLAG_REORDER_ALERTED: u8 = 2;
 const FLAG_OUT_OF_STOCK_ALERTED: u8 = 4;
 
 /// The stored state of one (SKU, location). 64 bytes; settings live inline because the hot
-/// path needs the reorder point and safety stock on every change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// path needs the reorder point and safety stock on every change. The levels of one SKU form a
+/// chain (`next_of_sku`) starting at `ShardState::sku_first_level`, so no separate index by
+/// (SKU, location) is needed: this keeps a level at under 100 bytes beyond its SKU string.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Level {
     on_hand: Qty,
     reserved: Qty,
@@ -27,15 +34,33 @@ struct Level {
     safety_stock: Qty,
     /// `NONE` when unset.
     reorder_point: Qty,
-    /// `reorder_qty`, or `max_qty` when `FLAG_ORDER_UP_TO_MAX`; `NONE` when unset.
-    order_qty: Qty,
+    /// `reorder_qty`, or `max_qty` when `FLAG_ORDER_UP_TO_MAX`; `NONE_ORDER_QTY` when unset.
+    order_qty: u32,
     lead_time_days: u16,
     flags: u8,
+    /// The next level of the same SKU, or `NO_SLOT` (not stored in checkpoints).
+    #[serde(skip)]
+    next_of_sku: u32,
+    /// The location's interned id (not stored in checkpoints).
+    #[serde(skip)]
+    location: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Level>() == 64, "a level must stay 64 bytes (memory target)");
+
+/// Equal quantities and settings (chain links are where a level is stored, not what it is).
+impl PartialEq for Level {
+    fn eq(&self, o: &Level) -> bool {
+        (self.on_hand, self.reserved, self.unsellable, self.incoming, self.safety_stock, self.reorder_point)
+            == (o.on_hand, o.reserved, o.unsellable, o.incoming, o.safety_stock, o.reorder_point)
+            && (self.order_qty, self.lead_time_days, self.flags) == (o.order_qty, o.lead_time_days, o.flags)
+    }
+}
+impl Eq for Level {}
 
 impl Level {
     fn new() -> Level {
-        Level { reorder_point: NONE, order_qty: NONE, ..Level::default() }
+        Level { reorder_point: NONE, order_qty: NONE_ORDER_QTY, next_of_sku: NO_SLOT, ..Level::default() }
     }
 
     fn available(&self) -> Qty {
@@ -43,12 +68,12 @@ impl Level {
     }
 
     fn settings(&self) -> Settings {
-        let opt = |q: Qty| (q != NONE).then_some(q);
+        let order_qty = (self.order_qty != NONE_ORDER_QTY).then_some(self.order_qty as Qty);
         let up_to_max = self.flags & FLAG_ORDER_UP_TO_MAX != 0;
         Settings {
-            reorder_point: opt(self.reorder_point),
-            reorder_qty: if up_to_max { None } else { opt(self.order_qty) },
-            max_qty: if up_to_max { opt(self.order_qty) } else { None },
+            reorder_point: (self.reorder_point != NONE).then_some(self.reorder_point),
+            reorder_qty: if up_to_max { None } else { order_qty },
+            max_qty: if up_to_max { order_qty } else { None },
             safety_stock: self.safety_stock,
             lead_time_days: self.lead_time_days,
         }
@@ -107,7 +132,8 @@ pub struct ShardState {
     last_seq: Seq,
     skus: Interner,
     locations: Interner,
-    level_index: AHashMap<(u32, u32), u32>,
+    /// First level of each SKU (by interned id), or `NO_SLOT`.
+    sku_first_level: Vec<u32>,
     levels: Vec<Level>,
     holds: AHashMap<HoldId, Hold>,
     hold_expiry: BTreeSet<(Millis, HoldId)>,
@@ -121,24 +147,32 @@ pub fn key_hash(key: &str) -> u128 {
 }
 
 /// Stable hash of a movement's body as the client sent it, for telling a retry from a reuse of
-/// its key: xxh3-64 of its postcard encoding, with an engine-assigned hold id set to 0.
+/// its key: xxh3-64 of its postcard encoding, with an engine-assigned hold id set to 0. The
+/// engine computes it once, at submission, over the whole movement (a reservation split over
+/// shards keeps the hash of the whole), and logs it with the record.
 pub fn body_hash(movement: &Movement) -> u64 {
-    let bytes = postcard::to_stdvec(movement).expect("movement encodes");
-    body_hash_of_encoded(&bytes, movement)
-}
-
-/// [`body_hash`] of `movement`, given its postcard encoding.
-pub fn body_hash_of_encoded(encoded: &[u8], movement: &Movement) -> u64 {
-    match &movement.kind {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut client_form;
+    let movement = match &movement.kind {
         MovementKind::Reserve { hold, .. } if *hold != 0 => {
-            let mut client_form = movement.clone();
+            client_form = movement.clone();
             if let MovementKind::Reserve { hold, .. } = &mut client_form.kind {
                 *hold = 0;
             }
-            body_hash(&client_form)
+            &client_form
         }
-        _ => xxhash_rust::xxh3::xxh3_64(encoded),
-    }
+        _ => movement,
+    };
+    SCRATCH.with(|scratch| {
+        let mut buf = std::mem::take(&mut *scratch.borrow_mut());
+        buf.clear();
+        buf = postcard::to_extend(movement, buf).expect("movement encodes");
+        let hash = xxhash_rust::xxh3::xxh3_64(&buf);
+        *scratch.borrow_mut() = buf;
+        hash
+    })
 }
 
 fn check_text(s: &str, max: usize) -> Result<(), Reason> {
@@ -167,7 +201,9 @@ fn add(a: Qty, b: Qty) -> Result<Qty, Reason> {
     }
 }
 
-fn check_envelope(m: &Movement) -> Result<(), Reason> {
+/// Checks every text field's length and the number of lines: what bounds a record's size. The
+/// engine refuses a movement that fails this before it reaches a shard.
+pub fn check_sizes(m: &Movement) -> Result<(), Reason> {
     if let Some(key) = &m.key {
         check_text(key, IDEMPOTENCY_KEY_BYTES_MAX)?;
     }
@@ -175,7 +211,26 @@ fn check_envelope(m: &Movement) -> Result<(), Reason> {
     if let Some(r) = &m.reference {
         check_text(r, REFERENCE_BYTES_MAX)?;
     }
-    Ok(())
+    match &m.kind {
+        MovementKind::Receive { sku, location, .. }
+        | MovementKind::Expect { sku, location, .. }
+        | MovementKind::Sell { sku, location, .. }
+        | MovementKind::Return { sku, location, .. }
+        | MovementKind::Adjust { sku, location, .. }
+        | MovementKind::Count { sku, location, .. }
+        | MovementKind::SetSettings { sku, location, .. } => check_level_key(sku, location),
+        MovementKind::Transfer { sku, from, to, .. } => {
+            check_level_key(sku, from)?;
+            check_text(to, LOCATION_BYTES_MAX)
+        }
+        MovementKind::Reserve { lines, .. } => {
+            if lines.len() > HOLD_LINES_MAX {
+                return Err(Reason::InvalidLines);
+            }
+            lines.iter().try_for_each(|l| check_level_key(&l.sku, &l.location))
+        }
+        MovementKind::Commit { .. } | MovementKind::Release { .. } | MovementKind::Expire { .. } => Ok(()),
+    }
 }
 
 fn check_level_key(sku: &str, location: &str) -> Result<(), Reason> {
@@ -196,15 +251,8 @@ impl ShardState {
     /// Applies one movement at time `now`. `seq` is the sequence number the movement gets if it
     /// is recorded; `body_hash` is [`body_hash`] of the movement. Effects of a recorded movement
     /// are appended to `fx`.
-    pub fn apply(
-        &mut self,
-        now: Millis,
-        seq: Seq,
-        movement: &Movement,
-        body_hash: u64,
-        fx: &mut Effects,
-    ) -> Applied {
-        let key = match check_envelope(movement) {
+    pub fn apply(&mut self, now: Millis, seq: Seq, movement: &Movement, body_hash: u64, fx: &mut Effects) -> Applied {
+        let key = match check_sizes(movement) {
             Err(reason) => return self.record(seq, Err(reason)),
             Ok(()) => movement.key.as_deref().map(key_hash),
         };
@@ -356,6 +404,7 @@ impl ShardState {
                 let s = settings;
                 let quantities = [s.reorder_point, s.reorder_qty, s.max_qty, Some(s.safety_stock)];
                 if quantities.iter().flatten().any(|q| !(0..=MOVEMENT_QTY_MAX).contains(q))
+                    || [s.reorder_qty, s.max_qty].iter().flatten().any(|&q| q > ORDER_QTY_MAX)
                     || (s.reorder_qty.is_some() && s.max_qty.is_some())
                 {
                     return Err(Reason::InvalidSettings);
@@ -363,7 +412,7 @@ impl ShardState {
                 let slot = self.slot_or_new(sku, location);
                 let l = &mut self.levels[slot as usize];
                 l.reorder_point = s.reorder_point.unwrap_or(NONE);
-                l.order_qty = s.reorder_qty.or(s.max_qty).unwrap_or(NONE);
+                l.order_qty = s.reorder_qty.or(s.max_qty).map_or(NONE_ORDER_QTY, |q| q as u32);
                 l.safety_stock = s.safety_stock;
                 l.lead_time_days = s.lead_time_days;
                 l.flags &= !FLAG_ORDER_UP_TO_MAX;
@@ -427,7 +476,8 @@ impl ShardState {
             (Some(s), Some(l)) => (s, l),
             _ => return Err(Reason::HoldLineMissing),
         };
-        let idx = h.lines.iter().position(|l| l.sku == sku_id && l.location == loc_id).ok_or(Reason::HoldLineMissing)?;
+        let idx =
+            h.lines.iter().position(|l| l.sku == sku_id && l.location == loc_id).ok_or(Reason::HoldLineMissing)?;
         let line = &h.lines[idx];
         let consumed = qty.min(line.qty);
         let excess = qty - consumed;
@@ -507,16 +557,45 @@ impl ShardState {
     }
 
     fn slot(&self, sku: &str, location: &str) -> Option<u32> {
-        let key = (self.skus.get(sku)?, self.locations.get(location)?);
-        self.level_index.get(&key).copied()
+        let (sku, location) = (self.skus.get(sku)?, self.locations.get(location)?);
+        self.find_slot(sku, location)
+    }
+
+    fn find_slot(&self, sku: u32, location: u32) -> Option<u32> {
+        let mut slot = *self.sku_first_level.get(sku as usize)?;
+        while slot != NO_SLOT {
+            let l = &self.levels[slot as usize];
+            if l.location == location {
+                return Some(slot);
+            }
+            slot = l.next_of_sku;
+        }
+        None
     }
 
     fn slot_or_new(&mut self, sku: &str, location: &str) -> u32 {
-        let key = (self.skus.intern(sku), self.locations.intern(location));
-        let levels = &mut self.levels;
-        *self.level_index.entry(key).or_insert_with(|| {
-            levels.push(Level::new());
-            u32::try_from(levels.len() - 1).expect("more than 2^32 levels in a shard")
+        let (sku, location) = (self.skus.intern(sku), self.locations.intern(location));
+        if let Some(slot) = self.find_slot(sku, location) {
+            return slot;
+        }
+        if self.sku_first_level.len() <= sku as usize {
+            self.sku_first_level.resize(sku as usize + 1, NO_SLOT);
+        }
+        let slot = u32::try_from(self.levels.len()).ok().filter(|&s| s != NO_SLOT).expect("fewer than 2^32 levels");
+        let first = &mut self.sku_first_level[sku as usize];
+        self.levels.push(Level { location, next_of_sku: *first, ..Level::new() });
+        *first = slot;
+        slot
+    }
+
+    /// Every (SKU id, location id, slot).
+    fn slots(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.sku_first_level.iter().enumerate().flat_map(move |(sku, &first)| {
+            std::iter::successors((first != NO_SLOT).then_some(first), move |&slot| {
+                let next = self.levels[slot as usize].next_of_sku;
+                (next != NO_SLOT).then_some(next)
+            })
+            .map(move |slot| (sku as u32, self.levels[slot as usize].location, slot))
         })
     }
 
@@ -576,9 +655,7 @@ impl ShardState {
 
     /// Every level of this shard, in no particular order.
     pub fn levels(&self) -> impl Iterator<Item = LevelView> + '_ {
-        self.level_index.iter().map(|(&(s, l), &slot)| {
-            view(self.skus.name(s), self.locations.name(l), &self.levels[slot as usize])
-        })
+        self.slots().map(|(s, l, slot)| view(self.skus.name(s), self.locations.name(l), &self.levels[slot as usize]))
     }
 
     /// Number of levels.
@@ -629,7 +706,7 @@ impl ShardState {
     /// Bytes the level tables use beyond the SKU and location strings (for the memory benchmark).
     pub fn level_overhead_bytes(&self) -> usize {
         self.levels.capacity() * std::mem::size_of::<Level>()
-            + self.level_index.capacity() * (std::mem::size_of::<((u32, u32), u32)>() + 1)
+            + self.sku_first_level.capacity() * std::mem::size_of::<u32>()
             + self.skus.overhead_bytes()
             + self.locations.overhead_bytes()
     }
@@ -639,9 +716,8 @@ impl ShardState {
     /// A complete copy of the state, in a stable serde shape (see `docs/wal.md`).
     pub fn snapshot(&self) -> ShardSnapshot {
         let mut levels: Vec<LevelRecord> = self
-            .level_index
-            .iter()
-            .map(|(&(s, l), &slot)| LevelRecord {
+            .slots()
+            .map(|(s, l, slot)| LevelRecord {
                 sku: self.skus.name(s).to_owned(),
                 location: self.locations.name(l).to_owned(),
                 level: self.levels[slot as usize],
@@ -676,7 +752,8 @@ impl ShardState {
         let mut s = ShardState { last_seq: snap.last_seq, ..ShardState::default() };
         for r in snap.levels {
             let slot = s.slot_or_new(&r.sku, &r.location);
-            s.levels[slot as usize] = r.level;
+            let l = &mut s.levels[slot as usize];
+            *l = Level { next_of_sku: l.next_of_sku, location: l.location, ..r.level };
         }
         for h in snap.holds {
             let lines = h

@@ -119,13 +119,7 @@ pub enum MovementKind {
         allow_negative: bool,
     },
     /// `on_hand += qty`; `Damaged` also `unsellable += qty`.
-    Return {
-        sku: String,
-        location: String,
-        qty: Qty,
-        condition: ReturnCondition,
-        unit_price: Option<i64>,
-    },
+    Return { sku: String, location: String, qty: Qty, condition: ReturnCondition, unit_price: Option<i64> },
     /// `on_hand += delta`. A negative delta needs `available >= -delta` unless `allow_negative`.
     Adjust { sku: String, location: String, delta: Qty, reason: AdjustReason, allow_negative: bool },
     /// A physical count: `on_hand := counted`; the outcome carries the variance.

@@ -28,9 +28,10 @@ pub enum Clock {
 impl Clock {
     pub fn now(&self) -> Millis {
         match self {
-            Clock::System => {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
-            }
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as Millis)
+                .unwrap_or(0),
             Clock::Manual(t) => t.load(Ordering::Relaxed),
         }
     }
@@ -51,6 +52,9 @@ pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     /// ...or after this much log, whichever comes first.
     pub checkpoint_log_bytes: u64,
+    /// Log segments are kept, even once a checkpoint covers them, while the segments newer than
+    /// them add up to less than this: the change feed can be replayed that far back.
+    pub log_retention_bytes: u64,
     /// How long idempotency keys are remembered.
     pub idempotency_window: Duration,
     /// At most this many idempotency keys are remembered (the oldest go first).
@@ -77,6 +81,7 @@ impl EngineConfig {
             segment_bytes_max: 64 << 20,
             checkpoint_interval: Duration::from_secs(300),
             checkpoint_log_bytes: 1 << 30,
+            log_retention_bytes: 1 << 30,
             idempotency_window: Duration::from_secs(24 * 3600),
             idempotency_keys_max: 20_000_000,
             expire_interval: Duration::from_millis(250),

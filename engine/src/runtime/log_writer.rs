@@ -27,6 +27,13 @@ pub struct ShardOutput {
     pub acks: Vec<(Arc<BatchState>, u32, MovementResult)>,
 }
 
+impl ShardOutput {
+    /// An empty output, to wake the log writer (after a failure).
+    pub fn wake() -> ShardOutput {
+        ShardOutput { first_seq: 0, count: 0, requires_seq: 0, bytes: Vec::new(), acks: Vec::new() }
+    }
+}
+
 /// Counters and the durable point, shared with the rest of the engine.
 #[derive(Default)]
 pub struct LogShared {
@@ -56,6 +63,22 @@ impl LogShared {
         }
     }
 
+    /// Waits up to `timeout` until `seq` is durable; true if it is.
+    pub fn wait_durable_for(&self, seq: Seq, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.durable_lock.lock().unwrap();
+        loop {
+            if self.durable_seq.load(Ordering::Acquire) >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.failed.load(Ordering::Acquire) || self.halt.load(Ordering::Acquire) {
+                return false;
+            }
+            guard = self.durable_changed.wait_timeout(guard, left.min(std::time::Duration::from_millis(50))).unwrap().0;
+        }
+    }
+
     fn publish(&self, seq: Seq) {
         self.durable_seq.store(seq, Ordering::Release);
         let _guard = self.durable_lock.lock().unwrap();
@@ -78,7 +101,6 @@ impl LogWriter {
     pub fn run(mut self) {
         let mut waiting: BTreeMap<Seq, ShardOutput> = BTreeMap::new();
         let mut acks: BTreeMap<Seq, Vec<ShardOutput>> = BTreeMap::new();
-        self.shared.publish(self.next_seq - 1);
         loop {
             let Ok(first) = self.rx.recv() else { break };
             self.take(first, &mut waiting, &mut acks);
@@ -108,7 +130,12 @@ impl LogWriter {
         debug_assert!(waiting.is_empty(), "records left out of the log at shutdown");
     }
 
-    fn take(&self, out: ShardOutput, waiting: &mut BTreeMap<Seq, ShardOutput>, acks: &mut BTreeMap<Seq, Vec<ShardOutput>>) {
+    fn take(
+        &self,
+        out: ShardOutput,
+        waiting: &mut BTreeMap<Seq, ShardOutput>,
+        acks: &mut BTreeMap<Seq, Vec<ShardOutput>>,
+    ) {
         if out.count > 0 {
             waiting.insert(out.first_seq, out);
         } else {

@@ -6,11 +6,13 @@
 
 mod batch;
 mod config;
+mod feed;
 mod log_writer;
 mod shard_worker;
 
 pub use batch::MovementResult;
 pub use config::{Clock, EngineConfig, Fsync};
+pub use feed::{Feed, FeedError, FeedEvent};
 pub use shard_worker::{Answer, Query};
 
 use crate::core::*;
@@ -21,7 +23,7 @@ use batch::BatchState;
 use crossbeam_channel::{bounded, unbounded, Sender};
 use dashmap::DashMap;
 use log_writer::{LogShared, LogWriter};
-use shard_worker::{Item, ShardMsg, ShardWorker};
+use shard_worker::{Copied, CopyKind, Item, ShardMsg, ShardWorker};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,10 +61,15 @@ pub struct EngineStats {
 struct Inner {
     config: EngineConfig,
     shards: Vec<Sender<ShardMsg>>,
+    /// Clones of the shards' receivers, to drain (and so fail) what is left once they stop.
+    shard_inboxes: Vec<crossbeam_channel::Receiver<ShardMsg>>,
+    stopped: std::sync::atomic::AtomicBool,
     log: Arc<LogShared>,
     hold_counter: AtomicU64,
     guards: DashMap<u128, KeyGuard, ahash::RandomState>,
     checkpoint_lock: Mutex<()>,
+    /// Barriers are sent to all shards under this lock, so that two never cross.
+    barrier_lock: Mutex<()>,
     wal_dir: PathBuf,
     checkpoint_dir: PathBuf,
 }
@@ -86,7 +93,11 @@ enum Plan {
     Done(MovementResult),
     Single(u32),
     /// A movement split over several shards: all parts must succeed.
-    Multi { parts: Vec<(usize, u32)>, hold: HoldId, is_reserve: bool },
+    Multi {
+        parts: Vec<(usize, u32)>,
+        hold: HoldId,
+        is_reserve: bool,
+    },
 }
 
 /// Movements on their way; [`Submission::wait`] returns one result per movement, in order.
@@ -161,6 +172,12 @@ fn shard_count(data_dir: &Path, wanted: usize) -> Result<usize, EngineError> {
     let io = |what, source| EngineError::Io { what, path: path.clone(), source };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            if !text.lines().any(|l| l.trim() == "format = 1") {
+                return Err(EngineError::Config(format!(
+                    "{} is not `format = 1`: this data directory was written by another version",
+                    path.display()
+                )));
+            }
             let shards = text
                 .lines()
                 .find_map(|l| l.strip_prefix("shards = "))
@@ -217,7 +234,8 @@ impl Engine {
         };
         let segment = match &recovered.last_segment {
             Some(path) => SegmentWriter::reopen(path).map_err(io("cannot open log segment", path))?,
-            None => SegmentWriter::create(&wal_dir, recovered.next_seq).map_err(io("cannot create log segment", &wal_dir))?,
+            None => SegmentWriter::create(&wal_dir, recovered.next_seq)
+                .map_err(io("cannot create log segment", &wal_dir))?,
         };
 
         let guards = DashMap::with_hasher(ahash::RandomState::new());
@@ -229,13 +247,16 @@ impl Engine {
         }
 
         let log = Arc::new(LogShared::default());
+        log.durable_seq.store(recovered.next_seq - 1, Ordering::Release); // all recovered records are on disk
         let next_seq = Arc::new(AtomicU64::new(recovered.next_seq));
         let (log_tx, log_rx) = unbounded();
         let mut threads = Threads::default();
         let mut senders = Vec::with_capacity(shards);
+        let mut inboxes = Vec::with_capacity(shards);
         for (i, state) in recovered.shards.into_iter().enumerate() {
             let (tx, rx) = bounded(config.shard_queue_depth_max);
             senders.push(tx);
+            inboxes.push(rx.clone());
             let worker = ShardWorker {
                 shard: i as u16,
                 state,
@@ -244,7 +265,19 @@ impl Engine {
                 next_seq: next_seq.clone(),
                 batch_max: config.shard_batch_max,
             };
-            let handle = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || worker.run());
+            let (log_shared, wake_log) = (log.clone(), log_tx.clone());
+            let handle = std::thread::Builder::new().name(format!("shard-{i}")).spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
+                    // A bug, not bad input: stop acknowledging anything, loudly. Restarting recovers
+                    // exactly what was acknowledged.
+                    tracing::error!(
+                        shard = i,
+                        "shard thread panicked: the engine acknowledges nothing more; restart it"
+                    );
+                    log_shared.failed.store(true, Ordering::Release);
+                    let _ = wake_log.send(log_writer::ShardOutput::wake());
+                }
+            });
             threads.shards.push(handle.map_err(io("cannot start shard thread", &config.data_dir))?);
         }
         drop(log_tx);
@@ -263,10 +296,13 @@ impl Engine {
         let inner = Arc::new(Inner {
             config,
             shards: senders,
+            shard_inboxes: inboxes,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             log,
             hold_counter: AtomicU64::new(recovered.hold_counter),
             guards,
             checkpoint_lock: Mutex::new(()),
+            barrier_lock: Mutex::new(()),
             wal_dir,
             checkpoint_dir,
         });
@@ -300,8 +336,8 @@ impl Engine {
         let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
         let mut plans = Vec::with_capacity(movements.len());
         let mut parts = 0u32;
-        let mut add_part = |shard: usize, movement: Movement, per_shard: &mut Vec<Vec<Item>>| {
-            per_shard[shard].push(Item { part: parts, now, movement });
+        let mut add_part = |shard: usize, movement: Movement, body_hash: u64, per_shard: &mut Vec<Vec<Item>>| {
+            per_shard[shard].push(Item { part: parts, now, body_hash, movement });
             parts += 1;
             parts - 1
         };
@@ -315,13 +351,19 @@ impl Engine {
                 plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::InvalidField) }));
                 continue;
             }
+            if let Err(reason) = check_sizes(&m) {
+                // Refused before any shard sees it: no record, no sequence number.
+                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(reason) }));
+                continue;
+            }
             if let MovementKind::Reserve { hold, .. } = &mut m.kind {
                 *hold = 0; // the client form, for the body hash
             }
             let mut reuse_hold = 0;
+            let body_hash = if m.key.is_some() { body_hash(&m) } else { 0 };
             if let Some(key) = &m.key {
-                let body_hash = body_hash(&m);
-                let mut guard = inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
+                let mut guard =
+                    inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
                 if guard.body_hash != body_hash {
                     plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
                     continue;
@@ -338,7 +380,7 @@ impl Engine {
                     *hold = if reuse_hold != 0 { reuse_hold } else { inner.new_hold_id(lines, n) };
                     let mask = hold_shard_mask(*hold);
                     if mask.count_ones() <= 1 {
-                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, &mut per_shard))
+                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, body_hash, &mut per_shard))
                     } else {
                         let hold = *hold;
                         let all_lines = std::mem::take(lines);
@@ -348,7 +390,7 @@ impl Engine {
                             if let MovementKind::Reserve { lines, .. } = &mut part.kind {
                                 *lines = all_lines.iter().filter(|l| shard_of(&l.sku, n) == shard).cloned().collect();
                             }
-                            ps.push((shard, add_part(shard, part, &mut per_shard)));
+                            ps.push((shard, add_part(shard, part, body_hash, &mut per_shard)));
                         }
                         Plan::Multi { parts: ps, hold, is_reserve: true }
                     }
@@ -358,15 +400,16 @@ impl Engine {
                     let mask = hold_shard_mask(hold);
                     let shards: Vec<usize> = shards_in(mask).filter(|&s| s < n).collect();
                     if shards.len() <= 1 || shards.len() != mask.count_ones() as usize {
-                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, &mut per_shard))
+                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, body_hash, &mut per_shard))
                     } else {
-                        let ps = shards.iter().map(|&s| (s, add_part(s, m.clone(), &mut per_shard))).collect();
+                        let ps =
+                            shards.iter().map(|&s| (s, add_part(s, m.clone(), body_hash, &mut per_shard))).collect();
                         Plan::Multi { parts: ps, hold, is_reserve: false }
                     }
                 }
                 kind => {
                     let shard = shard_of(routing_sku(kind), n);
-                    Plan::Single(add_part(shard, m, &mut per_shard))
+                    Plan::Single(add_part(shard, m, body_hash, &mut per_shard))
                 }
             };
             plans.push(plan);
@@ -383,6 +426,9 @@ impl Engine {
                     batch.complete(p, MovementResult::SHUTTING_DOWN);
                 }
             }
+        }
+        if inner.stopped.load(Ordering::Acquire) {
+            inner.drain_inboxes(); // the shards are gone: fail what was just queued
         }
         Submission { rx, plans, inner: self.inner.clone() }
     }
@@ -453,7 +499,8 @@ impl Engine {
     pub fn levels(&self, location: Option<&str>) -> Vec<LevelView> {
         let mut all = Vec::new();
         for shard in 0..self.shard_count() {
-            if let Some(Answer::Levels(mut ls)) = self.ask(shard, Query::Levels { location: location.map(Into::into) }) {
+            if let Some(Answer::Levels(mut ls)) = self.ask(shard, Query::Levels { location: location.map(Into::into) })
+            {
                 all.append(&mut ls);
             }
         }
@@ -506,6 +553,26 @@ impl Engine {
         }
     }
 
+    /// Durable records from `from_seq` (inclusive) on: catch-up from the log files, then live.
+    pub fn feed(&self, from_seq: Seq) -> Result<Feed, FeedError> {
+        Feed::new(self.inner.wal_dir.clone(), self.inner.log.clone(), from_seq)
+    }
+
+    /// A consistent copy of every level as of one sequence number: it reflects every record up
+    /// to that number and none after. All shards pause while they copy their levels.
+    pub fn levels_snapshot(&self) -> (Seq, Vec<LevelView>) {
+        let Some((seq, copies)) = self.inner.copy_at_barrier(CopyKind::Levels) else { return (0, Vec::new()) };
+        let mut all: Vec<LevelView> = copies
+            .into_iter()
+            .flat_map(|c| match c {
+                Copied::Levels(l) => l,
+                Copied::Snapshot(_) => Vec::new(),
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        (seq, all)
+    }
+
     /// Takes a checkpoint now and removes the log segments it makes unnecessary.
     pub fn checkpoint(&self) -> std::io::Result<PathBuf> {
         self.inner.checkpoint()
@@ -518,13 +585,16 @@ impl Engine {
 
     /// Stops as a crash would (for tests): no checkpoint, and nothing queued is written or
     /// acknowledged after this call. What was acknowledged is on disk.
-    pub fn halt(self) {
+    pub fn halt(&self) {
         self.inner.log.halt.store(true, Ordering::Release);
         let _ = self.stop(false);
     }
 
     fn stop(&self, checkpoint: bool) -> std::io::Result<Option<PathBuf>> {
         let mut threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        if threads.log.is_none() {
+            return Ok(None); // already stopped
+        }
         if let Some((stop, handle)) = threads.housekeeper.take() {
             let _ = stop.send(());
             let _ = handle.join();
@@ -539,8 +609,12 @@ impl Engine {
         if let Some(h) = threads.log.take() {
             let _ = h.join();
         }
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.drain_inboxes();
         match snapshots {
-            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => self.inner.write_checkpoint(shards).map(Some),
+            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => {
+                self.inner.write_checkpoint(shards).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -577,6 +651,13 @@ fn shards_in(mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Inner {
+    /// Drops whatever is still queued to the stopped shards; their submitters get `shutting_down`.
+    fn drain_inboxes(&self) {
+        for rx in &self.shard_inboxes {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
     fn new_hold_id(&self, lines: &[Line], shards: usize) -> HoldId {
         let mut mask = 0u64;
         for l in lines {
@@ -591,18 +672,47 @@ impl Inner {
 
     /// Sends a movement nobody waits for (a rollback, an expiry).
     fn send_internal(&self, shard: usize, movement: Movement) {
-        let item = Item { part: 0, now: self.config.clock.now(), movement };
+        let item = Item { part: 0, now: self.config.clock.now(), body_hash: 0, movement };
         let _ = self.shards[shard].send(ShardMsg::Movements { items: vec![item], batch: None });
     }
 
-    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
-        let mut replies = Vec::new();
-        for tx in &self.shards {
-            let (reply, rx) = bounded(1);
-            tx.send(ShardMsg::Snapshot(reply)).ok()?;
-            replies.push(rx);
+    /// Copies every shard's state at one moment (see `ShardMsg::AtBarrier`): returns the sequence
+    /// number the copies are consistent at, and one copy per shard in shard order.
+    fn copy_at_barrier(&self, what: CopyKind) -> Option<(Seq, Vec<Copied>)> {
+        if self.log.failed.load(Ordering::Acquire) {
+            return None; // a shard may be gone: nobody would pass the barrier
         }
-        replies.into_iter().map(|rx| rx.recv().ok()).collect()
+        let barrier = Arc::new(std::sync::Barrier::new(self.shards.len()));
+        let mut replies = Vec::new();
+        {
+            let _no_crossing = self.barrier_lock.lock().unwrap();
+            for tx in &self.shards {
+                let (reply, rx) = oneshot::channel();
+                tx.send(ShardMsg::AtBarrier(barrier.clone(), what, reply)).ok()?;
+                replies.push(rx);
+            }
+        }
+        let mut seq = 0;
+        let mut copies = Vec::new();
+        for rx in replies {
+            let (claimed, copy) = rx.blocking_recv().ok()?;
+            seq = seq.max(claimed);
+            copies.push(copy);
+        }
+        Some((seq, copies))
+    }
+
+    /// Snapshots of every shard, all as of one sequence number (a consistent cut).
+    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
+        let (seq, copies) = self.copy_at_barrier(CopyKind::Snapshot)?;
+        let snaps = copies.into_iter().filter_map(|c| match c {
+            Copied::Snapshot(mut s) => {
+                s.last_seq = seq; // no record of this shard lies between its own last and `seq`
+                Some(s)
+            }
+            Copied::Levels(_) => None,
+        });
+        Some(snaps.collect())
     }
 
     fn checkpoint(&self) -> std::io::Result<PathBuf> {
@@ -628,8 +738,11 @@ impl Inner {
         if let Some((_, oldest)) = oldest {
             let covered = read_checkpoint(&oldest).map_err(std::io::Error::other)?.covered_seq();
             let segments = list_segments(&self.wal_dir)?;
-            for pair in segments.windows(2) {
-                if pair[1].0 <= covered + 1 {
+            let sizes: Vec<u64> =
+                segments.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len())).collect::<Result<_, _>>()?;
+            for (i, pair) in segments.windows(2).enumerate() {
+                let newer_bytes: u64 = sizes[i + 1..].iter().sum();
+                if pair[1].0 <= covered + 1 && newer_bytes >= self.config.log_retention_bytes {
                     std::fs::remove_file(&pair[0].1)?;
                 }
             }

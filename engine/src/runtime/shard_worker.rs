@@ -17,15 +17,25 @@ use std::sync::Arc;
 pub struct Item {
     pub part: u32,
     pub now: Millis,
+    /// `body_hash` of the whole movement as submitted; 0 without a key.
+    pub body_hash: u64,
     pub movement: Movement,
 }
 
 /// Questions answered from a shard's state, in order with its movements.
 pub enum Query {
-    Level { sku: String, location: String },
+    Level {
+        sku: String,
+        location: String,
+    },
     /// Every level, optionally of one location only.
-    Levels { location: Option<String> },
-    Settings { sku: String, location: String },
+    Levels {
+        location: Option<String>,
+    },
+    Settings {
+        sku: String,
+        location: String,
+    },
     Holds,
     Stats,
 }
@@ -40,13 +50,37 @@ pub enum Answer {
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
 }
 
+/// What to copy at a barrier.
+#[derive(Clone, Copy)]
+pub enum CopyKind {
+    Levels,
+    Snapshot,
+}
+
+pub enum Copied {
+    Levels(Vec<LevelView>),
+    Snapshot(ShardSnapshot),
+}
+
 pub enum ShardMsg {
-    Movements { items: Vec<Item>, batch: Option<Arc<BatchState>> },
+    Movements {
+        items: Vec<Item>,
+        batch: Option<Arc<BatchState>>,
+    },
     /// Drop holds expired by and keys seen before these times, if any.
     /// `due` is set by the shard when it counts the message: only a due expiry is applied.
-    Expire { now: Millis, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64, due: bool },
-    Snapshot(Sender<ShardSnapshot>),
+    Expire {
+        now: Millis,
+        holds_expired_by: Millis,
+        keys_seen_before: Millis,
+        keys_max: u64,
+        due: bool,
+    },
     Query(Query, tokio::sync::oneshot::Sender<Answer>),
+    /// Copy the state, then wait at the barrier with the other shards, so that all copies are of
+    /// one moment: together they reflect every record up to the highest sequence number any shard
+    /// claimed, and none after. Replies with that number and the copy.
+    AtBarrier(Arc<std::sync::Barrier>, CopyKind, tokio::sync::oneshot::Sender<(Seq, Copied)>),
     /// Finish what came before, hand it to the log, and end the thread.
     Stop,
 }
@@ -70,7 +104,7 @@ impl ShardWorker {
             let mut first = first;
             let mut movements = count_records(&mut first, &self.state);
             msgs.push(first);
-            while movements < self.batch_max {
+            while movements < self.batch_max && !matches!(msgs.last(), Some(ShardMsg::AtBarrier(..))) {
                 match self.rx.try_recv() {
                     Ok(mut m) => {
                         movements += count_records(&mut m, &self.state);
@@ -79,7 +113,8 @@ impl ShardWorker {
                     Err(_) => break,
                 }
             }
-            let first_seq = if movements > 0 { self.next_seq.fetch_add(movements as u64, Ordering::Relaxed) } else { 0 };
+            let first_seq =
+                if movements > 0 { self.next_seq.fetch_add(movements as u64, Ordering::Relaxed) } else { 0 };
             let mut out = ShardOutput {
                 first_seq,
                 count: movements as u64,
@@ -89,8 +124,19 @@ impl ShardWorker {
             };
             let mut seq = first_seq;
             let mut stop = false;
+            let batch_claimed = if movements > 0 { first_seq + movements as u64 - 1 } else { claimed };
             for msg in msgs.drain(..) {
                 stop |= matches!(msg, ShardMsg::Stop);
+                if let ShardMsg::AtBarrier(barrier, what, reply) = msg {
+                    // Last message of its batch: everything this shard claimed is applied.
+                    let copy = match what {
+                        CopyKind::Levels => Copied::Levels(self.state.levels().collect()),
+                        CopyKind::Snapshot => Copied::Snapshot(self.state.snapshot()),
+                    };
+                    barrier.wait();
+                    let _ = reply.send((batch_claimed, copy));
+                    continue;
+                }
                 self.handle(msg, &mut seq, &mut out, &mut fx);
             }
             if movements > 0 {
@@ -114,7 +160,7 @@ impl ShardWorker {
         match msg {
             ShardMsg::Movements { items, batch } => {
                 for item in items {
-                    let result = self.apply(item.now, &item.movement, seq, out, fx);
+                    let result = self.apply(item.now, item.body_hash, &item.movement, seq, out, fx);
                     if let Some(batch) = &batch {
                         out.acks.push((batch.clone(), item.part, result));
                     }
@@ -129,27 +175,31 @@ impl ShardWorker {
                         occurred_at: None,
                         kind: MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max },
                     };
-                    self.apply(now, &movement, seq, out, fx);
+                    self.apply(now, 0, &movement, seq, out, fx);
                 }
-            }
-            ShardMsg::Snapshot(reply) => {
-                let _ = reply.send(self.state.snapshot());
             }
             ShardMsg::Query(q, reply) => {
                 let _ = reply.send(self.answer(q));
             }
-            ShardMsg::Stop => {}
+            ShardMsg::Stop | ShardMsg::AtBarrier(..) => {}
         }
     }
 
     /// Applies one movement and frames its record into `out` (nothing for a retry or mismatch).
-    fn apply(&mut self, now: Millis, m: &Movement, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) -> MovementResult {
+    fn apply(
+        &mut self,
+        now: Millis,
+        body_hash: u64,
+        m: &Movement,
+        seq: &mut Seq,
+        out: &mut ShardOutput,
+        fx: &mut Effects,
+    ) -> MovementResult {
         let buf = &mut out.bytes;
         let at = begin_record(buf);
         encode_into(buf, &now);
-        let movement_at = buf.len();
+        encode_into(buf, &body_hash);
         encode_into(buf, m);
-        let body_hash = if m.key.is_some() { body_hash_of_encoded(&buf[movement_at..], m) } else { 0 };
         fx.clear();
         match self.state.apply(now, *seq, m, body_hash, fx) {
             Applied::Recorded(outcome) => {

@@ -106,7 +106,11 @@ pub fn read_checkpoint(path: &Path) -> Result<CheckpointBody, String> {
     if crc32c::crc32c(payload) != u32_at(24) {
         return Err("payload checksum mismatch".into());
     }
-    let body: CheckpointBody = postcard::from_bytes(payload).map_err(|e| format!("payload does not decode: {e}"))?;
+    let (body, rest) =
+        postcard::take_from_bytes::<CheckpointBody>(payload).map_err(|e| format!("payload does not decode: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the checkpoint body", rest.len()));
+    }
     if body.shards.len() != u32_at(12) as usize {
         return Err("shard count in header and payload differ".into());
     }

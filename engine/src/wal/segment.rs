@@ -100,6 +100,16 @@ impl<'a> RecordIter<'a> {
         RecordIter { data, pos: SEGMENT_HEADER_LEN.min(data.len()) }
     }
 
+    /// Records of `data` from byte `pos` on (a record boundary); offsets are relative to `data`.
+    pub fn from_offset(data: &'a [u8], pos: usize) -> RecordIter<'a> {
+        RecordIter { data, pos: pos.min(data.len()) }
+    }
+
+    /// Where the next record starts.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     fn next_record(&mut self) -> Result<Option<RecordRef<'a>>, ScanStop> {
         let (data, offset) = (self.data, self.pos);
         let rest = &data[offset..];
@@ -114,7 +124,12 @@ impl<'a> RecordIter<'a> {
         if rest.len() < RECORD_HEADER_LEN {
             return torn("incomplete record header");
         }
+        // A damaged record followed by nothing but zeros is what a crash leaves when the file grew
+        // before its data reached the disk: a torn tail. With data after it, it is corruption.
         let Some(header) = decode_record_header(rest[..RECORD_HEADER_LEN].try_into().unwrap()) else {
+            if rest[RECORD_HEADER_LEN..].iter().all(|&b| b == 0) {
+                return torn("last record header damaged, nothing after it");
+            }
             return corrupt("record header checksum mismatch".into());
         };
         if header.version != FORMAT_VERSION {
@@ -129,7 +144,7 @@ impl<'a> RecordIter<'a> {
         }
         let payload = &rest[RECORD_HEADER_LEN..end];
         if crc32c::crc32c(payload) != header.payload_crc {
-            if rest.len() == end {
+            if rest[end..].iter().all(|&b| b == 0) {
                 return torn("last record's payload checksum mismatch");
             }
             return corrupt("record payload checksum mismatch".into());
@@ -195,6 +210,25 @@ mod tests {
             assert!(matches!(stop, Some(ScanStop::Torn { offset, .. }) if offset == last_at), "cut at {cut}: {stop:?}");
         }
         assert_eq!(scan(&data[..last_at]), (vec![1], None));
+    }
+
+    #[test]
+    fn a_damaged_last_record_followed_only_by_zeros_is_a_torn_tail() {
+        let data = segment_with(&[b"first", b"second"]);
+        let last_at = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + 5;
+        // A damaged header that ends the file, and a damaged payload followed by zeros.
+        for (flip, keep) in [(last_at + 2, last_at + RECORD_HEADER_LEN), (last_at + RECORD_HEADER_LEN + 1, data.len())]
+        {
+            let mut bad = data[..keep].to_vec();
+            bad[flip] ^= 1;
+            bad.extend_from_slice(&[0; 100]);
+            let (seqs, stop) = scan(&bad);
+            assert_eq!(seqs, vec![1]);
+            assert!(
+                matches!(stop, Some(ScanStop::Torn { offset, .. }) if offset == last_at),
+                "flip at {flip}: {stop:?}"
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,14 @@ pub fn receive(sku: &str, loc: &str, qty: Qty) -> Movement {
 pub fn sell(key: Option<&str>, sku: &str, loc: &str, qty: Qty) -> Movement {
     mv(
         key,
-        MovementKind::Sell { sku: sku.into(), location: loc.into(), qty, unit_price: None, hold: None, allow_negative: false },
+        MovementKind::Sell {
+            sku: sku.into(),
+            location: loc.into(),
+            qty,
+            unit_price: None,
+            hold: None,
+            allow_negative: false,
+        },
     )
 }
 

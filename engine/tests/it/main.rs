@@ -1,4 +1,6 @@
 //! Integration tests of the engine: real threads, real files in a temporary directory.
 
 mod common;
+mod crash;
 mod engine_basics;
+mod engine_feed;

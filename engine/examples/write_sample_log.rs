@@ -1,0 +1,210 @@
+//! Writes a small but complete sample log for checking readers written from `docs/wal.md`
+//! (such as `docs/tools/read_wal.py`).
+//!
+//! ```text
+//! cargo run -p perpetua-engine --example write_sample_log -- DIR [--checkpoint]
+//! ```
+//!
+//! Opens an engine with 2 shards on the empty directory DIR, submits movements of every kind,
+//! then stops with `halt()` (as a crash would: no checkpoint at shutdown). With `--checkpoint`,
+//! a checkpoint is also taken half way, so the directory holds one to read.
+//!
+//! Standard output gets one `submitted ...` line per movement (its sequence number, outcome and
+//! the movement as sent), then one `logged ...` line per record as the engine's own decoder reads
+//! it back, both in Rust's `Debug` form, for comparison with another reader's output.
+
+use engine::core::*;
+use engine::runtime::{Clock, Engine, EngineConfig, Fsync, MovementResult};
+use engine::wal::format::RECORD_TYPE_MOVEMENT;
+use engine::wal::record::decode_movement_payload;
+use engine::wal::segment::{list_segments, RecordIter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The manual clock's start: 2023-11-14T22:13:20Z.
+const T0: Millis = 1_700_000_000_000;
+
+fn mv(key: Option<&str>, reference: Option<&str>, kind: MovementKind) -> Movement {
+    Movement {
+        key: key.map(Into::into),
+        channel: "web".into(),
+        reference: reference.map(Into::into),
+        occurred_at: None,
+        kind,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().expect("usage: write_sample_log DIR [--checkpoint]");
+    let checkpoint_midway = args.any(|a| a == "--checkpoint");
+    let clock = Arc::new(AtomicU64::new(T0));
+    let mut config = EngineConfig::new(&dir);
+    config.shards = 2;
+    config.fsync = Fsync::Always;
+    config.clock = Clock::Manual(clock.clone());
+    config.segment_bytes_max = 1024; // small, so the log rolls over several segments
+    config.expire_interval = Duration::from_millis(10);
+    let e = Engine::open(config).expect("engine opens");
+
+    // Two SKUs on different shards, so a reservation of both spans the shards.
+    let a = "SKU-0".to_string();
+    let b = (1..).map(|i| format!("SKU-{i}")).find(|s| shard_of(s, 2) != shard_of(&a, 2)).unwrap();
+    let (a, b) = (a.as_str(), b.as_str());
+    let run = |m: Movement| -> MovementResult {
+        let r = e.execute_one(m.clone());
+        println!("submitted seq={:?} outcome={:?} movement={:?}", r.seq, r.outcome, m);
+        r
+    };
+    let hold_of = |r: MovementResult| match r.outcome {
+        Ok(Detail::Hold(h)) => h,
+        other => panic!("expected a hold, got {other:?}"),
+    };
+    let line = |sku: &str, location: &str, qty: Qty, unit_price: Option<i64>| Line {
+        sku: sku.into(),
+        location: location.into(),
+        qty,
+        unit_price,
+    };
+
+    let settings =
+        Settings { reorder_point: Some(5), reorder_qty: Some(20), max_qty: None, safety_stock: 1, lead_time_days: 7 };
+    run(mv(None, None, MovementKind::SetSettings { sku: a.into(), location: "dc".into(), settings }));
+    run(mv(None, Some("PO-1"), MovementKind::Expect { sku: a.into(), location: "dc".into(), qty: 30 }));
+    let mut receive = mv(
+        Some("rcv-PO-1"),
+        Some("PO-1"),
+        MovementKind::Receive { sku: a.into(), location: "dc".into(), qty: 24, unit_cost: Some(1250) },
+    );
+    receive.channel = "erp".into();
+    receive.occurred_at = Some(T0 - 5_000);
+    run(receive);
+    run(mv(None, None, MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 10, unit_cost: None }));
+    let mut sale = mv(
+        Some("order-1"),
+        Some("order-1"),
+        MovementKind::Sell {
+            sku: a.into(),
+            location: "dc".into(),
+            qty: 3,
+            unit_price: Some(1999),
+            hold: None,
+            allow_negative: false,
+        },
+    );
+    sale.channel = "pos".into();
+    run(sale.clone());
+    let condition = ReturnCondition::Damaged;
+    run(mv(
+        None,
+        Some("RMA-7"),
+        MovementKind::Return { sku: a.into(), location: "dc".into(), qty: 1, condition, unit_price: Some(1999) },
+    ));
+    let reason = AdjustReason::Shrinkage;
+    run(mv(
+        None,
+        None,
+        MovementKind::Adjust { sku: a.into(), location: "dc".into(), delta: -2, reason, allow_negative: false },
+    ));
+    run(mv(None, Some("count-sheet-3"), MovementKind::Count { sku: b.into(), location: "dc".into(), counted: 9 }));
+    run(mv(None, None, MovementKind::Transfer { sku: a.into(), from: "dc".into(), to: "store".into(), qty: 4 }));
+
+    if checkpoint_midway {
+        let path = e.checkpoint().expect("checkpoint written");
+        println!("checkpoint {}", path.display());
+    }
+
+    // A reservation over both shards (logged as one record per shard, same hold id), committed.
+    let lines = vec![line(a, "dc", 2, Some(1999)), line(b, "dc", 3, None)];
+    let cart = run(mv(Some("cart-1"), None, MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 }));
+    run(mv(None, None, MovementKind::Commit { hold: hold_of(cart) }));
+    // One released, one sold from.
+    let held = run(mv(
+        None,
+        None,
+        MovementKind::Reserve { hold: 0, lines: vec![line(a, "store", 1, None)], expires_at: T0 + 60_000 },
+    ));
+    run(mv(None, None, MovementKind::Release { hold: hold_of(held) }));
+    let held = run(mv(
+        None,
+        None,
+        MovementKind::Reserve { hold: 0, lines: vec![line(b, "dc", 2, Some(500))], expires_at: T0 + 60_000 },
+    ));
+    run(mv(
+        None,
+        None,
+        MovementKind::Sell {
+            sku: b.into(),
+            location: "dc".into(),
+            qty: 2,
+            unit_price: None,
+            hold: Some(hold_of(held)),
+            allow_negative: false,
+        },
+    ));
+    // A rejection (logged with its reason), a retry (a NOP record fills its sequence number) and
+    // sales that raise a reorder and an out-of-stock alert.
+    run(mv(
+        None,
+        None,
+        MovementKind::Sell {
+            sku: b.into(),
+            location: "dc".into(),
+            qty: 1000,
+            unit_price: None,
+            hold: None,
+            allow_negative: false,
+        },
+    ));
+    run(sale);
+    run(mv(
+        None,
+        None,
+        MovementKind::Sell {
+            sku: a.into(),
+            location: "dc".into(),
+            qty: 10,
+            unit_price: None,
+            hold: None,
+            allow_negative: false,
+        },
+    ));
+    run(mv(
+        None,
+        None,
+        MovementKind::Sell {
+            sku: b.into(),
+            location: "dc".into(),
+            qty: 4,
+            unit_price: None,
+            hold: None,
+            allow_negative: false,
+        },
+    ));
+    // A hold left to expire: the engine logs an `Expire` of its own.
+    run(mv(None, None, MovementKind::Reserve { hold: 0, lines: vec![line(a, "dc", 1, None)], expires_at: T0 + 1_000 }));
+    clock.store(T0 + 3_000, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.holds().is_empty() {
+        assert!(Instant::now() < deadline, "the hold never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Acknowledged after the expiry record, so that record is durable too.
+    run(mv(None, None, MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 1, unit_cost: None }));
+    e.halt();
+
+    for (_, path) in list_segments(&std::path::Path::new(&dir).join("wal")).expect("wal directory lists") {
+        let data = std::fs::read(&path).expect("segment reads");
+        for rec in RecordIter::new(&data) {
+            let rec = rec.expect("the log is intact");
+            let h = rec.header;
+            if h.record_type == RECORD_TYPE_MOVEMENT {
+                let logged = decode_movement_payload(rec.payload).expect("payload decodes");
+                println!("logged seq={} shard={} type=movement {:?}", h.seq, h.shard, logged);
+            } else {
+                println!("logged seq={} shard={} type={}", h.seq, h.shard, h.record_type);
+            }
+        }
+    }
+}
