@@ -664,7 +664,7 @@ impl ShardState {
     }
 
     /// Open holds: (id, expires_at, lines as (sku, location, qty)).
-    pub fn holds(&self) -> impl Iterator<Item = (HoldId, Millis, Vec<(String, String, Qty)>)> + '_ {
+    pub fn holds(&self) -> impl Iterator<Item = HoldView> + '_ {
         self.holds.iter().map(|(&id, h)| {
             let lines = h
                 .lines

@@ -247,6 +247,9 @@ pub struct LevelView {
     pub available: Qty,
 }
 
+/// An open hold as reads report it: id, expiry, and its lines as (SKU, location, quantity).
+pub type HoldView = (HoldId, Millis, Vec<(String, String, Qty)>);
+
 /// Which alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlertKind {

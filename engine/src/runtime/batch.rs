@@ -19,10 +19,13 @@ impl MovementResult {
     pub const SHUTTING_DOWN: MovementResult = MovementResult { seq: None, outcome: Err(Reason::ShuttingDown) };
 }
 
+/// Where the submitter waits for every part's result.
+type Waiter = oneshot::Sender<Vec<MovementResult>>;
+
 /// Shared between a submitter and the threads completing its parts.
 pub struct BatchState {
     remaining: AtomicUsize,
-    inner: Mutex<(Vec<MovementResult>, Option<oneshot::Sender<Vec<MovementResult>>>)>,
+    inner: Mutex<(Vec<MovementResult>, Option<Waiter>)>,
 }
 
 impl BatchState {

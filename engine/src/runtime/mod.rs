@@ -509,7 +509,7 @@ impl Engine {
     }
 
     /// Open holds of every shard, merged by hold id and sorted: (id, expires_at, lines).
-    pub fn holds(&self) -> Vec<(HoldId, Millis, Vec<(String, String, Qty)>)> {
+    pub fn holds(&self) -> Vec<HoldView> {
         let mut merged = std::collections::BTreeMap::new();
         for shard in 0..self.shard_count() {
             if let Some(Answer::Holds(hs)) = self.ask(shard, Query::Holds) {

@@ -46,7 +46,7 @@ pub enum Answer {
     Level(Option<LevelView>),
     Levels(Vec<LevelView>),
     Settings(Option<Settings>),
-    Holds(Vec<(HoldId, Millis, Vec<(String, String, Qty)>)>),
+    Holds(Vec<HoldView>),
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
 }
 

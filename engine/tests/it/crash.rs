@@ -272,7 +272,7 @@ fn a_damaged_byte_before_the_tail_stops_recovery_with_the_file_and_offset() {
         let mut data = std::fs::read(&seg).unwrap();
         data[pos] ^= 0x10;
         std::fs::write(&seg, &data).unwrap();
-        let record_at = *starts.iter().filter(|&&s| s <= pos).last().unwrap();
+        let record_at = *starts.iter().rfind(|&&s| s <= pos).unwrap();
         match Engine::open(config(dir.path(), 1).0) {
             Err(EngineError::Recovery(RecoveryError::Corrupt { path, offset, .. })) => {
                 assert_eq!(path, seg, "flip at {pos}");
