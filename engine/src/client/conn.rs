@@ -51,7 +51,8 @@ pub(super) struct Conn {
 pub(super) fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| ClientError::Config(format!("the server certificate (--ca) is not valid PEM: {e}")))?;
+        let cert =
+            cert.map_err(|e| ClientError::Config(format!("the server certificate (--ca) is not valid PEM: {e}")))?;
         roots.add(cert).map_err(|e| ClientError::Config(format!("the server certificate (--ca) is unusable: {e}")))?;
     }
     if roots.is_empty() {
@@ -64,7 +65,8 @@ pub(super) fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, C
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| ClientError::Config(e.to_string()))?;
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| ClientError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a small timeout")));

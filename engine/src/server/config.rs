@@ -126,7 +126,8 @@ impl Settings {
 
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> Result<Settings, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
     }
 }
@@ -182,7 +183,9 @@ impl ServerConfig {
         if let Some(v) = s.metrics_listen {
             c.metrics_listen = match v.as_str() {
                 "off" | "" => None,
-                addr => Some(addr.parse().map_err(|_| format!("metrics_listen: {addr:?} is neither ADDR:PORT nor off"))?),
+                addr => {
+                    Some(addr.parse().map_err(|_| format!("metrics_listen: {addr:?} is neither ADDR:PORT nor off"))?)
+                }
             };
         }
         c.tls_cert = s.tls_cert;

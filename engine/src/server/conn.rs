@@ -222,7 +222,9 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut reader: Fr
             None => {
                 // Decide what this stream is from its first frame.
                 if let Ok(Some(payload)) = &frame {
-                    if let Ok(Request { id, body: RequestBody::Subscribe { from_seq, filter } }) = Request::decode(payload) {
+                    if let Ok(Request { id, body: RequestBody::Subscribe { from_seq, filter } }) =
+                        Request::decode(payload)
+                    {
                         let send = send.take().expect("the send side is still here");
                         return super::feed::serve(ctx.clone(), id, from_seq, filter, send, reader).await;
                     }
@@ -328,7 +330,12 @@ impl ConnCtx {
     fn dispatch(self: &Arc<Self>, req: Request, started: Instant, tx: &Tx) {
         let Request { id, body } = req;
         if self.token.revoked.load(Ordering::Acquire) {
-            return self.reply_error(tx, id, ErrorCode::Unauthenticated, "the token of this connection was revoked".into());
+            return self.reply_error(
+                tx,
+                id,
+                ErrorCode::Unauthenticated,
+                "the token of this connection was revoked".into(),
+            );
         }
         if !self.role.may(&body) {
             let message = format!("role {} may not {}", self.role, describe(&body));
@@ -336,7 +343,12 @@ impl ConnCtx {
         }
         let Some(guard) = self.begin() else {
             let max = self.shared.limits.requests_in_flight_max;
-            return self.reply_error(tx, id, ErrorCode::TooManyRequests, format!("at most {max} requests in flight per connection"));
+            return self.reply_error(
+                tx,
+                id,
+                ErrorCode::TooManyRequests,
+                format!("at most {max} requests in flight per connection"),
+            );
         };
         let engine = &self.shared.engine;
         let (ctx, tx) = (self.clone(), tx.clone());
@@ -448,7 +460,9 @@ impl ConnCtx {
                             tracing::info!(id = %token_id, by = %ctx.token.info.id, "token revoked");
                             ctx.reply(&tx, id, &ResponseBody::Done, started)
                         }
-                        Ok(Ok(false)) => ctx.reply_error(&tx, id, ErrorCode::NotFound, format!("no token with id {token_id}")),
+                        Ok(Ok(false)) => {
+                            ctx.reply_error(&tx, id, ErrorCode::NotFound, format!("no token with id {token_id}"))
+                        }
                         Ok(Err(e)) => ctx.reply_error(&tx, id, ErrorCode::Internal, e),
                         Err(e) => ctx.reply_error(&tx, id, ErrorCode::Internal, e.to_string()),
                     }
