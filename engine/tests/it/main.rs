@@ -4,3 +4,5 @@ mod common;
 mod crash;
 mod engine_basics;
 mod engine_feed;
+mod harness;
+mod server;
