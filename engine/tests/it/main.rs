@@ -4,5 +4,6 @@ mod common;
 mod crash;
 mod engine_basics;
 mod engine_feed;
+mod feed;
 mod harness;
 mod server;
