@@ -6,4 +6,5 @@ mod engine_basics;
 mod engine_feed;
 mod feed;
 mod harness;
+mod limits;
 mod server;
