@@ -8,3 +8,4 @@ mod feed;
 mod harness;
 mod limits;
 mod server;
+mod stockctl;
