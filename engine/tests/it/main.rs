@@ -6,6 +6,7 @@ mod engine_basics;
 mod engine_feed;
 mod feed;
 mod harness;
+mod kill;
 mod limits;
 mod server;
 mod stockctl;
