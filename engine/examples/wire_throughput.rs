@@ -58,8 +58,10 @@ async fn run(args: Args) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let mut n = 0u64;
+    let mut clients = Vec::new();
     for c in 0..args.connections {
         let client = Arc::new(args.connect.connect().await.expect("connects"));
+        clients.push(client.clone());
         for t in 0..args.in_flight {
             let (client, done, stop) = (client.clone(), done.clone(), stop.clone());
             let (batch, skus, keys) = (args.batch, args.skus, args.keys);
@@ -97,10 +99,27 @@ async fn run(args: Args) {
     // Warm up one second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start_count = done.load(Ordering::Relaxed);
+    let stats_before: Vec<_> = clients.iter().map(|c| c.connection_stats()).collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let count = done.load(Ordering::Relaxed) - start_count;
     let elapsed = started.elapsed().as_secs_f64();
+    let (mut tx, mut rx, mut tx_ios, mut rx_ios) = (0, 0, 0, 0);
+    for (c, before) in clients.iter().zip(&stats_before) {
+        let s = c.connection_stats();
+        tx += s.udp_tx.datagrams - before.udp_tx.datagrams;
+        rx += s.udp_rx.datagrams - before.udp_rx.datagrams;
+        tx_ios += s.udp_tx.ios - before.udp_tx.ios;
+        rx_ios += s.udp_rx.ios - before.udp_rx.ios;
+    }
+    println!(
+        "client: {:.0} datagrams/s sent in {:.0} sends, {:.0} received in {:.0} receives; path MTU {}",
+        tx as f64 / elapsed,
+        tx_ios as f64 / elapsed,
+        rx as f64 / elapsed,
+        rx_ios as f64 / elapsed,
+        clients[0].connection_stats().path.current_mtu
+    );
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;

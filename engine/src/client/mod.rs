@@ -344,6 +344,11 @@ impl Client {
         Subscription::start(self.clone(), from_seq, filter).await
     }
 
+    /// QUIC statistics of the current connection (packets, bytes, round-trip time).
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.inner.conn.lock().unwrap().quic.stats()
+    }
+
     /// Closes the connection (pending requests fail).
     pub fn close(&self) {
         let conn = self.inner.conn.lock().unwrap().clone();

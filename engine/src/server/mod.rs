@@ -38,9 +38,33 @@ pub fn server_name() -> String {
     format!("stockd {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The engine as the server shares it. Dropping an `Engine` waits for its threads, which must not
+/// happen on a runtime thread: the last holder drops it on a plain thread instead.
+pub struct EngineCell(Option<Engine>);
+
+impl std::ops::Deref for EngineCell {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.0.as_ref().expect("the engine is there until the cell is dropped")
+    }
+}
+
+impl Drop for EngineCell {
+    fn drop(&mut self) {
+        if let Some(engine) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("engine-drop".into())
+                    .spawn(move || drop(engine))
+                    .map(|t| t.join());
+            }
+        }
+    }
+}
+
 /// What every connection shares.
 pub(crate) struct Shared {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<EngineCell>,
     pub tokens: TokenStore,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -66,7 +90,7 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     info: StartupInfo,
-    engine: Arc<Engine>,
+    engine: Arc<EngineCell>,
     shared: Option<Arc<Shared>>,
     shutdown_tx: watch::Sender<bool>,
     accept_task: tokio::task::JoinHandle<()>,
@@ -103,12 +127,7 @@ impl Server {
         let now = config.engine.clock.now();
         let (tokens, first) = TokenStore::open(&data_dir, now).map_err(ServerError::Tokens)?;
 
-        let engine_config = config.engine.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
-            .await
-            .map_err(|e| ServerError::Config(format!("the engine failed to open: {e}")))??;
-        let engine = Arc::new(engine);
-
+        // Bind everything that can fail before the engine opens.
         let limits = config.limits;
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
             .map_err(|e| ServerError::Tls(format!("TLS configuration unusable for QUIC: {e}")))?;
@@ -117,14 +136,25 @@ impl Server {
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
-
-        let metrics = Arc::new(Metrics::default());
-        let (metrics_addr, metrics_task) = match config.metrics_listen {
+        let metrics_listener = match config.metrics_listen {
             Some(addr) => {
                 let listener = metrics::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
                 let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
-                let task = tokio::spawn(metrics::serve(listener, metrics.clone(), engine.clone()));
-                (Some(bound), Some(task))
+                Some((listener, bound))
+            }
+            None => None,
+        };
+
+        let engine_config = config.engine.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
+            .await
+            .map_err(|e| ServerError::Config(format!("the engine failed to open: {e}")))??;
+        let engine = Arc::new(EngineCell(Some(engine)));
+
+        let metrics = Arc::new(Metrics::default());
+        let (metrics_addr, metrics_task) = match metrics_listener {
+            Some((listener, bound)) => {
+                (Some(bound), Some(tokio::spawn(metrics::serve(listener, metrics.clone(), engine.clone()))))
             }
             None => (None, None),
         };
@@ -174,7 +204,7 @@ impl Server {
         &self.info
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -196,8 +226,9 @@ impl Server {
         }
         let engine = self.engine.clone();
         drop(self);
-        let engine = Arc::try_unwrap(engine)
+        let mut cell = Arc::try_unwrap(engine)
             .map_err(|_| "the engine is still in use; it checkpoints when released".to_string())?;
+        let engine = cell.0.take().expect("the engine is there until shut down");
         tokio::task::spawn_blocking(move || engine.shutdown())
             .await
             .map_err(|e| e.to_string())?

@@ -303,3 +303,15 @@ async fn a_graceful_shutdown_answers_what_is_in_flight_and_a_keyed_retry_after_r
     assert!(on_hand >= 1_000_000 - 8 * 201, "{on_hand}");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_bind_says_so_and_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = InProcess::start(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let mut config = test_config(other.path());
+    config.listen = first.addr;
+    let err = engine::server::Server::start(config).await.err().expect("the address is taken");
+    assert!(err.to_string().contains(&format!("cannot listen on {}", first.addr)), "{err}");
+    assert!(!other.path().join("wal").exists(), "the engine was not opened");
+}
