@@ -95,6 +95,38 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
     accept_task: tokio::task::JoinHandle<()>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
+    /// Held while the server runs, until its engine has stopped: one server per data directory.
+    lock: Option<std::fs::File>,
+}
+
+/// The lock file that keeps a second server off a data directory.
+pub const LOCK_FILE: &str = "stockd.lock";
+
+/// Takes the data directory's lock (an exclusive `flock`, released when the process ends however
+/// it ends) and writes our pid in it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| ServerError::Config(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(ServerError::Config(format!(
+            "another stockd (pid {}) is using the data directory {}; stop it first or choose another --data-dir",
+            holder.trim(),
+            data_dir.display()
+        )));
+    }
+    let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// Why a server could not start.
@@ -121,6 +153,7 @@ impl Server {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             ServerError::Config(format!("cannot create the data directory {}: {e}", data_dir.display()))
         })?;
+        let lock = lock_data_dir(&data_dir)?;
         let identity = tls::load_or_create(&data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())
             .map_err(ServerError::Tls)?;
         let crypto = tls::server_crypto(&identity).map_err(ServerError::Tls)?;
@@ -187,6 +220,7 @@ impl Server {
             shutdown_tx,
             accept_task,
             metrics_task,
+            lock: Some(lock),
         })
     }
 
@@ -225,12 +259,14 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let engine = self.engine.clone();
+        let lock = self.lock.take();
         drop(self);
         let mut cell = Arc::try_unwrap(engine)
             .map_err(|_| "the engine is still in use; it checkpoints when released".to_string())?;
         let engine = cell.0.take().expect("the engine is there until shut down");
-        tokio::task::spawn_blocking(move || engine.shutdown())
-            .await
+        let stopped = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        drop(lock);
+        stopped
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the final checkpoint failed (the log still has every movement): {e}"))
     }

@@ -315,3 +315,13 @@ async fn a_server_that_cannot_bind_says_so_and_opens_nothing() {
     assert!(err.to_string().contains(&format!("cannot listen on {}", first.addr)), "{err}");
     assert!(!other.path().join("wal").exists(), "the engine was not opened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = InProcess::start(dir.path());
+    let err = engine::server::Server::start(test_config(dir.path())).await.err().expect("refused");
+    assert!(err.to_string().contains("another stockd"), "{err}");
+    let c = first.admin().await;
+    assert!(c.status().await.is_ok(), "the first one is unharmed");
+}
