@@ -323,6 +323,16 @@ fn transport_config(limits: &Limits) -> quinn::TransportConfig {
     t
 }
 
+/// Finishes the handshake of a connection over the limit and closes it with `too_many_connections`.
+async fn refuse_connection(incoming: quinn::Incoming, connections_max: u32) {
+    let Ok(connecting) = incoming.accept() else { return };
+    if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await {
+        let code = ErrorCode::TooManyConnections;
+        let reason = format!("{code}: the server has its {connections_max} connections; retry later");
+        conn.close(code.app_code().into(), reason.as_bytes());
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections_max: u32) {
     let mut connections = JoinSet::new();
     let mut shutdown = shared.shutdown.clone();
@@ -334,7 +344,8 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections
                 if metrics.connections.load(Ordering::Relaxed) >= connections_max as i64 {
                     metrics.error(ErrorCode::TooManyConnections);
                     tracing::warn!(remote = %incoming.remote_address(), connections_max, "connection refused: too many connections");
-                    incoming.refuse();
+                    // Completed and closed with our code, so that the client learns why.
+                    tokio::spawn(refuse_connection(incoming, connections_max));
                     continue;
                 }
                 metrics.connections.fetch_add(1, Ordering::Relaxed);
