@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// How long a silent connection lives; keep-alives go out at a third of it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a silent connection lives by default; keep-alives go out at a third of it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request id of the hello; the server also uses it for errors tied to no request.
 const HELLO_ID: u64 = 0;
 
@@ -50,6 +50,11 @@ pub(super) struct Conn {
 /// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/1`,
 /// keep-alives so that a silent connection stays up and a dead server is noticed in seconds.
 pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
+    quic_client_config_with(ca_pem, IDLE_TIMEOUT)
+}
+
+/// [`quic_client_config`] with another idle timeout: a dead server is noticed within it.
+pub fn quic_client_config_with(ca_pem: &[u8], idle_timeout: Duration) -> Result<quinn::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert =
@@ -70,8 +75,10 @@ pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientEr
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| ClientError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a small timeout")));
-    transport.keep_alive_interval(Some(IDLE_TIMEOUT / 3));
+    let idle =
+        idle_timeout.try_into().map_err(|_| ClientError::Config(format!("idle timeout {idle_timeout:?} too long")))?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(Some(idle_timeout / 3));
     transport.stream_receive_window((8u32 << 20).into());
     transport.receive_window((32u32 << 20).into());
     transport.send_window(16 << 20);
