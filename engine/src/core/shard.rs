@@ -698,6 +698,11 @@ impl ShardState {
         })
     }
 
+    /// When the oldest idempotency key still remembered was first seen.
+    pub fn oldest_key_seen_at(&self) -> Option<Millis> {
+        self.key_order.front().map(|&(seen_at, _)| seen_at)
+    }
+
     /// Number of idempotency keys remembered.
     pub fn key_count(&self) -> usize {
         self.keys.len()

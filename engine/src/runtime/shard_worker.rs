@@ -38,6 +38,8 @@ pub enum Query {
     },
     Holds,
     Stats,
+    /// When the oldest idempotency key this shard remembers was first seen.
+    OldestKey,
 }
 
 /// Answers to [`Query`].
@@ -48,6 +50,7 @@ pub enum Answer {
     Settings(Option<Settings>),
     Holds(Vec<HoldView>),
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
+    OldestKey(Option<Millis>),
 }
 
 /// What to copy at a barrier.
@@ -228,6 +231,7 @@ impl ShardWorker {
             ),
             Query::Settings { sku, location } => Answer::Settings(self.state.settings(&sku, &location)),
             Query::Holds => Answer::Holds(self.state.holds().collect()),
+            Query::OldestKey => Answer::OldestKey(self.state.oldest_key_seen_at()),
             Query::Stats => Answer::Stats {
                 levels: self.state.level_count(),
                 keys: self.state.key_count(),
