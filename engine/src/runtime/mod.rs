@@ -238,7 +238,8 @@ impl Engine {
                 .map_err(io("cannot create log segment", &wal_dir))?,
         };
 
-        let guards = DashMap::with_hasher(ahash::RandomState::new());
+        // Many submitters insert at once: more lock stripes than dashmap's default.
+        let guards = DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 128);
         for state in &recovered.shards {
             for (k, body_hash, seen_at, hold) in state.key_guards() {
                 let mut entry = guards.entry(k).or_insert(KeyGuard { body_hash, seen_at, hold: 0 });

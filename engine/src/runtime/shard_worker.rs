@@ -123,7 +123,7 @@ impl ShardWorker {
                 count: movements as u64,
                 requires_seq: 0,
                 bytes: Vec::with_capacity(movements * 160),
-                acks: Vec::with_capacity(movements),
+                acks: Vec::with_capacity(msgs.len()),
             };
             let mut seq = first_seq;
             let mut stop = false;
@@ -162,11 +162,15 @@ impl ShardWorker {
     fn handle(&mut self, msg: ShardMsg, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) {
         match msg {
             ShardMsg::Movements { items, batch } => {
+                let mut results = Vec::with_capacity(if batch.is_some() { items.len() } else { 0 });
                 for item in items {
                     let result = self.apply(item.now, item.body_hash, &item.movement, seq, out, fx);
-                    if let Some(batch) = &batch {
-                        out.acks.push((batch.clone(), item.part, result));
+                    if batch.is_some() {
+                        results.push((item.part, result));
                     }
+                }
+                if let Some(batch) = batch {
+                    out.acks.push((batch, results));
                 }
             }
             ShardMsg::Expire { now, holds_expired_by, keys_seen_before, keys_max, due } => {
