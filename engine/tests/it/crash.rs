@@ -443,3 +443,32 @@ fn a_multi_shard_reservation_retried_after_a_restart_returns_the_same_hold() {
     assert_eq!(e.execute_one(cart(3)).outcome, Err(Reason::IdempotencyMismatch));
     assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 2, 3)));
 }
+
+#[test]
+fn after_a_crash_midway_through_a_multi_shard_reservation_nothing_outlives_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = skus_on_two_shards(2);
+    let expires_at = T0 + 60_000;
+    {
+        let (e, _) = open(dir.path(), 2);
+        e.execute(vec![receive(&a, "dc", 5), receive(&b, "dc", 1)]);
+        // The part on `a`'s shard is held; the part on `b`'s fails. The rollback of the held part
+        // is sent, but the engine stops before it is surely durable.
+        let r = e.execute_one(reserve(Some("cart"), &[(&a, "dc", 2), (&b, "dc", 2)], expires_at));
+        assert_eq!(r.outcome, Err(Reason::InsufficientStock));
+        e.halt();
+    }
+    let (mut c, clock) = config(dir.path(), 2);
+    c.expire_interval = Duration::from_millis(5);
+    let e = Engine::open(c).unwrap();
+    let held = oh_res_av(&e, &a, "dc").unwrap().1;
+    assert!(held == 0 || held == 2, "{held}");
+    clock.store(expires_at + 1_000, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !e.holds().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a hold outlived its expiry: {:?}", e.holds());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 0, 5)));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 0, 1)));
+}
