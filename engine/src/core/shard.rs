@@ -283,7 +283,8 @@ impl ShardState {
             }
             MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
                 check_level_key(sku, location)?;
-                check_qty(delta.abs())?;
+                // `i64::MIN` has no absolute value: it is as invalid as any other too-large delta.
+                check_qty(delta.checked_abs().unwrap_or(Qty::MAX))?;
                 if *delta < 0 {
                     return self.take(sku, location, -*delta, *allow_negative, fx);
                 }
