@@ -462,6 +462,13 @@ impl ShardState {
             check_level_key(&line.sku, &line.location)?;
             check_qty(line.qty)?;
         }
+        // The same level twice is a malformed request whatever the stock, so it is checked before
+        // the levels are looked up (else it could be reported as `insufficient_stock`).
+        for (i, line) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|l| l.sku == line.sku && l.location == line.location) {
+                return Err(Reason::InvalidLines);
+            }
+        }
         if expires_at <= now {
             return Err(Reason::InvalidExpiry);
         }
@@ -471,9 +478,6 @@ impl ShardState {
         let mut slots = Vec::with_capacity(lines.len());
         for line in lines {
             let slot = self.slot(&line.sku, &line.location).ok_or(Reason::InsufficientStock)?;
-            if slots.contains(&slot) {
-                return Err(Reason::InvalidLines);
-            }
             if self.levels[slot as usize].available() < line.qty {
                 return Err(Reason::InsufficientStock);
             }
