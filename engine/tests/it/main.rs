@@ -1,4 +1,6 @@
-//! Integration tests of the engine: real threads, real files in a temporary directory.
+//! Integration tests of the engine: real threads, real files in a temporary directory; and the
+//! core state machine against a reference model (`model`).
 
 mod common;
 mod engine_basics;
+mod model;
