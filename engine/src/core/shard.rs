@@ -331,7 +331,8 @@ impl ShardState {
             }
             MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
                 check_level_key(sku, location)?;
-                check_qty(delta.abs())?;
+                // `i64::MIN` has no absolute value: it is as invalid as any other too-large delta.
+                check_qty(delta.checked_abs().unwrap_or(Qty::MAX))?;
                 if *delta < 0 {
                     return self.take(sku, location, -*delta, *allow_negative, fx);
                 }
@@ -511,6 +512,13 @@ impl ShardState {
             check_level_key(&line.sku, &line.location)?;
             check_qty(line.qty)?;
         }
+        // The same level twice is a malformed request whatever the stock, so it is checked before
+        // the levels are looked up (else it could be reported as `insufficient_stock`).
+        for (i, line) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|l| l.sku == line.sku && l.location == line.location) {
+                return Err(Reason::InvalidLines);
+            }
+        }
         if expires_at <= now {
             return Err(Reason::InvalidExpiry);
         }
@@ -520,9 +528,6 @@ impl ShardState {
         let mut slots = Vec::with_capacity(lines.len());
         for line in lines {
             let slot = self.slot(&line.sku, &line.location).ok_or(Reason::InsufficientStock)?;
-            if slots.contains(&slot) {
-                return Err(Reason::InvalidLines);
-            }
             if self.levels[slot as usize].available() < line.qty {
                 return Err(Reason::InsufficientStock);
             }

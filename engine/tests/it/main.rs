@@ -1,6 +1,8 @@
-//! Integration tests of the engine: real threads, real files in a temporary directory.
+//! Integration tests of the engine: real threads, real files in a temporary directory; and the
+//! core state machine against a reference model (`model`).
 
 mod common;
 mod crash;
 mod engine_basics;
 mod engine_feed;
+mod model;
