@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
+/// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
+pub const EXPIRE_HOLDS_MAX: usize = 1_000;
 const NONE_ORDER_QTY: u32 = u32::MAX;
 /// Largest `reorder_qty` or `max_qty` a level keeps.
 pub const ORDER_QTY_MAX: Qty = u32::MAX as Qty - 1;
@@ -424,11 +426,13 @@ impl ShardState {
                 Ok(Detail::None)
             }
             MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => {
-                while let Some(&(at, hold)) = self.hold_expiry.first() {
-                    if at > *holds_expired_by {
-                        break;
+                // At most EXPIRE_HOLDS_MAX holds per record, so that the record stays small; the
+                // rest are still due and go with the next expiry.
+                for _ in 0..EXPIRE_HOLDS_MAX {
+                    match self.hold_expiry.first() {
+                        Some(&(at, hold)) if at <= *holds_expired_by => self.release(hold, fx),
+                        _ => break,
                     }
-                    self.release(hold, fx);
                 }
                 while let Some(&(seen_at, k)) = self.key_order.front() {
                     if seen_at >= *keys_seen_before && self.key_order.len() as u64 <= *keys_max {
