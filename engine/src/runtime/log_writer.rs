@@ -15,6 +15,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// The results of some parts of one submission, to complete once durable.
+pub type Acks = (Arc<BatchState>, Vec<(u32, MovementResult)>);
+
 /// What a shard hands to the log writer after applying a batch.
 pub struct ShardOutput {
     /// First sequence number of the range the shard claimed (records `first_seq..first_seq+count`).
@@ -25,7 +28,7 @@ pub struct ShardOutput {
     /// Framed records, in sequence order.
     pub bytes: Vec<u8>,
     /// Per submission: its parts' results.
-    pub acks: Vec<(Arc<BatchState>, Vec<(u32, MovementResult)>)>,
+    pub acks: Vec<Acks>,
 }
 
 impl ShardOutput {
