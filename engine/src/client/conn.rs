@@ -106,7 +106,12 @@ impl Conn {
                     other => other,
                 })
             }
-            Err(_) => return Err(connect_err(format!("no answer within {:?}", config.connect_timeout))),
+            Err(_) => {
+                return Err(connect_err(format!(
+                    "no answer within {:?}; is stockd running and listening there (UDP)?",
+                    config.connect_timeout
+                )))
+            }
         };
         let lost = |e: &quinn::ConnectionError| ClientError::from_connection(e);
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
