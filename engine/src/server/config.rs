@@ -79,7 +79,7 @@ pub struct Settings {
     /// Most requests of one connection in process at once. [default: 4096]
     #[arg(long, value_name = "N")]
     pub requests_in_flight_max: Option<u32>,
-    /// Most streams open at once on one connection. [default: 64]
+    /// Most streams open at once on one connection. [default: 16]
     #[arg(long, value_name = "N")]
     pub streams_max: Option<u32>,
     /// Most client connections at once; more are refused. [default: 1024]

@@ -218,7 +218,7 @@ async fn serve_stream(ctx: Arc<ConnCtx>, mut send: quinn::SendStream, mut reader
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let mut tx = Some(tx);
     let mut waiting = Waiting::new();
-    let mut out: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(4 << 10);
     let mut reading = true;
     let mut rx_open = true;
     let mut seen_frame = first;

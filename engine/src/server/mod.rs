@@ -317,9 +317,12 @@ fn transport_config(limits: &Limits) -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(0u32.into());
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     t.max_idle_timeout(Some(idle.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(u32::MAX)))));
-    t.stream_receive_window((4u32 << 20).into());
-    t.receive_window((16u32 << 20).into());
-    t.send_window(16 << 20);
+    // Flow control bounds what a client can make the server buffer: a stream takes a whole
+    // frame and some, a connection a few streams' worth.
+    let stream_window = (limits.frame_bytes_max + (64 << 10)).max(256 << 10);
+    t.stream_receive_window(stream_window.into());
+    t.receive_window(stream_window.saturating_mul(2).max(4 << 20).into());
+    t.send_window(8 << 20);
     t
 }
 
