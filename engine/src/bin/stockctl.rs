@@ -150,8 +150,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// One level.
-    Level { sku: String, location: String },
+    /// The level of a SKU at one location, or at every location.
+    Level { sku: String, location: Option<String> },
     /// Every level, or those of one location.
     Levels {
         #[arg(long)]
@@ -332,7 +332,18 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
         }
         Commit { hold, common } => movement(common, MovementKind::Commit { hold }),
         Release { hold, common } => movement(common, MovementKind::Release { hold }),
-        Level { sku, location } => {
+        Level { sku, location: None } => {
+            let levels = client.sku_levels(&sku).await?;
+            if json {
+                println!("{}", serde_json::to_string(&levels).expect("json"));
+            } else if levels.is_empty() {
+                println!("no level for {sku} (nothing was ever recorded for it)");
+            } else {
+                print_levels(&levels);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Level { sku, location: Some(location) } => {
             let level = client.level(&sku, &location).await?;
             match (&level, json) {
                 (_, true) => println!("{}", serde_json::to_string(&level).expect("json")),

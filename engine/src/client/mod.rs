@@ -256,6 +256,19 @@ impl Client {
         Ok(all)
     }
 
+    /// Every location's level of one SKU, sorted by location.
+    pub async fn sku_levels(&self, sku: &str) -> Result<Vec<LevelView>, ClientError> {
+        let body = encode_body(&RequestBody::SkuLevels { sku: sku.into() });
+        let mut all = Vec::new();
+        for part in self.call_chunked(&body).await? {
+            match part {
+                ResponseBody::Levels { mut levels, .. } => all.append(&mut levels),
+                other => return Err(unexpected("levels", &other)),
+            }
+        }
+        Ok(all)
+    }
+
     /// Levels at or below their reorder point (or at or below zero without one).
     pub async fn low_stock(&self, location: Option<&str>) -> Result<Vec<LowStockItem>, ClientError> {
         let body = encode_body(&RequestBody::LowStock { location: location.map(Into::into) });

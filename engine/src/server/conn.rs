@@ -443,6 +443,18 @@ impl ConnCtx {
                     drop(guard);
                 });
             }
+            RequestBody::SkuLevels { sku } => {
+                tokio::spawn(async move {
+                    let q = Query::Levels { location: None };
+                    let mut levels = match ctx.shared.engine.query_async(&sku, q).await {
+                        Some(Answer::Levels(ls)) => ls.into_iter().filter(|l| l.sku == sku).collect(),
+                        _ => Vec::new(),
+                    };
+                    levels.sort_unstable_by(|a, b| a.location.cmp(&b.location));
+                    ctx.reply_chunked(&tx, id, levels, started, |levels, last| ResponseBody::Levels { levels, last });
+                    drop(guard);
+                });
+            }
             RequestBody::LowStock { location } => {
                 tokio::spawn(async move {
                     let items = ctx.low_stock(location).await;
