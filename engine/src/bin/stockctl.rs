@@ -301,7 +301,12 @@ fn movement(common: Common, kind: MovementKind) -> Movement {
 
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let json = cli.json;
-    let client = cli.connect.connect().await?;
+    let mut config = cli.connect.config()?;
+    if matches!(cli.command, Command::Watch { .. }) {
+        // A follower waits out server restarts, however long.
+        config.retry.retries = u32::MAX;
+    }
+    let client = Client::connect(config).await?;
     let result = dispatch(&client, cli.command, json).await;
     client.close_and_wait().await;
     result
