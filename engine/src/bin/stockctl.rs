@@ -276,9 +276,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            if json {
+                println!("{}", json!({"error": {"code": e.code(), "message": e.to_string()}}));
+            }
             eprintln!("stockctl: {e}");
             ExitCode::FAILURE
         }

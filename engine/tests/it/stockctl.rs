@@ -153,6 +153,8 @@ fn stockctl_drives_every_movement_and_read_against_stockd_in_the_same_folder() {
     let bad = ctl(d, addr, &["--token", &token, "level", "A", "dc"]);
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("unauthenticated"), "{}", bad.stderr);
+    let bad = ctl(d, addr, &["--json", "--token", &token, "level", "A", "dc"]);
+    assert_eq!(bad.json()["error"]["code"], "unauthenticated");
 
     // Elsewhere, with no flags: a clear error that says what to do.
     let empty = tempfile::tempdir().unwrap();
