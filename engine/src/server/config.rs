@@ -24,7 +24,10 @@ pub enum FsyncMode {
     Never,
 }
 
-/// How the server's async runtime runs.
+/// How the server's async runtime runs. Measured on the 2-core development machine with client
+/// and server on it: the two are within noise of each other (single-movement requests 200k to
+/// 300k/s durable either way; batches of 100, 1.1M to 1.4M movements/s), and current-thread uses
+/// less CPU, leaving the other core to the engine's threads: it is the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
