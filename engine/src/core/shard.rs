@@ -647,7 +647,7 @@ impl ShardState {
         } else {
             l.flags &= !FLAG_OUT_OF_STOCK_ALERTED;
         }
-        fx.levels.push(view(sku, location, l));
+        fx.push_level(sku, location, [l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, available]);
     }
 
     // ---- reads ----
