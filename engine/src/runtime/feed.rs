@@ -67,7 +67,16 @@ impl Feed {
         let Some((_, path)) = segments.iter().rev().find(|(first, _)| *first <= seq) else {
             return Err(FeedError::Truncated { asked: seq, oldest_available: oldest });
         };
-        let mut file = File::open(path).map_err(|e| FeedError::Io(format!("{}: {e}", path.display())))?;
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            // Pruned between the listing and the open: the records asked for are gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let segments = list_segments(&self.wal_dir).map_err(|e| FeedError::Io(e.to_string()))?;
+                let oldest = segments.first().map_or(seq, |s| s.0);
+                return Err(FeedError::Truncated { asked: seq, oldest_available: oldest });
+            }
+            Err(e) => return Err(FeedError::Io(format!("{}: {e}", path.display()))),
+        };
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         file.read_exact(&mut header).map_err(|e| FeedError::Io(format!("{}: {e}", path.display())))?;
         decode_segment_header(&header).map_err(|why| FeedError::Corrupt(format!("{}: {why}", path.display())))?;

@@ -694,6 +694,7 @@ impl Inner {
             let _no_crossing = self.barrier_lock.lock().unwrap();
             for tx in &self.shards {
                 let (reply, rx) = oneshot::channel();
+                let rx = OneshotRx(rx);
                 tx.send(ShardMsg::AtBarrier(barrier.clone(), what, reply)).ok()?;
                 replies.push(rx);
             }
@@ -701,7 +702,7 @@ impl Inner {
         let mut seq = 0;
         let mut copies = Vec::new();
         for rx in replies {
-            let (claimed, copy) = rx.blocking_recv().ok()?;
+            let (claimed, copy) = rx.recv()?;
             seq = seq.max(claimed);
             copies.push(copy);
         }
@@ -795,6 +796,22 @@ impl Inner {
             .max(oldest_kept.unwrap_or(Millis::MAX))
             .min(self.config.clock.now().saturating_sub(GUARD_AGE_MIN_MS));
         self.guards.retain(|_, g| g.seen_at >= cutoff);
+    }
+}
+
+/// A oneshot receiver to wait on from any thread, async runtime or not (shutdown may run on a
+/// runtime thread, where tokio's `blocking_recv` would panic).
+struct OneshotRx<T>(oneshot::Receiver<T>);
+
+impl<T> OneshotRx<T> {
+    fn recv(mut self) -> Option<T> {
+        loop {
+            match self.0.try_recv() {
+                Ok(v) => return Some(v),
+                Err(oneshot::error::TryRecvError::Closed) => return None,
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_micros(200)),
+            }
+        }
     }
 }
 
