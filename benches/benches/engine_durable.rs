@@ -3,8 +3,10 @@
 //! to acknowledgement (HdrHistogram), over 1 million SKUs with Zipf-skewed popularity.
 //!
 //! Run: `cargo bench -p perpetua-benches --bench engine_durable`
-//! Settings (environment): FSYNC=always|never (always), SUBMITTERS (64), BATCH (16 movements
-//! per submission), SECONDS (10), SKUS (1000000), SHARDS (cores), DATA_DIR (a temporary dir),
+//! Each submitter thread keeps IN_FLIGHT submissions pipelined (waiting for the oldest), as a
+//! server's connection tasks do.
+//! Settings (environment): FSYNC=always|never (always), SUBMITTERS (4), IN_FLIGHT (64), BATCH (16
+//! movements per submission), SECONDS (10), SKUS (1000000), SHARDS (cores), DATA_DIR (a temporary dir),
 //! KEYS=1|0 (1: every movement carries an idempotency key).
 //! Movements are generated before the clock starts, so the figures are the engine's alone.
 
@@ -27,7 +29,8 @@ fn main() {
         return; // `cargo test --benches` asks for a list; this is not a criterion bench
     }
     let fsync = if std::env::var("FSYNC").as_deref() == Ok("never") { Fsync::Never } else { Fsync::Always };
-    let submitters: usize = env("SUBMITTERS", 64);
+    let submitters: usize = env("SUBMITTERS", 4);
+    let in_flight: usize = env("IN_FLIGHT", 64);
     let batch: usize = env("BATCH", 16);
     let seconds: u64 = env("SECONDS", 10);
     let skus: u64 = env("SKUS", 1_000_000);
@@ -78,14 +81,25 @@ fn main() {
             let (engine, stop, done) = (engine.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).unwrap();
+                let mut pending = std::collections::VecDeque::with_capacity(in_flight);
+                let mut finish = |pending: &mut std::collections::VecDeque<(Instant, engine::runtime::Submission)>| {
+                    if let Some((sent, submission)) = pending.pop_front() {
+                        let results = submission.wait();
+                        hist.record(sent.elapsed().as_micros().max(1) as u64).unwrap();
+                        done.fetch_add(results.len() as u64, Ordering::Relaxed);
+                    }
+                };
                 for movements in batches {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let sent = Instant::now();
-                    let results = engine.execute(movements);
-                    hist.record(sent.elapsed().as_micros().max(1) as u64).unwrap();
-                    done.fetch_add(results.len() as u64, Ordering::Relaxed);
+                    if pending.len() == in_flight {
+                        finish(&mut pending);
+                    }
+                    pending.push_back((Instant::now(), engine.submit(movements)));
+                }
+                while !pending.is_empty() {
+                    finish(&mut pending);
                 }
                 hist
             })
@@ -104,7 +118,7 @@ fn main() {
     let stats = engine.stats();
     let movements = done.load(Ordering::Relaxed);
     println!(
-        "fsync={fsync:?} shards={} submitters={submitters} batch={batch} keys={keys}: {movements} movements in {elapsed:.1} s = {:.0} movements/s",
+        "fsync={fsync:?} shards={} submitters={submitters} in_flight={in_flight} batch={batch} keys={keys}: {movements} movements in {elapsed:.1} s = {:.0} movements/s",
         engine.shard_count(),
         movements as f64 / elapsed
     );
