@@ -1,0 +1,462 @@
+//! Sending the workload: open loop (requests leave on a fixed schedule whatever the replies do,
+//! and latency counts from the intended send time, so a stalled target shows in the
+//! percentiles: no coordinated omission) or closed loop (C clients, each sending as soon as its
+//! last reply came back).
+//!
+//! One task per target connection sends requests of `batch` steps, keeps at most its share of
+//! the in-flight limit outstanding, and records what comes back. Each request carries first the
+//! steps that follow earlier replies (the commit or release of a placed hold, the receipt that
+//! answers a reorder alert), then fresh operations from the generator.
+
+use crate::stats::{IntervalPart, Interval, Recorder};
+use crate::step::{Step, StepBody, StepOutcome};
+use crate::target::{Target, TargetError};
+use crate::verify::{Ledger, LevelState};
+use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
+use engine::core::Detail;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How requests are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// A fixed schedule of this many movements per second.
+    Open { movements_per_s: f64 },
+    /// Every client sends again as soon as its reply is back.
+    Closed,
+}
+
+/// Settings of the sending side that hold for the whole run.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Closed loop: the number of concurrent clients; open loop: the most requests in flight.
+    pub concurrency: usize,
+    /// Movements per request.
+    pub batch: usize,
+    /// Holds expire this long after they are placed.
+    pub hold_ttl: Duration,
+    /// A receipt follows a reorder alert after this long (the supplier's lead time, shrunk).
+    pub receipt_delay: Duration,
+    pub progress: bool,
+}
+
+/// One phase: a whole run, or one rate of `--find-max`.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub label: String,
+    pub mode: Mode,
+    pub duration: Option<Duration>,
+    /// Fresh operations to send in this phase (`None`: as many as the duration allows).
+    pub operations: Option<u64>,
+}
+
+/// The state every sending task shares.
+pub struct Run<T: Target> {
+    pub target: T,
+    pub catalogue: Arc<Catalogue>,
+    pub generator: Generator,
+    pub ledger: Arc<Ledger>,
+    pub baseline: Arc<Vec<Option<LevelState>>>,
+    pub config: DriverConfig,
+    next_op: AtomicU64,
+    next_step: AtomicU64,
+    queue: Mutex<Queue>,
+    /// A receipt is on its way to this level (one purchase order at a time per level).
+    receipt_open: Vec<AtomicBool>,
+    in_doubt: Mutex<Vec<Step>>,
+    /// The target recognises a step sent again (idempotency keys).
+    idempotent: bool,
+    pub interval: Interval,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Steps that follow earlier replies, sent before fresh operations.
+    ready: VecDeque<Step>,
+    /// Receipts waiting for their delivery time.
+    delayed: VecDeque<(Instant, Step)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Waits until `at`: a timer while it is far, then yields to the runtime until it is due, so
+/// that requests leave within tens of microseconds of their time (tokio's timer ticks in ms).
+async fn pace(at: Instant) {
+    const TIMER_SLACK: Duration = Duration::from_micros(1500);
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        if at - now > TIMER_SLACK {
+            tokio::time::sleep_until((at - Duration::from_millis(1)).into()).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl<T: Target> Run<T> {
+    pub fn new(
+        target: T,
+        generator: Generator,
+        ledger: Arc<Ledger>,
+        baseline: Arc<Vec<Option<LevelState>>>,
+        config: DriverConfig,
+    ) -> Run<T> {
+        let catalogue = generator.catalogue.clone();
+        let levels = catalogue.level_count();
+        let idempotent = target.info().idempotent;
+        Run {
+            idempotent,
+            target,
+            catalogue,
+            generator,
+            ledger,
+            baseline,
+            config,
+            next_op: AtomicU64::new(0),
+            next_step: AtomicU64::new(0),
+            queue: Mutex::new(Queue::default()),
+            receipt_open: (0..levels).map(|_| AtomicBool::new(false)).collect(),
+            in_doubt: Mutex::new(Vec::new()),
+            interval: Interval::default(),
+        }
+    }
+
+    /// Fresh operations generated so far.
+    pub fn operations_started(&self) -> u64 {
+        self.next_op.load(Relaxed)
+    }
+
+    fn step_id(&self) -> u64 {
+        self.next_step.fetch_add(1, Relaxed)
+    }
+
+    /// The step that starts an operation.
+    fn first_step(&self, op: Op) -> Step {
+        let cat = &self.catalogue;
+        let body = match op {
+            Op::Checkout { lines, then } => {
+                StepBody::Reserve { lines, then, expires_at_ms: now_ms() + self.config.hold_ttl.as_millis() as u64 }
+            }
+            Op::PosSell { level, qty } => StepBody::SellPos { level, qty },
+            Op::Return { level, qty, damaged } => StepBody::Return { level, qty, damaged },
+            Op::Count { level, variance } => {
+                let base = self.baseline[level as usize].map_or(0, |b| b.on_hand);
+                StepBody::Count { level, counted: (base + self.ledger.on_hand_delta(level) + variance).max(0) }
+            }
+            Op::Transfer { sku, from, to, qty } => {
+                StepBody::Transfer { from: cat.level(sku, from), to: cat.level(sku, to), qty }
+            }
+        };
+        Step { id: self.step_id(), body }
+    }
+
+    /// Up to `n` steps for a request: follow-ups first, then fresh operations numbered below
+    /// `ops_end` if `fresh`.
+    fn next_batch(&self, n: usize, fresh: bool, ops_end: u64) -> Vec<Step> {
+        let mut out = Vec::with_capacity(n);
+        {
+            let mut q = self.queue.lock().unwrap();
+            let now = Instant::now();
+            while q.delayed.front().is_some_and(|(at, _)| *at <= now) {
+                let (_, s) = q.delayed.pop_front().expect("a front");
+                q.ready.push_back(s);
+            }
+            while out.len() < n {
+                match q.ready.pop_front() {
+                    Some(s) => out.push(s),
+                    None => break,
+                }
+            }
+        }
+        while fresh && out.len() < n {
+            let i = self.next_op.fetch_add(1, Relaxed);
+            if i >= ops_end {
+                self.next_op.fetch_min(ops_end, Relaxed);
+                break;
+            }
+            out.push(self.first_step(self.generator.op(i)));
+        }
+        out
+    }
+
+    fn followups_pending(&self) -> bool {
+        !self.queue.lock().unwrap().ready.is_empty()
+    }
+
+    /// A reorder alert on `level`: a receipt of its reorder quantity follows after the delay,
+    /// unless one is already on its way.
+    pub fn alert(&self, level: LevelIx) {
+        if self.receipt_open[level as usize].swap(true, Relaxed) {
+            return;
+        }
+        let qty = self.catalogue.seed(level).reorder_qty;
+        let step = Step { id: self.step_id(), body: StepBody::Receive { level, qty } };
+        let at = Instant::now() + self.config.receipt_delay;
+        self.queue.lock().unwrap().delayed.push_back((at, step));
+    }
+
+    /// Records the answer to a request and queues what follows from it.
+    fn complete(
+        &self,
+        steps: &[Step],
+        result: Result<Vec<StepOutcome>, TargetError>,
+        latency: Duration,
+        rec: &mut Recorder,
+        part: &mut IntervalPart,
+    ) {
+        rec.request(latency);
+        part.latencies_us.push(latency.as_micros() as u64);
+        match result {
+            Ok(outcomes) => {
+                for (s, o) in steps.iter().zip(&outcomes) {
+                    self.record(s, o);
+                    rec.step(s.kind(), latency, o.result.map(|_| ()).map_err(|r| r.code()));
+                    part.steps += 1;
+                    part.rejected += o.result.is_err() as u64;
+                }
+            }
+            Err(e) => {
+                rec.error(&e.kind, steps.len() as u64);
+                part.errors += steps.len() as u64;
+                tracing::debug!(error = %e, steps = steps.len(), "request failed");
+                self.doubt(steps);
+            }
+        }
+    }
+
+    /// Puts failed steps in doubt (to settle later if the target recognises a resend).
+    fn doubt(&self, steps: &[Step]) {
+        for s in steps {
+            self.ledger.mark_in_doubt(s);
+            if let StepBody::Receive { level, .. } = s.body {
+                self.receipt_open[level as usize].store(false, Relaxed);
+            }
+        }
+        if self.idempotent {
+            self.in_doubt.lock().unwrap().extend(steps.iter().cloned());
+        }
+    }
+
+    /// Records one step's outcome in the ledger and queues its follow-ups.
+    fn record(&self, s: &Step, o: &StepOutcome) {
+        self.ledger.record(s, o);
+        match (&s.body, o.result) {
+            (StepBody::Reserve { lines, then, .. }, Ok(Detail::Hold(hold))) => {
+                let lines = lines.clone();
+                let body = match then {
+                    Then::Commit => StepBody::Commit { hold, lines },
+                    Then::Release => StepBody::Release { hold, lines },
+                };
+                self.queue.lock().unwrap().ready.push_back(Step { id: self.step_id(), body });
+            }
+            (StepBody::Receive { level, .. }, _) => self.receipt_open[*level as usize].store(false, Relaxed),
+            _ => {}
+        }
+        if o.alert_lines != 0 {
+            let levels = s.levels();
+            for (i, l) in levels.iter().enumerate().take(32) {
+                if o.alert_lines & (1 << i) != 0 {
+                    self.alert(*l);
+                }
+            }
+        }
+    }
+
+    /// Runs one phase on every connection; returns what was measured and how long it took.
+    pub async fn phase(self: &Arc<Self>, phase: &Phase) -> (Recorder, Duration) {
+        let conns = self.target.connections();
+        let start = Instant::now() + Duration::from_millis(5);
+        let deadline = phase.duration.map(|d| start + d);
+        let ops_end = match phase.operations {
+            Some(n) => self.next_op.load(Relaxed) + n,
+            None => u64::MAX,
+        };
+        let progress = self.config.progress.then(|| {
+            let run = self.clone();
+            let label = phase.label.clone();
+            tokio::spawn(async move { run.progress(&label, start).await })
+        });
+        let mut tasks = Vec::with_capacity(conns);
+        for conn in 0..conns {
+            let run = self.clone();
+            let phase = phase.clone();
+            tasks.push(tokio::spawn(async move { run.drive(conn, &phase, start, deadline, ops_end).await }));
+        }
+        let mut total = Recorder::default();
+        for t in tasks {
+            total.merge(&t.await.expect("a sending task panicked"));
+        }
+        let elapsed = start.elapsed();
+        if let Some(p) = progress {
+            p.abort();
+            eprintln!();
+        }
+        (total, elapsed)
+    }
+
+    async fn progress(&self, label: &str, start: Instant) {
+        let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+        let mut last = start;
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut ticks = 0u64;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if !tty && ticks % 5 != 0 {
+                continue;
+            }
+            let now = Instant::now();
+            let (steps, rejected, errors, p99) = self.interval.take();
+            let secs = (now - last).as_secs_f64();
+            last = now;
+            eprint!(
+                "{}{label}: {:>6.1} s  {:>10} mv/s  p99 {:>8} ms  rejected {:>5.1}%  errors {:<8}{}",
+                if tty { "\r" } else { "" },
+                (now - start).as_secs_f64(),
+                crate::stats::thousands((steps as f64 / secs) as u64),
+                crate::stats::ms(p99),
+                if steps > 0 { rejected as f64 * 100.0 / steps as f64 } else { 0.0 },
+                errors,
+                if tty { "" } else { "\n" }
+            );
+        }
+    }
+
+    /// One connection's sender.
+    async fn drive(&self, conn: usize, phase: &Phase, start: Instant, deadline: Option<Instant>, ops_end: u64) -> Recorder {
+        let conns = self.target.connections();
+        let batch = self.config.batch.max(1);
+        let cap = self.config.concurrency.div_ceil(conns).max(1);
+        // Open loop: this connection's share of the schedule, offset so connections interleave.
+        let every = match phase.mode {
+            Mode::Open { movements_per_s } => {
+                Some(Duration::from_secs_f64(batch as f64 * conns as f64 / movements_per_s.max(1e-3)))
+            }
+            Mode::Closed => None,
+        };
+        let offset = every.map_or(Duration::ZERO, |e| e * conn as u32 / conns as u32);
+        let mut rec = Recorder::default();
+        let mut part = IntervalPart::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut sent: u64 = 0;
+        let mut last_flush = Instant::now();
+        let fresh = phase.operations.is_some() || phase.duration.is_some();
+        tokio::time::sleep_until(start.into()).await;
+        loop {
+            let sending = deadline.is_none_or_before(Instant::now());
+            let mut out_of_work = false;
+            while sending && in_flight.len() < cap {
+                let intended = match every {
+                    Some(e) => start + offset + e * sent as u32,
+                    None => Instant::now(),
+                };
+                if every.is_some() && intended > Instant::now() {
+                    break;
+                }
+                if deadline.is_some_and(|d| intended >= d) {
+                    break;
+                }
+                let steps = self.next_batch(batch, fresh, ops_end);
+                if steps.is_empty() {
+                    out_of_work = true;
+                    break;
+                }
+                sent += 1;
+                if every.is_some() {
+                    rec.lag(Instant::now().saturating_duration_since(intended));
+                }
+                let target = &self.target;
+                in_flight.push(async move {
+                    let r = target.submit(conn, &steps).await;
+                    (intended, steps, r)
+                });
+            }
+            if in_flight.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
+                break;
+            }
+            let next_send = match every {
+                Some(e) if sending && in_flight.len() < cap && !out_of_work => Some(start + offset + e * sent as u32),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                Some((intended, steps, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let latency = Instant::now().saturating_duration_since(intended);
+                    self.complete(&steps, result, latency, &mut rec, &mut part);
+                }
+                _ = pace(next_send.unwrap_or(start)), if next_send.is_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or(start).into()), if sending && deadline.is_some() => {}
+            }
+            if last_flush.elapsed() >= Duration::from_millis(200) {
+                self.interval.add(&mut part);
+                last_flush = Instant::now();
+            }
+        }
+        if let (Some(e), Some(d)) = (every, deadline) {
+            let due = ((d - start).saturating_sub(offset).as_secs_f64() / e.as_secs_f64()).ceil() as u64;
+            rec.missed_sends = due.saturating_sub(sent);
+        }
+        self.interval.add(&mut part);
+        rec
+    }
+
+    /// Sends what still follows from the run (commits and releases of placed holds), unmeasured,
+    /// and settles steps in doubt by sending them again (same idempotency keys) where the target
+    /// recognises a resend. Returns (steps settled, steps still in doubt).
+    pub async fn finish(&self) -> (u64, u64) {
+        let mut rec = Recorder::default();
+        let mut part = IntervalPart::default();
+        let mut settled = 0;
+        for _round in 0..3 {
+            let doubtful: Vec<Step> = std::mem::take(&mut *self.in_doubt.lock().unwrap());
+            for chunk in doubtful.chunks(100) {
+                match self.target.submit(0, chunk).await {
+                    Ok(outcomes) => {
+                        for (s, o) in chunk.iter().zip(&outcomes) {
+                            self.ledger.clear_doubt(s);
+                            self.record(s, o);
+                            settled += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not settle steps in doubt");
+                        self.in_doubt.lock().unwrap().extend(chunk.iter().cloned());
+                    }
+                }
+            }
+            loop {
+                let steps = self.next_batch(200, false, 0);
+                if steps.is_empty() {
+                    break;
+                }
+                let r = self.target.submit(0, &steps).await;
+                self.complete(&steps, r, Duration::ZERO, &mut rec, &mut part);
+            }
+            if self.in_doubt.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        (settled, self.in_doubt.lock().unwrap().len() as u64)
+    }
+}
+
+/// `Option<Instant>` as a deadline.
+trait Deadline {
+    fn is_none_or_before(&self, now: Instant) -> bool;
+}
+
+impl Deadline for Option<Instant> {
+    fn is_none_or_before(&self, now: Instant) -> bool {
+        self.map_or(true, |d| now < d)
+    }
+}
