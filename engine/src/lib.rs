@@ -4,9 +4,9 @@
 //! - [`wal`]: the write-ahead log, checkpoints and recovery (file formats in `docs/wal.md`).
 //! - [`runtime`]: the sharded engine: shard threads, group commit, checkpoints.
 
-pub mod core;
-pub mod runtime;
-pub mod wal;
 pub mod client;
+pub mod core;
 pub mod protocol;
+pub mod runtime;
 pub mod server;
+pub mod wal;

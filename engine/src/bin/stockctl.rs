@@ -40,6 +40,9 @@ struct Common {
     /// Order, purchase order or count sheet.
     #[arg(long)]
     reference: Option<String>,
+    /// When it happened, in milliseconds since the Unix epoch (client time, recorded as given).
+    #[arg(long, value_name = "MS")]
+    occurred_at: Option<Millis>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +294,7 @@ fn movement(common: Common, kind: MovementKind) -> Movement {
         key: Some(common.key.unwrap_or_else(new_key)),
         channel: common.channel,
         reference: common.reference,
-        occurred_at: Some(now_ms()),
+        occurred_at: common.occurred_at,
         kind,
     }
 }
@@ -352,7 +355,15 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
             if json {
                 println!("{}", serde_json::to_string(&items).expect("json"));
             } else {
-                let mut rows = vec![row(&["SKU", "LOCATION", "AVAILABLE", "REORDER_POINT", "REORDER_QTY", "MAX_QTY", "LEAD_DAYS"])];
+                let mut rows = vec![row(&[
+                    "SKU",
+                    "LOCATION",
+                    "AVAILABLE",
+                    "REORDER_POINT",
+                    "REORDER_QTY",
+                    "MAX_QTY",
+                    "LEAD_DAYS",
+                ])];
                 for i in &items {
                     let s = &i.settings;
                     rows.push(vec![
@@ -379,7 +390,16 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Settings(SettingsCmd::Set { sku, location, reorder_point, reorder_qty, max_qty, safety_stock, lead_time_days, key }) => {
+        Settings(SettingsCmd::Set {
+            sku,
+            location,
+            reorder_point,
+            reorder_qty,
+            max_qty,
+            safety_stock,
+            lead_time_days,
+            key,
+        }) => {
             let mut s = client.settings(&sku, &location).await?.unwrap_or_default();
             if let Some(OptQty(v)) = reorder_point {
                 s.reorder_point = v;
@@ -407,7 +427,10 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
         Token(TokenCmd::Create { name, role }) => {
             let (info, secret) = client.create_token(&name, role).await?;
             if json {
-                println!("{}", json!({"id": info.id, "name": info.name, "role": info.role.as_str(), "created_at": info.created_at, "token": secret}));
+                println!(
+                    "{}",
+                    json!({"id": info.id, "name": info.name, "role": info.role.as_str(), "created_at": info.created_at, "token": secret})
+                );
             } else {
                 println!("created token {} ({}, role {})", info.id, info.name, info.role);
                 println!("{secret}");
@@ -453,7 +476,10 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
             } else {
                 println!("{} up {:.1} s", s.server, s.uptime_ms as f64 / 1000.0);
                 println!("durable up to sequence number {}", s.durable_seq);
-                println!("log: {} bytes written, {} syncs; {} shards; {} connections", s.log_bytes, s.log_syncs, s.shards, s.connections);
+                println!(
+                    "log: {} bytes written, {} syncs; {} shards; {} connections",
+                    s.log_bytes, s.log_syncs, s.shards, s.connections
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -503,7 +529,8 @@ fn row(cells: &[&str]) -> Vec<String> {
 
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.len())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.len())).max().unwrap_or(0)).collect();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
@@ -511,7 +538,8 @@ fn print_table(rows: &[Vec<String>]) {
 }
 
 fn print_levels(levels: &[LevelView]) {
-    let mut rows = vec![row(&["SKU", "LOCATION", "ON_HAND", "RESERVED", "UNSELLABLE", "INCOMING", "SAFETY", "AVAILABLE"])];
+    let mut rows =
+        vec![row(&["SKU", "LOCATION", "ON_HAND", "RESERVED", "UNSELLABLE", "INCOMING", "SAFETY", "AVAILABLE"])];
     for l in levels {
         rows.push(vec![
             l.sku.clone(),
@@ -546,7 +574,9 @@ fn describe_movement(m: &Movement) -> String {
         MovementKind::Return { sku, location, qty, condition, .. } => {
             format!("return {qty} {sku}@{location} ({condition:?})")
         }
-        MovementKind::Adjust { sku, location, delta, reason, .. } => format!("adjust {delta:+} {sku}@{location} ({reason:?})"),
+        MovementKind::Adjust { sku, location, delta, reason, .. } => {
+            format!("adjust {delta:+} {sku}@{location} ({reason:?})")
+        }
         MovementKind::Count { sku, location, counted } => format!("count {sku}@{location} = {counted}"),
         MovementKind::Transfer { sku, from, to, qty } => format!("transfer {qty} {sku} {from} -> {to}"),
         MovementKind::Reserve { hold, lines, .. } => {
@@ -579,7 +609,13 @@ fn event_json(e: &FeedEvent) -> Value {
     })
 }
 
-async fn watch(client: &Client, alerts: bool, from: Option<Seq>, count: Option<u64>, json: bool) -> Result<ExitCode, ClientError> {
+async fn watch(
+    client: &Client,
+    alerts: bool,
+    from: Option<Seq>,
+    count: Option<u64>,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
     let from = match from {
         Some(f) => f,
         None => client.status().await?.durable_seq + 1,
@@ -587,7 +623,10 @@ async fn watch(client: &Client, alerts: bool, from: Option<Seq>, count: Option<u
     let filter = if alerts { FeedFilter::AlertsOnly } else { FeedFilter::All };
     let mut sub = client.subscribe(from, filter).await?;
     if !json {
-        eprintln!("watching the change feed from sequence number {from}{} (Ctrl-C to stop)", if alerts { ", alerts only" } else { "" });
+        eprintln!(
+            "watching the change feed from sequence number {from}{} (Ctrl-C to stop)",
+            if alerts { ", alerts only" } else { "" }
+        );
     }
     let mut seen = 0u64;
     loop {

@@ -49,7 +49,12 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_) => true,
             ClientError::Refused { code, .. } => matches!(
                 ErrorCode::parse(code),
-                Some(ErrorCode::ShuttingDown | ErrorCode::TooManyRequests | ErrorCode::TooManyConnections | ErrorCode::TooSlow)
+                Some(
+                    ErrorCode::ShuttingDown
+                        | ErrorCode::TooManyRequests
+                        | ErrorCode::TooManyConnections
+                        | ErrorCode::TooSlow
+                )
             ),
             _ => false,
         }
@@ -81,7 +86,10 @@ impl ClientError {
             quinn::ConnectionError::ConnectionClosed(close)
                 if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
             {
-                ClientError::refused(ErrorCode::TooManyConnections, "the server refused the connection (connections_max)")
+                ClientError::refused(
+                    ErrorCode::TooManyConnections,
+                    "the server refused the connection (connections_max)",
+                )
             }
             other => ClientError::ConnectionLost(other.to_string()),
         }

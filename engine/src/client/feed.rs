@@ -52,7 +52,11 @@ impl Subscription {
             ClientError::from_connection(&e)
         })?;
         let mut frame = Vec::new();
-        encode_request(&mut frame, SUBSCRIBE_ID, &RequestBody::Subscribe { from_seq: self.position, filter: self.filter });
+        encode_request(
+            &mut frame,
+            SUBSCRIBE_ID,
+            &RequestBody::Subscribe { from_seq: self.position, filter: self.filter },
+        );
         send.write_all(&frame).await.map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
         let timeout = self.client.config().request_timeout;
         let mut live = Live { _send: send, reader: FrameReader::new(recv, SERVER_FRAME_BYTES_MAX, timeout) };

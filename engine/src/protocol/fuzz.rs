@@ -21,7 +21,13 @@ fn arb_movement() -> impl Strategy<Value = Movement> {
                 expires_at: at.unwrap_or(0),
             },
             3 => MovementKind::Commit { hold: qty as u64 },
-            _ => MovementKind::Adjust { sku, location: loc, delta: qty, reason: AdjustReason::Found, allow_negative: true },
+            _ => MovementKind::Adjust {
+                sku,
+                location: loc,
+                delta: qty,
+                reason: AdjustReason::Found,
+                allow_negative: true,
+            },
         },
     })
 }

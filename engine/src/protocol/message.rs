@@ -45,7 +45,9 @@ impl Role {
         use MovementKind::*;
         match self {
             Role::Admin => true,
-            Role::Checkout => matches!(kind, Reserve { .. } | Commit { .. } | Release { .. } | Sell { .. } | Return { .. }),
+            Role::Checkout => {
+                matches!(kind, Reserve { .. } | Commit { .. } | Release { .. } | Sell { .. } | Return { .. })
+            }
             Role::Warehouse => {
                 matches!(kind, Receive { .. } | Expect { .. } | Adjust { .. } | Count { .. } | Transfer { .. })
             }
@@ -199,27 +201,56 @@ pub struct Response {
 pub enum ResponseBody {
     Welcome(Welcome),
     /// The request as a whole failed and changed nothing. `code` is an [`ErrorCode`] string.
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
     /// One per movement of the submit, in order.
-    Outcomes { results: Vec<MovementOutcome> },
-    Level { level: Option<LevelView> },
+    Outcomes {
+        results: Vec<MovementOutcome>,
+    },
+    Level {
+        level: Option<LevelView>,
+    },
     /// A chunk of levels sorted by SKU then location; `last` ends the answer.
-    Levels { levels: Vec<LevelView>, last: bool },
-    LowStock { items: Vec<LowStockItem>, last: bool },
-    Settings { settings: Option<Settings> },
+    Levels {
+        levels: Vec<LevelView>,
+        last: bool,
+    },
+    LowStock {
+        items: Vec<LowStockItem>,
+        last: bool,
+    },
+    Settings {
+        settings: Option<Settings>,
+    },
     Status(Status),
-    Token { info: TokenInfo, secret: String },
-    Tokens { tokens: Vec<TokenInfo> },
+    Token {
+        info: TokenInfo,
+        secret: String,
+    },
+    Tokens {
+        tokens: Vec<TokenInfo>,
+    },
     Done,
     /// Feed events in sequence order. Every record up to `through_seq` that matches the filter
     /// has been sent: resume from `through_seq + 1`.
-    Feed { through_seq: Seq, events: Vec<FeedEvent> },
+    Feed {
+        through_seq: Seq,
+        events: Vec<FeedEvent>,
+    },
     /// The feed was asked for records the log no longer keeps; take a snapshot and resume from
     /// its sequence number + 1, or subscribe from `oldest_available`.
-    FeedTruncated { oldest_available: Seq },
+    FeedTruncated {
+        oldest_available: Seq,
+    },
     /// A chunk of a consistent snapshot of every level as of `seq` (all records up to `seq`,
     /// none after); `last` ends it.
-    Snapshot { seq: Seq, levels: Vec<LevelView>, last: bool },
+    Snapshot {
+        seq: Seq,
+        levels: Vec<LevelView>,
+        last: bool,
+    },
 }
 
 impl ResponseBody {
@@ -423,7 +454,9 @@ mod tests {
             let (sku, location) = ("A".to_string(), "dc".to_string());
             match name {
                 "receive" => MovementKind::Receive { sku, location, qty: 1, unit_cost: None },
-                "sell" => MovementKind::Sell { sku, location, qty: 1, unit_price: None, hold: None, allow_negative: false },
+                "sell" => {
+                    MovementKind::Sell { sku, location, qty: 1, unit_price: None, hold: None, allow_negative: false }
+                }
                 "reserve" => MovementKind::Reserve { hold: 0, lines: vec![], expires_at: 0 },
                 "settings" => MovementKind::SetSettings { sku, location, settings: Settings::default() },
                 _ => unreachable!(),

@@ -59,12 +59,14 @@ impl TokenStore {
         let store = TokenStore { path: path.clone(), tokens: Mutex::new(Vec::new()), rng: SystemRandom::new() };
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let stored: StoredTokens = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{} is damaged: {e}; restore it or remove it to start over", path.display()))?;
+                let stored: StoredTokens = serde_json::from_slice(&bytes).map_err(|e| {
+                    format!("{} is damaged: {e}; restore it or remove it to start over", path.display())
+                })?;
                 let mut tokens = Vec::new();
                 for t in stored.tokens {
-                    let role = Role::parse(&t.role)
-                        .ok_or_else(|| format!("{}: token {} has an unknown role {:?}", path.display(), t.id, t.role))?;
+                    let role = Role::parse(&t.role).ok_or_else(|| {
+                        format!("{}: token {} has an unknown role {:?}", path.display(), t.id, t.role)
+                    })?;
                     let sha256 = from_hex(&t.sha256)
                         .ok_or_else(|| format!("{}: token {} has a bad hash", path.display(), t.id))?;
                     let info = TokenInfo { id: t.id, name: t.name, role, created_at: t.created_at };
@@ -106,7 +108,11 @@ impl TokenStore {
         };
         let secret = format!("pt_{id}_{}", hex(&self.random::<32>()?));
         let info = TokenInfo { id, name: name.to_string(), role, created_at: now };
-        tokens.push(Arc::new(TokenEntry { info: info.clone(), sha256: sha256(secret.as_bytes()), revoked: AtomicBool::new(false) }));
+        tokens.push(Arc::new(TokenEntry {
+            info: info.clone(),
+            sha256: sha256(secret.as_bytes()),
+            revoked: AtomicBool::new(false),
+        }));
         if let Err(e) = self.save(&tokens) {
             tokens.pop();
             return Err(e);
@@ -191,12 +197,8 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| err("create", e))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| err("create", e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| err("write", e))?;
     std::fs::rename(&tmp, path).map_err(|e| err("replace", e))?;
     if let Some(dir) = path.parent() {

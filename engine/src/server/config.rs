@@ -53,6 +53,10 @@ pub struct Settings {
     /// UNSAFE, before (benchmarks only). [default: always]
     #[arg(long, value_name = "WHEN")]
     pub fsync: Option<FsyncMode>,
+    /// Log kept for the change feed even after a checkpoint covers it, in bytes: a subscriber can
+    /// resume that far back; older requests get `feed_truncated`. [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub log_retention_bytes: Option<u64>,
     /// HTTP address of the Prometheus metrics page (`/metrics`), or `off`. [default: 127.0.0.1:7401]
     #[arg(long, value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
@@ -109,6 +113,7 @@ impl Settings {
             data_dir,
             shards,
             fsync,
+            log_retention_bytes,
             metrics_listen,
             tls_cert,
             tls_key,
@@ -126,7 +131,8 @@ impl Settings {
 
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> Result<Settings, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
     }
 }
@@ -179,10 +185,15 @@ impl ServerConfig {
                 FsyncMode::Never => Fsync::Never,
             };
         }
+        if let Some(v) = s.log_retention_bytes {
+            c.engine.log_retention_bytes = v;
+        }
         if let Some(v) = s.metrics_listen {
             c.metrics_listen = match v.as_str() {
                 "off" | "" => None,
-                addr => Some(addr.parse().map_err(|_| format!("metrics_listen: {addr:?} is neither ADDR:PORT nor off"))?),
+                addr => {
+                    Some(addr.parse().map_err(|_| format!("metrics_listen: {addr:?} is neither ADDR:PORT nor off"))?)
+                }
             };
         }
         c.tls_cert = s.tls_cert;

@@ -82,8 +82,10 @@ fn reason_index(r: Reason) -> usize {
 }
 
 /// Upper bounds of the acknowledgement latency buckets, in microseconds.
-const LATENCY_BUCKETS_US: [u64; 16] =
-    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000];
+const LATENCY_BUCKETS_US: [u64; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
 
 /// Counters of one server.
 #[derive(Default)]
@@ -152,7 +154,8 @@ impl Metrics {
             cumulative += c.load(Relaxed);
             match LATENCY_BUCKETS_US.get(i) {
                 Some(b) => {
-                    let _ = writeln!(s, "perpetua_ack_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
+                    let _ =
+                        writeln!(s, "perpetua_ack_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
                 }
                 None => {
                     let _ = writeln!(s, "perpetua_ack_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");

@@ -94,8 +94,9 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let data_dir = config.data_dir().to_owned();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| ServerError::Config(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            ServerError::Config(format!("cannot create the data directory {}: {e}", data_dir.display()))
+        })?;
         let identity = tls::load_or_create(&data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())
             .map_err(ServerError::Tls)?;
         let crypto = tls::server_crypto(&identity).map_err(ServerError::Tls)?;
@@ -195,7 +196,8 @@ impl Server {
         }
         let engine = self.engine.clone();
         drop(self);
-        let engine = Arc::try_unwrap(engine).map_err(|_| "the engine is still in use; it checkpoints when released".to_string())?;
+        let engine = Arc::try_unwrap(engine)
+            .map_err(|_| "the engine is still in use; it checkpoints when released".to_string())?;
         tokio::task::spawn_blocking(move || engine.shutdown())
             .await
             .map_err(|e| e.to_string())?
@@ -217,6 +219,11 @@ impl Drop for Server {
             task.abort();
         }
     }
+}
+
+/// Resolves once the server is shutting down (holding no borrow of the flag).
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Resolves at SIGTERM or Ctrl-C (SIGINT).
@@ -271,7 +278,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections
                     metrics.connections.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stopping(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }

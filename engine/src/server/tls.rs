@@ -57,7 +57,8 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(), String> {
             names.push(host.to_string());
         }
     }
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot create a certificate: {e}"))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot create a certificate: {e}"))?;
     let dir = cert_path.parent().expect("a file in a directory");
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     super::auth::write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
