@@ -8,7 +8,7 @@
 //! steps that follow earlier replies (the commit or release of a placed hold, the receipt that
 //! answers a reorder alert), then fresh operations from the generator.
 
-use crate::stats::{IntervalPart, Interval, Recorder};
+use crate::stats::{Interval, IntervalPart, Recorder};
 use crate::step::{Step, StepBody, StepOutcome};
 use crate::target::{Target, TargetError};
 use crate::verify::{Ledger, LevelState};
@@ -331,7 +331,14 @@ impl<T: Target> Run<T> {
     }
 
     /// One connection's sender.
-    async fn drive(&self, conn: usize, phase: &Phase, start: Instant, deadline: Option<Instant>, ops_end: u64) -> Recorder {
+    async fn drive(
+        &self,
+        conn: usize,
+        phase: &Phase,
+        start: Instant,
+        deadline: Option<Instant>,
+        ops_end: u64,
+    ) -> Recorder {
         let conns = self.target.connections();
         let batch = self.config.batch.max(1);
         let cap = self.config.concurrency.div_ceil(conns).max(1);

@@ -337,7 +337,11 @@ impl Report {
         s += &format!(
             "durability: {}{}\n",
             t.durability,
-            if t.durable { " (acknowledged once on disk, as the engine's default)" } else { " (WEAKER than the engine's default)" }
+            if t.durable {
+                " (acknowledged once on disk, as the engine's default)"
+            } else {
+                " (WEAKER than the engine's default)"
+            }
         );
         if let Some(l) = &self.log {
             s += &format!(

@@ -254,7 +254,8 @@ impl PhaseReport {
     /// The human report of this phase.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let target = self.target_movements_per_s.map(|t| format!(", target {} mv/s", thousands(t as u64))).unwrap_or_default();
+        let target =
+            self.target_movements_per_s.map(|t| format!(", target {} mv/s", thousands(t as u64))).unwrap_or_default();
         s += &format!(
             "{}: {} loop{}, {:.1} s\n  throughput: {} movements/s ({} requests/s); {} movements: {} accepted, {} rejected, {} errors\n",
             self.label,
@@ -300,7 +301,8 @@ impl PhaseReport {
             s += &format!("  rejections: {}\n", parts.join(", "));
         }
         if !self.errors_by_kind.is_empty() {
-            let parts: Vec<String> = self.errors_by_kind.iter().map(|(k, v)| format!("{k} {}", thousands(*v))).collect();
+            let parts: Vec<String> =
+                self.errors_by_kind.iter().map(|(k, v)| format!("{k} {}", thousands(*v))).collect();
             s += &format!("  errors: {}\n", parts.join(", "));
         }
         s
@@ -334,7 +336,11 @@ mod tests {
         let mut a = Recorder::default();
         for us in 1..=1000u64 {
             a.request(Duration::from_micros(us));
-            a.step(StepKind::Commit, Duration::from_micros(us), if us % 10 == 0 { Err("insufficient_stock") } else { Ok(()) });
+            a.step(
+                StepKind::Commit,
+                Duration::from_micros(us),
+                if us % 10 == 0 { Err("insufficient_stock") } else { Ok(()) },
+            );
         }
         let mut b = Recorder::default();
         b.error("timeout", 3);

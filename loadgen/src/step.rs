@@ -68,15 +68,42 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepBody {
     /// Holds every line or none; then (on success) a commit or release follows.
-    Reserve { lines: Vec<(LevelIx, Qty)>, then: Then, expires_at_ms: u64 },
-    Commit { hold: HoldId, lines: Vec<(LevelIx, Qty)> },
-    Release { hold: HoldId, lines: Vec<(LevelIx, Qty)> },
-    SellPos { level: LevelIx, qty: Qty },
-    Return { level: LevelIx, qty: Qty, damaged: bool },
-    Receive { level: LevelIx, qty: Qty },
+    Reserve {
+        lines: Vec<(LevelIx, Qty)>,
+        then: Then,
+        expires_at_ms: u64,
+    },
+    Commit {
+        hold: HoldId,
+        lines: Vec<(LevelIx, Qty)>,
+    },
+    Release {
+        hold: HoldId,
+        lines: Vec<(LevelIx, Qty)>,
+    },
+    SellPos {
+        level: LevelIx,
+        qty: Qty,
+    },
+    Return {
+        level: LevelIx,
+        qty: Qty,
+        damaged: bool,
+    },
+    Receive {
+        level: LevelIx,
+        qty: Qty,
+    },
     /// `on_hand := counted`.
-    Count { level: LevelIx, counted: Qty },
-    Transfer { from: LevelIx, to: LevelIx, qty: Qty },
+    Count {
+        level: LevelIx,
+        counted: Qty,
+    },
+    Transfer {
+        from: LevelIx,
+        to: LevelIx,
+        qty: Qty,
+    },
 }
 
 impl Step {

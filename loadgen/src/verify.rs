@@ -348,7 +348,10 @@ mod tests {
         let steps = [
             (StepBody::Reserve { lines: vec![(0, 2)], then: Then::Commit, expires_at_ms: 0 }, ok(Detail::Hold(1))),
             (StepBody::Commit { hold: 1, lines: vec![(0, 2)] }, ok(Detail::None)),
-            (StepBody::Reserve { lines: vec![(0, 1), (2, 1)], then: Then::Release, expires_at_ms: 0 }, ok(Detail::Hold(2))),
+            (
+                StepBody::Reserve { lines: vec![(0, 1), (2, 1)], then: Then::Release, expires_at_ms: 0 },
+                ok(Detail::Hold(2)),
+            ),
             (StepBody::Return { level: 1, qty: 1, damaged: true }, ok(Detail::None)),
             (
                 StepBody::Reserve { lines: vec![(3, 50)], then: Then::Commit, expires_at_ms: 0 },
@@ -413,7 +416,8 @@ mod tests {
         assert_eq!(v.oversold_levels, 1, "{v:?}");
         assert!(!v.passed);
 
-        let step = Step { id: 2, body: StepBody::Reserve { lines: vec![(2, 1)], then: Then::Commit, expires_at_ms: 0 } };
+        let step =
+            Step { id: 2, body: StepBody::Reserve { lines: vec![(2, 1)], then: Then::Commit, expires_at_ms: 0 } };
         let mut o = ok(Detail::Hold(5));
         o.available_after = Some(-1);
         ledger.record(&step, &o);

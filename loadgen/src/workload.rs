@@ -208,13 +208,31 @@ pub enum Then {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// An online checkout: reserve the cart's lines (all or none), then commit or release.
-    Checkout { lines: Vec<(LevelIx, Qty)>, then: Then },
+    Checkout {
+        lines: Vec<(LevelIx, Qty)>,
+        then: Then,
+    },
     /// A point-of-sale sale of goods in the customer's hand (`allow_negative`).
-    PosSell { level: LevelIx, qty: Qty },
-    Return { level: LevelIx, qty: Qty, damaged: bool },
+    PosSell {
+        level: LevelIx,
+        qty: Qty,
+    },
+    Return {
+        level: LevelIx,
+        qty: Qty,
+        damaged: bool,
+    },
     /// A physical count that finds the expected quantity off by `variance`.
-    Count { level: LevelIx, variance: Qty },
-    Transfer { sku: u32, from: u16, to: u16, qty: Qty },
+    Count {
+        level: LevelIx,
+        variance: Qty,
+    },
+    Transfer {
+        sku: u32,
+        from: u16,
+        to: u16,
+        qty: Qty,
+    },
 }
 
 /// Relative weights of the operations (any non-negative numbers; they need not add up to 100).
@@ -253,8 +271,7 @@ impl Mix {
     pub fn parse(text: &str) -> Result<Mix, String> {
         let mut w = Mix::default().weights();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) =
-                part.split_once('=').ok_or_else(|| format!("--mix: {part:?} is not NAME=WEIGHT"))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| format!("--mix: {part:?} is not NAME=WEIGHT"))?;
             let i = Mix::NAMES.iter().position(|n| *n == name.trim()).ok_or_else(|| {
                 format!("--mix: unknown operation {:?}; known: {}", name.trim(), Mix::NAMES.join(", "))
             })?;
@@ -349,16 +366,18 @@ mod tests {
     use super::*;
 
     fn catalogue(hot: Option<u32>) -> Arc<Catalogue> {
-        Arc::new(Catalogue::new(CatalogueConfig {
-            skus: 1000,
-            locations: 3,
-            zipf_exponent: 1.0,
-            hot_skus: hot,
-            stock: 100,
-            stock_flat: false,
-            sku_prefix: "SKU-".into(),
-        })
-        .unwrap())
+        Arc::new(
+            Catalogue::new(CatalogueConfig {
+                skus: 1000,
+                locations: 3,
+                zipf_exponent: 1.0,
+                hot_skus: hot,
+                stock: 100,
+                stock_flat: false,
+                sku_prefix: "SKU-".into(),
+            })
+            .unwrap(),
+        )
     }
 
     #[test]
@@ -395,7 +414,11 @@ mod tests {
     #[test]
     fn a_flash_sale_draws_only_the_hot_skus_and_carts_name_distinct_levels() {
         let cat = catalogue(Some(10));
-        let g = Generator::new(cat.clone(), Mix::parse("multi=1,commit=0,abandon=0,pos=0,return=0,transfer=0,count=0").unwrap(), 1);
+        let g = Generator::new(
+            cat.clone(),
+            Mix::parse("multi=1,commit=0,abandon=0,pos=0,return=0,transfer=0,count=0").unwrap(),
+            1,
+        );
         for i in 0..2000 {
             let Op::Checkout { lines, .. } = g.op(i) else { panic!("only carts") };
             assert!(lines.iter().all(|(l, _)| cat.sku_of(*l) < 10));

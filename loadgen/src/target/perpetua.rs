@@ -126,11 +126,9 @@ impl Perpetua {
                     unit_cost: Some(unit_price(cat.sku_of(*level)) / 2),
                 },
             ),
-            StepBody::Count { level, counted } => (
-                "warehouse",
-                None,
-                MovementKind::Count { sku: sku(*level), location: loc(*level), counted: *counted },
-            ),
+            StepBody::Count { level, counted } => {
+                ("warehouse", None, MovementKind::Count { sku: sku(*level), location: loc(*level), counted: *counted })
+            }
             StepBody::Transfer { from, to, qty } => (
                 "warehouse",
                 None,
@@ -231,7 +229,10 @@ impl Target for Perpetua {
             }
             done += 1;
             if done % 50 == 0 || done == total {
-                eprint!("\rseeding: {done}/{total} requests of {SEED_BATCH} movements ({:.1} s)", started.elapsed().as_secs_f64());
+                eprint!(
+                    "\rseeding: {done}/{total} requests of {SEED_BATCH} movements ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         eprintln!();
@@ -333,7 +334,9 @@ impl Target for Perpetua {
                 };
                 if !taken.is_empty() {
                     check.takes_checked += 1;
-                    for lv in e.effects.levels.iter().filter(|lv| taken.contains(&(lv.sku.as_str(), lv.location.as_str()))) {
+                    for lv in
+                        e.effects.levels.iter().filter(|lv| taken.contains(&(lv.sku.as_str(), lv.location.as_str())))
+                    {
                         if lv.available < 0 {
                             check.violations += 1;
                             if check.examples.len() < EXAMPLES_MAX {
@@ -358,7 +361,11 @@ impl Target for Perpetua {
                 break;
             }
             if read % 200_000 < 5_000 {
-                eprint!("\rchecking the change feed: {read} of {} records ({:.0} s)", end - from, started.elapsed().as_secs_f64());
+                eprint!(
+                    "\rchecking the change feed: {read} of {} records ({:.0} s)",
+                    end - from,
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         eprintln!();

@@ -226,7 +226,10 @@ impl Postgres {
                 }
             });
             if let Some(v) = synchronous_commit {
-                client.batch_execute(&format!("SET synchronous_commit = '{}'", v.replace('\'', ""))).await.map_err(err)?;
+                client
+                    .batch_execute(&format!("SET synchronous_commit = '{}'", v.replace('\'', "")))
+                    .await
+                    .map_err(err)?;
             }
             clients.push(client);
         }
@@ -440,8 +443,12 @@ impl Target for Postgres {
         for r in rows {
             let (sku, loc): (&str, &str) = (r.get(0), r.get(1));
             if let Some(l) = catalogue.find(sku, loc) {
-                out[l as usize] =
-                    Some(LevelState { on_hand: r.get(2), reserved: r.get(3), unsellable: r.get(4), available: r.get(5) });
+                out[l as usize] = Some(LevelState {
+                    on_hand: r.get(2),
+                    reserved: r.get(3),
+                    unsellable: r.get(4),
+                    available: r.get(5),
+                });
             }
         }
         Ok(out)
