@@ -58,12 +58,14 @@ pub struct Args {
     /// Draw only the N most popular SKUs (a flash sale). [default: all]
     #[arg(long, value_name = "N", help_heading = "Workload")]
     pub hot_skus: Option<u32>,
-    /// Mean seeded stock per level, in units; spread by popularity unless --stock-flat.
+    /// Seeded stock per level, in units (its reorder point is a quarter of it, and a receipt
+    /// brings half of it). Hot SKUs run down to their reorder points and get replenished.
     #[arg(long, default_value_t = 1000, value_name = "UNITS", help_heading = "Workload")]
     pub stock: i64,
-    /// Seed every level with exactly --stock units.
+    /// Spread stock by popularity instead (mean --stock per level, at least 10): a well-stocked
+    /// shop where little runs out.
     #[arg(long, help_heading = "Workload")]
-    pub stock_flat: bool,
+    pub stock_popular: bool,
     /// SKU codes are PREFIX followed by 8 digits.
     #[arg(long, default_value = "SKU-", value_name = "PREFIX", help_heading = "Workload")]
     pub sku_prefix: String,

@@ -40,6 +40,8 @@ pub struct DriverConfig {
     pub hold_ttl: Duration,
     /// A receipt follows a reorder alert after this long (the supplier's lead time, shrunk).
     pub receipt_delay: Duration,
+    /// Sending tasks (each drives a share of the connections); one per runtime thread.
+    pub senders: usize,
     pub progress: bool,
 }
 
@@ -84,19 +86,47 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Waits until `at`: a timer while it is far, then yields to the runtime until it is due, so
-/// that requests leave within tens of microseconds of their time (tokio's timer ticks in ms).
-async fn pace(at: Instant) {
-    const TIMER_SLACK: Duration = Duration::from_micros(1500);
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        if at - now > TIMER_SLACK {
-            tokio::time::sleep_until((at - Duration::from_millis(1)).into()).await;
-        } else {
-            tokio::task::yield_now().await;
+/// Wakes a sending task at the open-loop schedule's send times, from a thread of its own:
+/// tokio's timer ticks in milliseconds, a thread's sleep in tens of microseconds, and spinning
+/// would take a core from the target on a small machine. The sender also sends whatever is due
+/// each time a reply wakes it, so at high rates it rarely needs this.
+struct Pacer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pacer {
+    fn start(first: Instant, every: Duration, end: Option<Instant>, notify: Arc<tokio::sync::Notify>) -> Pacer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || {
+                let mut next = first;
+                while !flag.load(Relaxed) && end.is_none_or(|e| next < e) {
+                    let now = Instant::now();
+                    if next > now {
+                        // Short sleeps so that a stop is seen within 10 ms.
+                        std::thread::sleep((next - now).min(Duration::from_millis(10)));
+                        continue;
+                    }
+                    notify.notify_one();
+                    // The next send time after now.
+                    let behind = (now - first).as_nanos() / every.as_nanos().max(1);
+                    next = first + every * (behind as u32 + 1);
+                }
+                notify.notify_one();
+            })
+            .expect("a thread can be started");
+        Pacer { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -284,11 +314,15 @@ impl<T: Target> Run<T> {
             let label = phase.label.clone();
             tokio::spawn(async move { run.progress(&label, start).await })
         });
-        let mut tasks = Vec::with_capacity(conns);
-        for conn in 0..conns {
+        let senders = self.config.senders.clamp(1, conns);
+        let mut tasks = Vec::with_capacity(senders);
+        for sender in 0..senders {
             let run = self.clone();
             let phase = phase.clone();
-            tasks.push(tokio::spawn(async move { run.drive(conn, &phase, start, deadline, ops_end).await }));
+            let conns: Vec<usize> = (sender..conns).step_by(senders).collect();
+            tasks.push(tokio::spawn(async move {
+                run.drive(sender, senders, conns, &phase, start, deadline, ops_end).await
+            }));
         }
         let mut total = Recorder::default();
         for t in tasks {
@@ -310,7 +344,7 @@ impl<T: Target> Run<T> {
         loop {
             tick.tick().await;
             ticks += 1;
-            if !tty && ticks % 5 != 0 {
+            if !tty && !ticks.is_multiple_of(5) {
                 continue;
             }
             let now = Instant::now();
@@ -330,26 +364,31 @@ impl<T: Target> Run<T> {
         }
     }
 
-    /// One connection's sender.
+    /// One sender: drives its connections (requests go to them in turn), keeps at most its
+    /// share of the in-flight limit outstanding, and, in open loop, its share of the schedule.
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
-        conn: usize,
+        sender: usize,
+        senders: usize,
+        conns: Vec<usize>,
         phase: &Phase,
         start: Instant,
         deadline: Option<Instant>,
         ops_end: u64,
     ) -> Recorder {
-        let conns = self.target.connections();
         let batch = self.config.batch.max(1);
-        let cap = self.config.concurrency.div_ceil(conns).max(1);
-        // Open loop: this connection's share of the schedule, offset so connections interleave.
+        let cap = self.config.concurrency.div_ceil(senders).max(1);
+        // Open loop: this sender's share of the schedule, offset so that senders interleave.
         let every = match phase.mode {
             Mode::Open { movements_per_s } => {
-                Some(Duration::from_secs_f64(batch as f64 * conns as f64 / movements_per_s.max(1e-3)))
+                Some(Duration::from_secs_f64(batch as f64 * senders as f64 / movements_per_s.max(1e-3)))
             }
             Mode::Closed => None,
         };
-        let offset = every.map_or(Duration::ZERO, |e| e * conn as u32 / conns as u32);
+        let offset = every.map_or(Duration::ZERO, |e| e * sender as u32 / senders as u32);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let _pacer = every.map(|e| Pacer::start(start + offset, e, deadline, notify.clone()));
         let mut rec = Recorder::default();
         let mut part = IntervalPart::default();
         let mut in_flight = FuturesUnordered::new();
@@ -358,7 +397,7 @@ impl<T: Target> Run<T> {
         let fresh = phase.operations.is_some() || phase.duration.is_some();
         tokio::time::sleep_until(start.into()).await;
         loop {
-            let sending = deadline.is_none_or_before(Instant::now());
+            let sending = deadline.is_none_or(|d| Instant::now() < d);
             let mut out_of_work = false;
             while sending && in_flight.len() < cap {
                 let intended = match every {
@@ -376,6 +415,7 @@ impl<T: Target> Run<T> {
                     out_of_work = true;
                     break;
                 }
+                let conn = conns[sent as usize % conns.len()];
                 sent += 1;
                 if every.is_some() {
                     rec.lag(Instant::now().saturating_duration_since(intended));
@@ -389,17 +429,14 @@ impl<T: Target> Run<T> {
             if in_flight.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
                 break;
             }
-            let next_send = match every {
-                Some(e) if sending && in_flight.len() < cap && !out_of_work => Some(start + offset + e * sent as u32),
-                _ => None,
-            };
+            let paced = every.is_some() && sending && in_flight.len() < cap && !out_of_work;
             tokio::select! {
                 biased;
                 Some((intended, steps, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     let latency = Instant::now().saturating_duration_since(intended);
                     self.complete(&steps, result, latency, &mut rec, &mut part);
                 }
-                _ = pace(next_send.unwrap_or(start)), if next_send.is_some() => {}
+                _ = notify.notified(), if paced => {}
                 _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or(start).into()), if sending && deadline.is_some() => {}
             }
@@ -454,16 +491,5 @@ impl<T: Target> Run<T> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         (settled, self.in_doubt.lock().unwrap().len() as u64)
-    }
-}
-
-/// `Option<Instant>` as a deadline.
-trait Deadline {
-    fn is_none_or_before(&self, now: Instant) -> bool;
-}
-
-impl Deadline for Option<Instant> {
-    fn is_none_or_before(&self, now: Instant) -> bool {
-        self.map_or(true, |d| now < d)
     }
 }

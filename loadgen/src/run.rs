@@ -116,7 +116,7 @@ pub async fn execute(args: Args) -> Result<Report, RunError> {
             zipf_exponent: args.zipf,
             hot_skus: args.hot_skus,
             stock: args.stock,
-            stock_flat: args.stock_flat,
+            stock_popular: args.stock_popular,
             sku_prefix: args.sku_prefix.clone(),
         })
         .map_err(RunError)?,
@@ -172,6 +172,7 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         batch: args.batch,
         hold_ttl: args.hold_ttl,
         receipt_delay: args.receipt_delay,
+        senders: args.threads,
         progress: !args.quiet,
     };
     let run = Arc::new(Run::new(target.clone(), generator, ledger.clone(), baseline.clone(), config));
@@ -420,6 +421,6 @@ impl Report {
 
     /// Whether the run passed (verification passed or was skipped).
     pub fn passed(&self) -> bool {
-        self.verification.as_ref().map_or(true, |v| v.passed)
+        self.verification.as_ref().is_none_or(|v| v.passed)
     }
 }

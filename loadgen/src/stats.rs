@@ -319,12 +319,49 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+/// A progress line on stderr for long steps (seeding, the feed check): rewritten in place on a
+/// terminal, one line every few seconds otherwise (logs stay readable).
+pub struct ProgressLine {
+    tty: bool,
+    shown: Option<std::time::Instant>,
+}
+
+impl Default for ProgressLine {
+    fn default() -> ProgressLine {
+        ProgressLine { tty: std::io::IsTerminal::is_terminal(&std::io::stderr()), shown: None }
+    }
+}
+
+impl ProgressLine {
+    /// Shows `message` if enough time passed since the last one, or if `last`.
+    pub fn show(&mut self, message: &str, last: bool) {
+        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        if !last && self.shown.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        if self.shown.is_none() && !last && !self.tty {
+            // The first line on a log waits a little, so quick steps print once.
+            self.shown = Some(std::time::Instant::now());
+            return;
+        }
+        self.shown = Some(std::time::Instant::now());
+        if self.tty {
+            eprint!("\r{message}\x1b[K");
+            if last {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{message}");
+        }
+    }
 }
 
 #[cfg(test)]

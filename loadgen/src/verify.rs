@@ -301,7 +301,7 @@ pub fn verify(
             examples: ledger.oversell_examples.lock().unwrap().clone(),
         })
     });
-    let history_ok = v.history.as_ref().map_or(true, |h| h.violations == 0);
+    let history_ok = v.history.as_ref().is_none_or(|h| h.violations == 0);
     v.passed = v.mismatches == 0 && v.oversold_levels == 0 && history_ok;
     v
 }
@@ -319,7 +319,7 @@ mod tests {
             zipf_exponent: 1.0,
             hot_skus: None,
             stock: 10,
-            stock_flat: true,
+            stock_popular: false,
             sku_prefix: "T-".into(),
         })
         .unwrap()

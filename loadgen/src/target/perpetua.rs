@@ -211,6 +211,7 @@ impl Target for Perpetua {
         let clients = &self.inner.clients;
         let total = batches.len();
         let mut done = 0;
+        let mut line = crate::stats::ProgressLine::default();
         let mut pending = futures_util::stream::FuturesUnordered::new();
         let mut it = batches.into_iter().enumerate();
         loop {
@@ -228,14 +229,12 @@ impl Target for Perpetua {
                 ));
             }
             done += 1;
-            if done % 50 == 0 || done == total {
-                eprint!(
-                    "\rseeding: {done}/{total} requests of {SEED_BATCH} movements ({:.1} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            let secs = started.elapsed().as_secs_f64();
+            line.show(
+                &format!("seeding: {done}/{total} requests of {SEED_BATCH} movements ({secs:.1} s)"),
+                done == total,
+            );
         }
-        eprintln!();
         Ok(())
     }
 
@@ -309,6 +308,7 @@ impl Target for Perpetua {
         let mut sub = client.subscribe(from + 1, FeedFilter::All).await.map_err(err)?;
         let mut read = 0u64;
         let started = Instant::now();
+        let mut line = crate::stats::ProgressLine::default();
         'feed: loop {
             let batch = match tokio::time::timeout(FEED_WAIT, sub.next()).await {
                 Ok(b) => b.map_err(err)?,
@@ -360,15 +360,11 @@ impl Target for Perpetua {
             if batch.through_seq >= end {
                 break;
             }
-            if read % 200_000 < 5_000 {
-                eprint!(
-                    "\rchecking the change feed: {read} of {} records ({:.0} s)",
-                    end - from,
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            let secs = started.elapsed().as_secs_f64();
+            line.show(&format!("checking the change feed: {read} of {} records ({secs:.1} s)", end - from), false);
         }
-        eprintln!();
+        let secs = started.elapsed().as_secs_f64();
+        line.show(&format!("checked the change feed: {read} records ({secs:.1} s)"), true);
         client.close();
         Ok(Some(check))
     }

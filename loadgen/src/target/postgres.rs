@@ -342,6 +342,7 @@ impl Target for Postgres {
 
     async fn seed(&self, catalogue: Arc<Catalogue>) -> Result<(), TargetError> {
         let started = Instant::now();
+        let mut line = crate::stats::ProgressLine::default();
         let c = &self.inner.conns[0].client;
         c.batch_execute("TRUNCATE lg_levels, lg_holds").await.map_err(err)?;
         let insert = c
@@ -360,10 +361,10 @@ impl Target for Postgres {
             let rp: Vec<i64> = range.clone().map(|l| catalogue.seed(l).reorder_point).collect();
             let rq: Vec<i64> = range.map(|l| catalogue.seed(l).reorder_qty).collect();
             c.execute(&insert, &[&skus, &locs, &stock, &rp, &rq]).await.map_err(err)?;
-            eprint!("\rseeding: {} of {n} levels ({:.1} s)", (start + CHUNK).min(n), started.elapsed().as_secs_f64());
+            let done = (start + CHUNK).min(n);
+            line.show(&format!("seeding: {done} of {n} levels ({:.1} s)", started.elapsed().as_secs_f64()), done == n);
         }
         c.batch_execute("ANALYZE lg_levels").await.map_err(err)?;
-        eprintln!();
         Ok(())
     }
 

@@ -307,6 +307,7 @@ impl Target for Redis {
 
     async fn seed(&self, catalogue: Arc<Catalogue>) -> Result<(), TargetError> {
         let started = Instant::now();
+        let mut line = crate::stats::ProgressLine::default();
         let mut con = self.inner.conns[0].clone();
         let n = catalogue.level_count();
         for start in (0..n).step_by(CHUNK) {
@@ -330,9 +331,9 @@ impl Target for Redis {
                     .ignore();
             }
             p.query_async::<()>(&mut con).await.map_err(err)?;
-            eprint!("\rseeding: {} of {n} levels ({:.1} s)", (start + CHUNK).min(n), started.elapsed().as_secs_f64());
+            let done = (start + CHUNK).min(n);
+            line.show(&format!("seeding: {done} of {n} levels ({:.1} s)", started.elapsed().as_secs_f64()), done == n);
         }
-        eprintln!();
         Ok(())
     }
 

@@ -74,7 +74,6 @@ async fn an_open_loop_flash_sale_sells_out_without_overselling() {
         secs,
         "--hot-skus",
         "3",
-        "--stock-flat",
         "--stock",
         "40",
         "--mix",
