@@ -22,7 +22,11 @@
 #
 # Environment: OUT (results folder; default benches/results/compare-DATE), TARGETS, SCENARIOS,
 # QUICK, WEAK, P99_MS, DURATION (closed-loop runs; default 20s), STEP (find-max steps; 8s),
-# SKUS (100000), LOCATIONS (4), CONCURRENCY (256), RUN_TIMEOUT (seconds per run; 600).
+# SKUS (100000), LOCATIONS (4), CONCURRENCY (256), RUN_TIMEOUT (seconds per run; 600),
+# ALERTS (target: reorder alerts from each system, the engine's through a change-feed subscriber;
+# inferred: from the acknowledged movements, for all).
+# Each report also gives the CPU time per movement of the server and of the load generator
+# (from /proc), figures that hold even when other work shares the machine.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +46,7 @@ fi
 LOCATIONS="${LOCATIONS:-4}"
 CONCURRENCY="${CONCURRENCY:-256}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-600}"
+ALERTS="${ALERTS:-target}"
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/perpetua-compare.XXXXXX)"
 chmod 755 "$WORK"
@@ -109,7 +114,8 @@ start_stockd() {
   STOCKD_DIR="$WORK/stockd"
   "$STOCKD" --listen "127.0.0.1:$STOCKD_PORT" --data-dir "$STOCKD_DIR" --metrics-listen off --fsync always \
     >"$OUT/stockd.log" 2>&1 &
-  PIDS+=($!)
+  STOCKD_PID=$!
+  PIDS+=($STOCKD_PID)
   wait_for 30 grep -q "listening on" "$OUT/stockd.log" || { log "stockd did not start: see $OUT/stockd.log"; exit 1; }
   log "stockd on 127.0.0.1:$STOCKD_PORT (fsync always)"
 }
@@ -120,7 +126,8 @@ start_redis() {
   mkdir -p "$WORK/redis"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes --appendfsync always \
     --save "" --daemonize no >"$OUT/redis.log" 2>&1 &
-  PIDS+=($!)
+  REDIS_PID=$!
+  PIDS+=($REDIS_PID)
   wait_for 30 redis-cli -p "$REDIS_PORT" ping || { log "redis-server did not start: see $OUT/redis.log"; exit 1; }
   log "redis-server on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync always)"
 }
@@ -140,6 +147,7 @@ start_postgres() {
     -o "-p $PG_PORT -k $WORK/pgsock -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c fsync=on -c max_connections=200 -c shared_buffers=512MB" \
     start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  PG_PID="$(head -1 "$PG_DATA/postmaster.pid")"
   log "postgres on 127.0.0.1:$PG_PORT (synchronous_commit on, fsync on; $("$PG_BIN/postgres" --version))"
 }
 
@@ -181,7 +189,7 @@ for target in $TARGETS; do
         extra=""; [[ $sc == single ]] && extra="--rate $(find_max_start perpetua)"
         # shellcheck disable=SC2046
         run "perpetua-$sc" --target perpetua --server "127.0.0.1:$STOCKD_PORT" --data-dir "$STOCKD_DIR" \
-          --connections 4 $(scenario_flags "$sc") $extra
+          --server-pid "$STOCKD_PID" --alerts "$ALERTS" --connections 4 $(scenario_flags "$sc") $extra
       done
       ;;
     redis)
@@ -189,11 +197,11 @@ for target in $TARGETS; do
       for sc in $SCENARIOS; do
         extra=""; [[ $sc == single ]] && extra="--rate $(find_max_start redis)"
         # shellcheck disable=SC2046
-        run "redis-$sc" --target "redis://127.0.0.1:$REDIS_PORT" --connections 16 $(scenario_flags "$sc") $extra
+        run "redis-$sc" --target "redis://127.0.0.1:$REDIS_PORT" --server-pid "$REDIS_PID" --alerts "$ALERTS" --connections 16 $(scenario_flags "$sc") $extra
         if [[ "$WEAK" == 1 ]]; then
           redis-cli -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
           # shellcheck disable=SC2046
-          run "redis-weak-$sc" --target "redis://127.0.0.1:$REDIS_PORT" --connections 16 $(scenario_flags "$sc") $extra
+          run "redis-weak-$sc" --target "redis://127.0.0.1:$REDIS_PORT" --server-pid "$REDIS_PID" --alerts "$ALERTS" --connections 16 $(scenario_flags "$sc") $extra
           redis-cli -p "$REDIS_PORT" config set appendfsync always >/dev/null
         fi
       done
@@ -203,10 +211,10 @@ for target in $TARGETS; do
       for sc in $SCENARIOS; do
         extra=""; [[ $sc == single ]] && extra="--rate $(find_max_start postgres)"
         # shellcheck disable=SC2046
-        run "postgres-$sc" --target "$PG_URL" --connections 16 $(scenario_flags "$sc") $extra
+        run "postgres-$sc" --target "$PG_URL" --server-pid "$PG_PID" --alerts "$ALERTS" --connections 16 $(scenario_flags "$sc") $extra
         if [[ "$WEAK" == 1 ]]; then
           # shellcheck disable=SC2046
-          run "postgres-weak-$sc" --target "$PG_URL" --connections 16 --pg-synchronous-commit off \
+          run "postgres-weak-$sc" --target "$PG_URL" --server-pid "$PG_PID" --alerts "$ALERTS" --connections 16 --pg-synchronous-commit off \
             $(scenario_flags "$sc") $extra
         fi
       done
@@ -239,8 +247,8 @@ def figures(r):
 print(f"# Perpetua vs Redis vs PostgreSQL ({os.path.basename(out)})\n")
 for sc in scenarios:
     print(f"## {names.get(sc, sc)}\n")
-    print("| target | durability | movements/s | p50 ms | p99 ms | p99.9 ms | rejected | errors | verified | Perpetua ÷ target |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| target | durability | movements/s | p50 ms | p99 ms | p99.9 ms | rejected | errors | server CPU µs/mv | verified | Perpetua ÷ target |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     engine = load(f"perpetua-{sc}")
     engine_rate = figures(engine)[0] if engine else None
     for row in rows_of:
@@ -252,13 +260,15 @@ for sc in scenarios:
         v = r.get("verification")
         ver = "-" if v is None else ("yes" if v["passed"] else "**NO**")
         if p is None:
-            print(f"| {row} | {dur} | no rate held | | | | | | {ver} | |")
+            print(f"| {row} | {dur} | no rate held | | | | | | | {ver} | |")
             continue
         lat = p["latency"]["request"]
         ratio = f"{engine_rate / rate:.1f}x" if engine_rate and rate and row != "perpetua" else ""
         rej = p["rejected"] / max(p["movements"], 1) * 100
+        cpu = p.get("server_cpu_us_per_movement")
+        cpu = f"{cpu:.1f}" if cpu is not None else ""
         print(f"| {row} | {dur} | {rate:,.0f} | {lat['p50_us']/1000:.2f} | {lat['p99_us']/1000:.2f} | "
-              f"{lat['p999_us']/1000:.2f} | {rej:.1f}% | {p['errors']} | {ver} | {ratio} |")
+              f"{lat['p999_us']/1000:.2f} | {rej:.1f}% | {p['errors']} | {cpu} | {ver} | {ratio} |")
     print()
 la = [load(n) for n in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".json"))]
 la = [r["machine"] for r in la if r]

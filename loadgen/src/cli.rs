@@ -80,6 +80,11 @@ pub struct Args {
     /// Holds expire this long after they are placed.
     #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION", help_heading = "Workload")]
     pub hold_ttl: Duration,
+    /// Where reorder alerts come from: `target` (the engine's change feed, or what the Redis
+    /// scripts and PostgreSQL functions return) or `inferred` (from the acknowledged movements,
+    /// with no change-feed subscriber on the engine).
+    #[arg(long, default_value = "target", value_parser = ["target", "inferred"], value_name = "FROM", help_heading = "Workload")]
+    pub alerts: String,
     /// A receipt of the reorder quantity follows each reorder alert after this long.
     #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION", help_heading = "Workload")]
     pub receipt_delay: Duration,
@@ -125,6 +130,11 @@ pub struct Args {
     /// No progress line.
     #[arg(long, help_heading = "Report")]
     pub quiet: bool,
+    /// Process id of the target's server on this machine: the report then gives its CPU time
+    /// per movement (with its reaped children, as PostgreSQL's backends), a figure that holds on
+    /// a busy machine.
+    #[arg(long, value_name = "PID", help_heading = "Report")]
+    pub server_pid: Option<u32>,
     /// Skip the end-of-run verification.
     #[arg(long, help_heading = "Report")]
     pub no_verify: bool,

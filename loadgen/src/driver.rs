@@ -40,6 +40,9 @@ pub struct DriverConfig {
     pub hold_ttl: Duration,
     /// A receipt follows a reorder alert after this long (the supplier's lead time, shrunk).
     pub receipt_delay: Duration,
+    /// Reorder alerts are inferred from the acknowledged movements instead of taken from the
+    /// target (its change feed or its replies).
+    pub alerts_inferred: bool,
     /// Sending tasks (each drives a share of the connections); one per runtime thread.
     pub senders: usize,
     pub progress: bool,
@@ -290,7 +293,24 @@ impl<T: Target> Run<T> {
             (StepBody::Receive { level, .. }, _) => self.receipt_open[*level as usize].store(false, Relaxed),
             _ => {}
         }
-        if o.alert_lines != 0 {
+        if self.config.alerts_inferred {
+            if o.result.is_ok()
+                && matches!(
+                    s.body,
+                    StepBody::Reserve { .. }
+                        | StepBody::SellPos { .. }
+                        | StepBody::Transfer { .. }
+                        | StepBody::Count { .. }
+                )
+            {
+                for l in s.levels() {
+                    let base = self.baseline[l as usize].map_or(0, |b| b.available);
+                    if base + self.ledger.available_delta(l) <= self.catalogue.seed(l).reorder_point {
+                        self.alert(l);
+                    }
+                }
+            }
+        } else if o.alert_lines != 0 {
             let levels = s.levels();
             for (i, l) in levels.iter().enumerate().take(32) {
                 if o.alert_lines & (1 << i) != 0 {

@@ -3,7 +3,7 @@
 
 use crate::cli::Args;
 use crate::driver::{DriverConfig, Mode, Phase, Run};
-use crate::stats::{thousands, PhaseReport};
+use crate::stats::{cpu_seconds, thousands, PhaseReport};
 use crate::target::perpetua::Perpetua;
 use crate::target::postgres::Postgres;
 use crate::target::redis::Redis;
@@ -29,6 +29,8 @@ pub struct WorkloadInfo {
     pub levels: usize,
     pub mix: Mix,
     pub mix_text: String,
+    /// "target" or "inferred".
+    pub alerts: String,
     pub batch: usize,
     pub connections: usize,
     pub concurrency: usize,
@@ -173,11 +175,14 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         hold_ttl: args.hold_ttl,
         receipt_delay: args.receipt_delay,
         senders: args.threads,
+        alerts_inferred: args.alerts == "inferred",
         progress: !args.quiet,
     };
     let run = Arc::new(Run::new(target.clone(), generator, ledger.clone(), baseline.clone(), config));
     let (alert_tx, mut alert_rx) = tokio::sync::mpsc::unbounded_channel();
-    target.watch_alerts(catalogue.clone(), position, alert_tx).await.map_err(e)?;
+    if args.alerts != "inferred" {
+        target.watch_alerts(catalogue.clone(), position, alert_tx).await.map_err(e)?;
+    }
     let alerts = {
         let run = run.clone();
         tokio::spawn(async move {
@@ -202,8 +207,10 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
                 duration: Some(args.step_duration),
                 operations: None,
             };
+            let cpu0 = (cpu_seconds(None), cpu_seconds(args.server_pid));
             let (rec, elapsed) = run.phase(&phase).await;
-            let report = PhaseReport::new(&phase.label, mode_name(mode), Some(rate), elapsed, &rec);
+            let report = PhaseReport::new(&phase.label, mode_name(mode), Some(rate), elapsed, &rec)
+                .with_cpu(cpu_delta(cpu0.0, None), cpu_delta(cpu0.1, args.server_pid));
             let ok = report.p99_us() <= bound_us && report.errors == 0 && report.movements_per_s >= ACHIEVED_MIN * rate;
             eprintln!(
                 "find-max: {} mv/s -> achieved {}, p99 {} ms, errors {}: {}",
@@ -248,8 +255,12 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
             duration: if args.operations.is_some() { None } else { Some(args.duration) },
             operations: args.operations,
         };
+        let cpu0 = (cpu_seconds(None), cpu_seconds(args.server_pid));
         let (rec, elapsed) = run.phase(&phase).await;
-        phases.push(PhaseReport::new(&phase.label, mode_name(mode), args.rate, elapsed, &rec));
+        phases.push(
+            PhaseReport::new(&phase.label, mode_name(mode), args.rate, elapsed, &rec)
+                .with_cpu(cpu_delta(cpu0.0, None), cpu_delta(cpu0.1, args.server_pid)),
+        );
     }
 
     let (settled, left) = run.finish().await;
@@ -297,6 +308,7 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
             levels: catalogue.level_count(),
             mix: args.mix,
             mix_text: args.mix.to_string(),
+            alerts: args.alerts.clone(),
             batch: args.batch,
             connections: args.connections,
             concurrency: args.concurrency,
@@ -319,6 +331,11 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         verification,
     };
     Ok(report)
+}
+
+/// CPU seconds of a process since `before`.
+fn cpu_delta(before: Option<f64>, pid: Option<u32>) -> Option<f64> {
+    Some(cpu_seconds(pid)? - before?)
 }
 
 fn phases_mode(args: &Args) -> Mode {

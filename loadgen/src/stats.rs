@@ -213,9 +213,60 @@ pub struct PhaseReport {
     /// it is part of every latency above).
     pub send_lag: Option<LatencySummary>,
     pub missed_sends: u64,
+    /// CPU time the load generator used in the phase (user + system), in seconds.
+    pub loadgen_cpu_s: Option<f64>,
+    /// CPU time of the process given with `--server-pid` (and its children) in the phase.
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU per movement, in microseconds: a figure that holds on a busy machine.
+    pub server_cpu_us_per_movement: Option<f64>,
+    pub loadgen_cpu_us_per_movement: Option<f64>,
+}
+
+/// CPU time (user + system) of a process and all its descendants, live or reaped, in seconds:
+/// PostgreSQL's backends count towards the postmaster. `None` is this process alone. Linux only
+/// (`/proc`); `None` elsewhere or if the process is gone.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    match pid {
+        None => proc_ticks("self", false).map(|t| t as f64 / CLOCK_TICKS_PER_S),
+        Some(p) => tree_ticks(p, 0).map(|t| t as f64 / CLOCK_TICKS_PER_S),
+    }
+}
+
+/// `USER_HZ`, the unit of `/proc/PID/stat` times: 100 on every Linux platform.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime (+ cutime + cstime with `reaped`) of `/proc/{pid}/stat`.
+fn proc_ticks(pid: &str, reaped: bool) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let f: Vec<&str> = text[text.rfind(')')? + 2..].split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14 to 17.
+    let n = if reaped { 4 } else { 2 };
+    Some(f.get(11..11 + n)?.iter().map(|x| x.parse::<i64>().unwrap_or(0).max(0) as u64).sum())
+}
+
+fn tree_ticks(pid: u32, depth: u32) -> Option<u64> {
+    let own = proc_ticks(&pid.to_string(), true)?;
+    if depth > 4 {
+        return Some(own);
+    }
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let live: u64 =
+        children.split_whitespace().filter_map(|c| c.parse().ok()).filter_map(|c| tree_ticks(c, depth + 1)).sum();
+    Some(own + live)
 }
 
 impl PhaseReport {
+    /// Adds CPU figures: `loadgen` and `server` are CPU seconds spent over the phase.
+    pub fn with_cpu(mut self, loadgen: Option<f64>, server: Option<f64>) -> PhaseReport {
+        let per = |cpu: f64| ((cpu * 1e6 / self.movements.max(1) as f64) * 100.0).round() / 100.0;
+        self.loadgen_cpu_s = loadgen.map(|c| (c * 100.0).round() / 100.0);
+        self.server_cpu_s = server.map(|c| (c * 100.0).round() / 100.0);
+        self.loadgen_cpu_us_per_movement = loadgen.map(per);
+        self.server_cpu_us_per_movement = server.map(per);
+        self
+    }
+
     pub fn new(label: &str, mode: &str, target: Option<f64>, elapsed: Duration, r: &Recorder) -> PhaseReport {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut latency = BTreeMap::new();
@@ -243,6 +294,10 @@ impl PhaseReport {
             errors_by_kind: r.errors.clone(),
             send_lag: (!r.send_lag.is_empty()).then(|| LatencySummary::of(&r.send_lag)),
             missed_sends: r.missed_sends,
+            loadgen_cpu_s: None,
+            server_cpu_s: None,
+            server_cpu_us_per_movement: None,
+            loadgen_cpu_us_per_movement: None,
         }
     }
 
@@ -295,6 +350,13 @@ impl PhaseReport {
                 ms(lag.max_us),
                 self.missed_sends
             );
+        }
+        if let Some(l) = self.loadgen_cpu_us_per_movement {
+            s += &format!("  CPU per movement: load generator {l} us");
+            if let Some(sv) = self.server_cpu_us_per_movement {
+                s += &format!(", server {sv} us");
+            }
+            s += "\n";
         }
         if !self.rejections.is_empty() {
             let parts: Vec<String> = self.rejections.iter().map(|(k, v)| format!("{k} {}", thousands(*v))).collect();

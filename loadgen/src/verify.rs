@@ -72,6 +72,12 @@ impl Ledger {
         self.on_hand[level as usize].load(Relaxed)
     }
 
+    /// The expected `available` change so far (on hand, less reserved and unsellable).
+    pub fn available_delta(&self, level: LevelIx) -> Qty {
+        let l = level as usize;
+        self.on_hand[l].load(Relaxed) - self.reserved[l].load(Relaxed) - self.unsellable[l].load(Relaxed)
+    }
+
     fn add(v: &[AtomicI64], level: LevelIx, delta: Qty) {
         v[level as usize].fetch_add(delta, Relaxed);
     }
