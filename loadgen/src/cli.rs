@@ -35,6 +35,17 @@ pub struct Args {
     /// Connections to the target (QUIC connections, Redis connections or PostgreSQL sessions).
     #[arg(long, default_value_t = 4, value_name = "N", help_heading = "Target")]
     pub connections: usize,
+    /// Time allowed for one answer; a request still unanswered this long after the end of the
+    /// run is abandoned and its movements are put in doubt.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Target")]
+    pub request_timeout: Duration,
+    /// Perpetua: times the client library sends a request again (same bytes, same idempotency
+    /// keys) after a timeout or a broken connection.
+    #[arg(long, default_value_t = 2, value_name = "N", help_heading = "Target")]
+    pub retries: u32,
+    /// Perpetua: request streams per QUIC connection.
+    #[arg(long, default_value_t = 4, value_name = "N", help_heading = "Target")]
+    pub streams: usize,
     /// Perpetua: send movements without idempotency keys (steps in doubt then stay unchecked).
     #[arg(long, help_heading = "Target")]
     pub no_keys: bool,

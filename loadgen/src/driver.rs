@@ -15,7 +15,7 @@ use crate::verify::{Ledger, LevelState};
 use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
 use engine::core::Detail;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,8 @@ pub struct DriverConfig {
     /// Reorder alerts are inferred from the acknowledged movements instead of taken from the
     /// target (its change feed or its replies).
     pub alerts_inferred: bool,
+    /// Once sending is over, how long to wait for the last replies before giving up on them.
+    pub drain: Duration,
     /// Sending tasks (each drives a share of the connections); one per runtime thread.
     pub senders: usize,
     pub progress: bool,
@@ -218,6 +220,11 @@ impl<T: Target> Run<T> {
             out.push(self.first_step(self.generator.op(i)));
         }
         out
+    }
+
+    /// Steps whose outcome is still unknown.
+    pub fn in_doubt_count(&self) -> u64 {
+        self.in_doubt.lock().unwrap().len() as u64
     }
 
     fn followups_pending(&self) -> bool {
@@ -412,6 +419,10 @@ impl<T: Target> Run<T> {
         let mut rec = Recorder::default();
         let mut part = IntervalPart::default();
         let mut in_flight = FuturesUnordered::new();
+        // The steps of each request in flight, by request number, to put them in doubt if the
+        // request has to be abandoned.
+        let mut outstanding: HashMap<u64, Arc<Vec<Step>>> = HashMap::new();
+        let mut last_reply = Instant::now();
         let mut sent: u64 = 0;
         let mut last_flush = Instant::now();
         let fresh = phase.operations.is_some() || phase.duration.is_some();
@@ -436,29 +447,54 @@ impl<T: Target> Run<T> {
                     break;
                 }
                 let conn = conns[sent as usize % conns.len()];
+                let number = sent;
                 sent += 1;
                 if every.is_some() {
                     rec.lag(Instant::now().saturating_duration_since(intended));
                 }
                 let target = &self.target;
+                let steps = Arc::new(steps);
+                outstanding.insert(number, steps.clone());
                 in_flight.push(async move {
                     let r = target.submit(conn, &steps).await;
-                    (intended, steps, r)
+                    (number, intended, r)
                 });
             }
             if in_flight.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
                 break;
             }
+            // A target that stopped answering: once sending is over, wait for replies at most
+            // `drain` (since the deadline, or since the last reply), then give up on the rest.
+            let abandon_at = match deadline {
+                Some(d) => d.max(last_reply) + self.config.drain,
+                None => last_reply + self.config.drain,
+            };
+            if !in_flight.is_empty() && Instant::now() >= abandon_at {
+                let n: u64 = outstanding.values().map(|s| s.len() as u64).sum();
+                tracing::warn!(
+                    requests = outstanding.len(),
+                    steps = n,
+                    "no answer in time: requests abandoned, their steps in doubt"
+                );
+                for steps in outstanding.values() {
+                    rec.error("abandoned", steps.len() as u64);
+                    self.doubt(steps);
+                }
+                break;
+            }
             let paced = every.is_some() && sending && in_flight.len() < cap && !out_of_work;
             tokio::select! {
                 biased;
-                Some((intended, steps, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let latency = Instant::now().saturating_duration_since(intended);
+                Some((number, intended, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    last_reply = Instant::now();
+                    let latency = last_reply.saturating_duration_since(intended);
+                    let steps = outstanding.remove(&number).expect("a request in flight has its steps");
                     self.complete(&steps, result, latency, &mut rec, &mut part);
                 }
                 _ = notify.notified(), if paced => {}
                 _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or(start).into()), if sending && deadline.is_some() => {}
+                _ = tokio::time::sleep_until(abandon_at.into()), if !sending || out_of_work => {}
             }
             if last_flush.elapsed() >= Duration::from_millis(200) {
                 self.interval.add(&mut part);
@@ -482,7 +518,8 @@ impl<T: Target> Run<T> {
         let mut settled = 0;
         for _round in 0..3 {
             let doubtful: Vec<Step> = std::mem::take(&mut *self.in_doubt.lock().unwrap());
-            for chunk in doubtful.chunks(100) {
+            let mut chunks = doubtful.chunks(100);
+            for chunk in chunks.by_ref() {
                 match self.target.submit(0, chunk).await {
                     Ok(outcomes) => {
                         for (s, o) in chunk.iter().zip(&outcomes) {
@@ -492,18 +529,25 @@ impl<T: Target> Run<T> {
                         }
                     }
                     Err(e) => {
+                        // The target is not answering: keep the rest in doubt, try again later.
                         tracing::warn!(error = %e, "could not settle steps in doubt");
                         self.in_doubt.lock().unwrap().extend(chunk.iter().cloned());
+                        break;
                     }
                 }
             }
+            self.in_doubt.lock().unwrap().extend(chunks.flatten().cloned());
             loop {
                 let steps = self.next_batch(200, false, 0);
                 if steps.is_empty() {
                     break;
                 }
                 let r = self.target.submit(0, &steps).await;
+                let failed = r.is_err();
                 self.complete(&steps, r, Duration::ZERO, &mut rec, &mut part);
+                if failed {
+                    break;
+                }
             }
             if self.in_doubt.lock().unwrap().is_empty() {
                 break;

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 pub const FIND_MAX_START: f64 = 20_000.0;
 /// `--find-max` stops once the last rate that held and the first that failed are this close.
 const FIND_MAX_PRECISION: f64 = 0.05;
+/// Longest wait for the commits and releases sent after a run.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the levels (or the change feed) read for the verification.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// A rate holds when at least this share of it was achieved.
 const ACHIEVED_MIN: f64 = 0.95;
 
@@ -126,12 +130,16 @@ pub async fn execute(args: Args) -> Result<Report, RunError> {
     let e = |e: crate::target::TargetError| RunError(e.to_string());
     match spec {
         TargetSpec::Perpetua => {
-            let config = args.connect.config().map_err(|e| RunError(e.to_string()))?;
+            let mut config = args.connect.config().map_err(|e| RunError(e.to_string()))?;
+            config.streams = args.streams.max(1);
+            config.request_timeout = args.request_timeout;
+            config.retry.retries = args.retries;
+            config.retry.backoff_max = Duration::from_secs(1);
             let t = Perpetua::connect(config, args.connections, catalogue.clone(), !args.no_keys).await.map_err(e)?;
             run_on(t, catalogue, &args).await
         }
         TargetSpec::Redis(url) => {
-            let t = Redis::connect(&url, args.connections, catalogue.clone()).await.map_err(e)?;
+            let t = Redis::connect(&url, args.connections, catalogue.clone(), args.request_timeout).await.map_err(e)?;
             run_on(t, catalogue, &args).await
         }
         TargetSpec::Postgres(url) => {
@@ -175,6 +183,7 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         hold_ttl: args.hold_ttl,
         receipt_delay: args.receipt_delay,
         senders: args.threads,
+        drain: args.request_timeout + Duration::from_secs(5),
         alerts_inferred: args.alerts == "inferred",
         progress: !args.quiet,
     };
@@ -263,7 +272,13 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         );
     }
 
-    let (settled, left) = run.finish().await;
+    let (settled, left) = match tokio::time::timeout(FINISH_TIMEOUT, run.finish()).await {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("stock-loadgen: the target did not take the last commits and releases within {FINISH_TIMEOUT:?}");
+            (0, run.in_doubt_count())
+        }
+    };
     alerts.abort();
     let syncs_after = target.sync_counters().await;
     let log = match (syncs_before, syncs_after) {
@@ -287,9 +302,17 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
     let verification = if args.no_verify {
         None
     } else {
-        let actual = target.read_levels(catalogue.clone()).await.map_err(e)?;
+        let actual = tokio::time::timeout(READ_TIMEOUT, target.read_levels(catalogue.clone()))
+            .await
+            .map_err(|_| RunError(format!("the target did not return its levels within {READ_TIMEOUT:?}")))?
+            .map_err(e)?;
         let history = if args.history_records_max > 0 {
-            target.check_history(position, args.history_records_max).await.map_err(e)?
+            match tokio::time::timeout(READ_TIMEOUT, target.check_history(position, args.history_records_max)).await {
+                Ok(h) => h.map_err(e)?,
+                Err(_) => {
+                    return Err(RunError(format!("the change-feed check did not finish within {READ_TIMEOUT:?}")))
+                }
+            }
         } else {
             None
         };

@@ -22,7 +22,6 @@ use tokio::sync::mpsc::UnboundedSender;
 const PREFIX: &str = "lg:";
 /// Levels per pipeline while seeding and reading.
 const CHUNK: usize = 2000;
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared by every script: `available` of a level, and the reorder-alert rule of the engine (raised
 /// once when `available` falls to or below the reorder point, re-armed once it rises above).
@@ -181,10 +180,15 @@ async fn load(con: &mut MultiplexedConnection, body: &str) -> Result<String, Tar
 }
 
 impl Redis {
-    pub async fn connect(url: &str, connections: usize, catalogue: Arc<Catalogue>) -> Result<Redis, TargetError> {
+    pub async fn connect(
+        url: &str,
+        connections: usize,
+        catalogue: Arc<Catalogue>,
+        response_timeout: Duration,
+    ) -> Result<Redis, TargetError> {
         let client = redis::Client::open(url)
             .map_err(|e| TargetError::new("config", format!("--target {}: {e}", redact(url))))?;
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout));
         let mut conns = Vec::new();
         for _ in 0..connections.max(1) {
             let c = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| {

@@ -123,3 +123,44 @@ async fn find_max_reports_the_highest_rate_that_held() {
     assert_eq!(report.phases.len(), 3);
     server.shutdown().await.unwrap();
 }
+
+/// A server that goes away in the middle of a run: the run ends within a bound (requests are
+/// abandoned and put in doubt, the verification cannot read the levels) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_ends_the_run_within_a_bound() {
+    if !slow_tests() {
+        eprintln!("skipped: set PERPETUA_SLOW_TESTS=1 (takes about a minute)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path()).await;
+    let addr = server.local_addr().to_string();
+    let data_dir = dir.path().to_str().unwrap().to_string();
+    let run = tokio::spawn(async move {
+        let a = args(&[
+            "--server",
+            &addr,
+            "--data-dir",
+            &data_dir,
+            "--duration",
+            "4s",
+            "--request-timeout",
+            "1s",
+            "--retries",
+            "1",
+        ]);
+        execute(a).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // A graceful stop: in-flight requests are answered, then the endpoint closes and every
+    // later request fails.
+    tokio::spawn(server.shutdown());
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(150), run).await;
+    let result = outcome.expect("the run ended within the bound").unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(150));
+    match result {
+        Err(e) => eprintln!("the run failed as it should: {e}"),
+        Ok(report) => assert!(report.phases[0].errors > 0 || !report.passed(), "{}", report.render()),
+    }
+}
