@@ -135,8 +135,8 @@ pub enum MovementKind {
     /// Replaces the replenishment settings of one (SKU, location).
     SetSettings { sku: String, location: String, settings: Settings },
     /// Housekeeping the engine logs periodically: drops holds that expired at or before
-    /// `holds_expired_by`, and idempotency keys first seen before `keys_seen_before` (and the
-    /// oldest beyond `keys_max`).
+    /// `holds_expired_by` (the earliest first, at most `EXPIRE_HOLDS_MAX` per record), and
+    /// idempotency keys first seen before `keys_seen_before` (and the oldest beyond `keys_max`).
     Expire { holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64 },
 }
 
@@ -185,7 +185,8 @@ pub enum Reason {
     InvalidExpiry,
     /// A reservation with no line or too many lines, or the same (SKU, location) twice.
     InvalidLines,
-    /// Settings with a negative quantity.
+    /// Settings with a quantity out of range (negative, over the movement maximum, or an order
+    /// quantity over `ORDER_QTY_MAX`), or both `reorder_qty` and `max_qty`.
     InvalidSettings,
     /// The engine could not make the movement durable; nothing is acknowledged.
     StorageFailure,

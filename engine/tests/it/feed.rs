@@ -295,3 +295,48 @@ async fn an_alerts_only_subscriber_gets_only_records_with_alerts() {
     let more = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
     assert!(more.map_or(true, |b| b.unwrap().events.is_empty()));
 }
+
+/// The same through SIGKILLs of the `stockd` process (slow: each kill is noticed by the idle
+/// timeout). `PERPETUA_SLOW_TESTS=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_equals_the_log_across_sigkills_slow() {
+    if !slow_tests() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_udp_addr();
+    let mut stockd = Stockd::spawn(dir.path(), addr, &[]);
+    let data = stockd.data_dir();
+    let mut config = client_config(&data, addr, &admin_token(&data));
+    config.idle_timeout = Duration::from_secs(2);
+    config.retry.retries = 30;
+    let sub_client = Client::connect(config.clone()).await.unwrap();
+    let mut sub = sub_client.subscribe(1, FeedFilter::All).await.unwrap();
+    let mut events: Vec<FeedEvent> = Vec::new();
+    let mut last_acked = 0;
+    for round in 0..3 {
+        let c = Client::connect(config.clone()).await.unwrap();
+        for i in 0..200 {
+            let m = mv(Some(&format!("k{round}-{i}")), receive(&format!("F-{}", i % 5), "dc", 1));
+            last_acked = c.submit_one(&m).await.unwrap().seq.unwrap();
+        }
+        while sub.position() <= last_acked / 2 {
+            events.extend(sub.next().await.unwrap().events);
+        }
+        stockd.kill9();
+        stockd = Stockd::spawn(dir.path(), addr, &[]);
+    }
+    while sub.position() <= last_acked {
+        events.extend(sub.next().await.unwrap().events);
+    }
+    let position = sub.position();
+    drop(sub);
+    sub_client.close_and_wait().await;
+    stockd.terminate();
+    let log = tokio::task::spawn_blocking(move || log_records(&data)).await.unwrap();
+    let log: Vec<_> = log.into_iter().filter(|e| e.seq < position).collect();
+    assert_eq!(events.len(), log.len());
+    for (w, l) in events.iter().zip(&log) {
+        assert!(same(w, l), "event {} differs from the log", w.seq);
+    }
+}
