@@ -14,7 +14,6 @@ use crate::target::{Target, TargetError};
 use crate::verify::{Ledger, LevelState};
 use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
 use engine::core::Detail;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -59,6 +58,9 @@ pub struct Phase {
     /// Fresh operations to send in this phase (`None`: as many as the duration allows).
     pub operations: Option<u64>,
 }
+
+/// A finished request: its number, its intended send time, and what the target answered.
+type Done = (u64, Instant, Result<Vec<StepOutcome>, TargetError>);
 
 /// The state every sending task shares.
 pub struct Run<T: Target> {
@@ -418,10 +420,13 @@ impl<T: Target> Run<T> {
         let _pacer = every.map(|e| Pacer::start(start + offset, e, deadline, notify.clone()));
         let mut rec = Recorder::default();
         let mut part = IntervalPart::default();
-        let mut in_flight = FuturesUnordered::new();
+        // Each request runs as a task of its own (tasks are cheaper to wake than the futures of
+        // one big set) and reports to this sender through a channel, read many at a time.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        let mut done = Vec::with_capacity(256);
         // The steps of each request in flight, by request number, to put them in doubt if the
         // request has to be abandoned.
-        let mut outstanding: HashMap<u64, Arc<Vec<Step>>> = HashMap::new();
+        let mut outstanding: HashMap<u64, (Arc<Vec<Step>>, tokio::task::AbortHandle)> = HashMap::new();
         let mut last_reply = Instant::now();
         let mut sent: u64 = 0;
         let mut last_flush = Instant::now();
@@ -430,7 +435,7 @@ impl<T: Target> Run<T> {
         loop {
             let sending = deadline.is_none_or(|d| Instant::now() < d);
             let mut out_of_work = false;
-            while sending && in_flight.len() < cap {
+            while sending && outstanding.len() < cap {
                 let intended = match every {
                     Some(e) => start + offset + e * sent as u32,
                     None => Instant::now(),
@@ -452,15 +457,16 @@ impl<T: Target> Run<T> {
                 if every.is_some() {
                     rec.lag(Instant::now().saturating_duration_since(intended));
                 }
-                let target = &self.target;
+                let target = self.target.clone();
                 let steps = Arc::new(steps);
-                outstanding.insert(number, steps.clone());
-                in_flight.push(async move {
-                    let r = target.submit(conn, &steps).await;
-                    (number, intended, r)
+                let (mine, tx) = (steps.clone(), done_tx.clone());
+                let task = tokio::spawn(async move {
+                    let r = target.submit(conn, &mine).await;
+                    let _ = tx.send((number, intended, r));
                 });
+                outstanding.insert(number, (steps, task.abort_handle()));
             }
-            if in_flight.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
+            if outstanding.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
                 break;
             }
             // A target that stopped answering: once sending is over, wait for replies at most
@@ -469,27 +475,32 @@ impl<T: Target> Run<T> {
                 Some(d) => d.max(last_reply) + self.config.drain,
                 None => last_reply + self.config.drain,
             };
-            if !in_flight.is_empty() && Instant::now() >= abandon_at {
-                let n: u64 = outstanding.values().map(|s| s.len() as u64).sum();
+            if !outstanding.is_empty() && Instant::now() >= abandon_at {
+                let n: u64 = outstanding.values().map(|(s, _)| s.len() as u64).sum();
                 tracing::warn!(
                     requests = outstanding.len(),
                     steps = n,
                     "no answer in time: requests abandoned, their steps in doubt"
                 );
-                for steps in outstanding.values() {
+                for (steps, task) in outstanding.values() {
+                    task.abort();
                     rec.error("abandoned", steps.len() as u64);
                     self.doubt(steps);
                 }
                 break;
             }
-            let paced = every.is_some() && sending && in_flight.len() < cap && !out_of_work;
+            let paced = every.is_some() && sending && outstanding.len() < cap && !out_of_work;
             tokio::select! {
                 biased;
-                Some((number, intended, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    last_reply = Instant::now();
-                    let latency = last_reply.saturating_duration_since(intended);
-                    let steps = outstanding.remove(&number).expect("a request in flight has its steps");
-                    self.complete(&steps, result, latency, &mut rec, &mut part);
+                n = done_rx.recv_many(&mut done, 1024), if !outstanding.is_empty() => {
+                    if n > 0 {
+                        last_reply = Instant::now();
+                    }
+                    for (number, intended, result) in done.drain(..) {
+                        let latency = last_reply.saturating_duration_since(intended);
+                        let (steps, _) = outstanding.remove(&number).expect("a request in flight has its steps");
+                        self.complete(&steps, result, latency, &mut rec, &mut part);
+                    }
                 }
                 _ = notify.notified(), if paced => {}
                 _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}

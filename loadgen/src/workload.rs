@@ -91,8 +91,11 @@ pub struct Catalogue {
     pub config: CatalogueConfig,
     pub skus: Vec<String>,
     pub locations: Vec<String>,
-    /// Cumulative popularity of SKU ranks `0..drawn` (rank = SKU index), last = 1.
-    cdf: Vec<f64>,
+    /// Popularity of SKU ranks `0..drawn` (rank = SKU index) as an alias table (Vose), so that
+    /// a draw costs two random numbers and two lookups: rank `i` is kept with probability
+    /// `keep[i]`, else it is `alias[i]`.
+    keep: Vec<f64>,
+    alias: Vec<u32>,
     levels: Vec<LevelSeed>,
 }
 
@@ -116,14 +119,7 @@ impl Catalogue {
         let n = config.skus as usize;
         let drawn = config.hot_skus.map_or(n, |h| (h as usize).clamp(1, n));
         let weights: Vec<f64> = (0..n).map(|r| 1.0 / ((r + 1) as f64).powf(config.zipf_exponent)).collect();
-        let total_drawn: f64 = weights[..drawn].iter().sum();
-        let mut cdf = Vec::with_capacity(drawn);
-        let mut acc = 0.0;
-        for w in &weights[..drawn] {
-            acc += w / total_drawn;
-            cdf.push(acc);
-        }
-        *cdf.last_mut().expect("at least one SKU") = 1.0;
+        let (keep, alias) = alias_table(&weights[..drawn]);
         let total_all: f64 = weights.iter().sum();
         let m = config.locations as usize;
         let mut levels = Vec::with_capacity(n * m);
@@ -138,7 +134,7 @@ impl Catalogue {
         }
         let skus = (0..n).map(|i| format!("{}{i:08}", config.sku_prefix)).collect();
         let locations = (0..m).map(|j| if j == 0 { "dc-main".to_string() } else { format!("store-{j:03}") }).collect();
-        Ok(Catalogue { config, skus, locations, cdf, levels })
+        Ok(Catalogue { config, skus, locations, keep, alias, levels })
     }
 
     pub fn level_count(&self) -> usize {
@@ -185,8 +181,12 @@ impl Catalogue {
 
     /// A SKU index drawn by popularity.
     pub fn draw_sku(&self, rng: &mut OpRng) -> u32 {
-        let u = rng.unit();
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1) as u32
+        let i = rng.below(self.keep.len() as u64) as usize;
+        if rng.unit() < self.keep[i] {
+            i as u32
+        } else {
+            self.alias[i]
+        }
     }
 
     fn draw_level(&self, rng: &mut OpRng) -> LevelIx {
@@ -194,6 +194,27 @@ impl Catalogue {
         let loc = rng.below(self.config.locations as u64) as u16;
         self.level(sku, loc)
     }
+}
+
+/// Vose's alias table of `weights`: (probability of keeping each index, its alias).
+fn alias_table(weights: &[f64]) -> (Vec<f64>, Vec<u32>) {
+    let n = weights.len();
+    let total: f64 = weights.iter().sum();
+    let mut scaled: Vec<f64> = weights.iter().map(|w| w * n as f64 / total).collect();
+    let mut keep = vec![1.0; n];
+    let mut alias: Vec<u32> = (0..n as u32).collect();
+    let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
+    while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
+        small.pop();
+        keep[s] = scaled[s];
+        alias[s] = l as u32;
+        scaled[l] += scaled[s] - 1.0;
+        if scaled[l] < 1.0 {
+            large.pop();
+            small.push(l);
+        }
+    }
+    (keep, alias)
 }
 
 /// What a checkout does once its reservation is placed.
@@ -401,10 +422,10 @@ mod tests {
         assert_eq!(
             pinned,
             [
-                "Checkout { lines: [(13, 3)], then: Commit }",
-                "Checkout { lines: [(18, 1)], then: Commit }",
-                "Checkout { lines: [(947, 1)], then: Commit }",
-                "PosSell { level: 816, qty: 1 }",
+                "Checkout { lines: [(834, 1)], then: Commit }",
+                "Checkout { lines: [(1034, 1)], then: Commit }",
+                "Checkout { lines: [(63, 1)], then: Commit }",
+                "PosSell { level: 54, qty: 1 }",
             ]
         );
     }
