@@ -59,8 +59,26 @@ pub struct Phase {
     pub operations: Option<u64>,
 }
 
-/// A finished request: its number, its intended send time, and what the target answered.
-type Done = (u64, Instant, Result<Vec<StepOutcome>, TargetError>);
+/// A finished request: the client task that sent it, its number, its intended send time, and
+/// what the target answered.
+type Done = (usize, u64, Instant, Result<Vec<StepOutcome>, TargetError>);
+
+/// What the client tasks of a closed loop share.
+struct ClosedShared {
+    /// The phase's measurements, the progress counts not yet handed over, and when they were.
+    rec: Mutex<(Recorder, IntervalPart, Instant)>,
+    /// Each client's request in flight, to put in doubt if it has to be abandoned.
+    in_flight: Vec<Mutex<Option<Arc<Vec<Step>>>>>,
+    last_reply: Mutex<Instant>,
+}
+
+/// A request for a client task to send.
+struct Job {
+    number: u64,
+    intended: Instant,
+    conn: usize,
+    steps: Arc<Vec<Step>>,
+}
 
 /// The state every sending task shares.
 pub struct Run<T: Target> {
@@ -343,6 +361,15 @@ impl<T: Target> Run<T> {
             let label = phase.label.clone();
             tokio::spawn(async move { run.progress(&label, start).await })
         });
+        if phase.mode == Mode::Closed {
+            let total = self.clone().closed_loop(phase, start, deadline, ops_end).await;
+            let elapsed = start.elapsed();
+            if let Some(p) = progress {
+                p.abort();
+                eprintln!();
+            }
+            return (total, elapsed);
+        }
         let senders = self.config.senders.clamp(1, conns);
         let mut tasks = Vec::with_capacity(senders);
         for sender in 0..senders {
@@ -393,7 +420,95 @@ impl<T: Target> Run<T> {
         }
     }
 
-    /// One sender: drives its connections (requests go to them in turn), keeps at most its
+    /// Closed loop: `concurrency` client tasks, each sending its next request as soon as its
+    /// last reply is back, over the connections in turn; they record into one shared recorder
+    /// (its lock is uncontended on a single-threaded runtime). A watchdog gives up on requests
+    /// still unanswered `drain` after the end (or after the last reply) and puts their steps in
+    /// doubt.
+    async fn closed_loop(
+        self: Arc<Self>,
+        phase: &Phase,
+        start: Instant,
+        deadline: Option<Instant>,
+        ops_end: u64,
+    ) -> Recorder {
+        let conns = self.target.connections();
+        let clients = self.config.concurrency.max(1);
+        let shared = Arc::new(ClosedShared {
+            rec: Mutex::new((Recorder::default(), IntervalPart::default(), Instant::now())),
+            in_flight: (0..clients).map(|_| Mutex::new(None)).collect(),
+            last_reply: Mutex::new(Instant::now()),
+        });
+        let fresh = phase.operations.is_some() || phase.duration.is_some();
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in 0..clients {
+            let (run, shared) = (self.clone(), shared.clone());
+            let conn = client % conns;
+            tasks.spawn(async move {
+                tokio::time::sleep_until(start.into()).await;
+                let batch = run.config.batch.max(1);
+                loop {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return;
+                    }
+                    let steps = run.next_batch(batch, fresh, ops_end);
+                    if steps.is_empty() {
+                        if run.followups_pending() {
+                            continue;
+                        }
+                        return;
+                    }
+                    let steps = Arc::new(steps);
+                    *shared.in_flight[client].lock().unwrap() = Some(steps.clone());
+                    let intended = Instant::now();
+                    let result = run.target.submit(conn, &steps).await;
+                    let now = Instant::now();
+                    *shared.in_flight[client].lock().unwrap() = None;
+                    *shared.last_reply.lock().unwrap() = now;
+                    let mut g = shared.rec.lock().unwrap();
+                    let (rec, part, flushed) = &mut *g;
+                    run.complete(&steps, result, now - intended, rec, part);
+                    if flushed.elapsed() >= Duration::from_millis(200) {
+                        run.interval.add(part);
+                        *flushed = now;
+                    }
+                }
+            });
+        }
+        loop {
+            let last_reply = *shared.last_reply.lock().unwrap();
+            let abandon_at = deadline.map_or(last_reply, |d| d.max(last_reply)) + self.config.drain;
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(r) => r.expect("a client task panicked"),
+                },
+                _ = tokio::time::sleep_until(abandon_at.into()) => {
+                    if *shared.last_reply.lock().unwrap() > last_reply {
+                        continue; // replies still come in
+                    }
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    let mut g = shared.rec.lock().unwrap();
+                    let mut abandoned = 0;
+                    for slot in &shared.in_flight {
+                        if let Some(steps) = slot.lock().unwrap().take() {
+                            g.0.error("abandoned", steps.len() as u64);
+                            self.doubt(&steps);
+                            abandoned += 1;
+                        }
+                    }
+                    tracing::warn!(requests = abandoned, "no answer in time: requests abandoned, their steps in doubt");
+                    break;
+                }
+            }
+        }
+        let mut g = shared.rec.lock().unwrap();
+        self.interval.add(&mut g.1);
+        std::mem::take(&mut g.0)
+    }
+
+    /// Open loop: one sender drives its connections (requests go to them in turn), keeps at most its
     /// share of the in-flight limit outstanding, and, in open loop, its share of the schedule.
     #[allow(clippy::too_many_arguments)]
     async fn drive(
@@ -420,13 +535,18 @@ impl<T: Target> Run<T> {
         let _pacer = every.map(|e| Pacer::start(start + offset, e, deadline, notify.clone()));
         let mut rec = Recorder::default();
         let mut part = IntervalPart::default();
-        // Each request runs as a task of its own (tasks are cheaper to wake than the futures of
-        // one big set) and reports to this sender through a channel, read many at a time.
+        // Requests are sent by client tasks (up to `cap`, started as needed), each sending one
+        // request at a time as this sender hands it over, and reporting back through a channel
+        // read many at a time. Long-lived tasks cost less per request than a task or a future
+        // per request.
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
         let mut done = Vec::with_capacity(256);
+        let mut clients: Vec<tokio::sync::mpsc::UnboundedSender<Job>> = Vec::new();
+        let mut client_tasks = tokio::task::JoinSet::new();
+        let mut idle: Vec<usize> = Vec::new();
         // The steps of each request in flight, by request number, to put them in doubt if the
         // request has to be abandoned.
-        let mut outstanding: HashMap<u64, (Arc<Vec<Step>>, tokio::task::AbortHandle)> = HashMap::new();
+        let mut outstanding: HashMap<u64, Arc<Vec<Step>>> = HashMap::new();
         let mut last_reply = Instant::now();
         let mut sent: u64 = 0;
         let mut last_flush = Instant::now();
@@ -457,14 +577,24 @@ impl<T: Target> Run<T> {
                 if every.is_some() {
                     rec.lag(Instant::now().saturating_duration_since(intended));
                 }
-                let target = self.target.clone();
                 let steps = Arc::new(steps);
-                let (mine, tx) = (steps.clone(), done_tx.clone());
-                let task = tokio::spawn(async move {
-                    let r = target.submit(conn, &mine).await;
-                    let _ = tx.send((number, intended, r));
+                outstanding.insert(number, steps.clone());
+                let client = idle.pop().unwrap_or_else(|| {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+                    let (target, done_tx, me) = (self.target.clone(), done_tx.clone(), clients.len());
+                    client_tasks.spawn(async move {
+                        while let Some(job) = rx.recv().await {
+                            let r = target.submit(job.conn, &job.steps).await;
+                            if done_tx.send((me, job.number, job.intended, r)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    clients.push(tx);
+                    me
                 });
-                outstanding.insert(number, (steps, task.abort_handle()));
+                let job = Job { number, intended, conn, steps };
+                clients[client].send(job).expect("client tasks run until the sender ends");
             }
             if outstanding.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
                 break;
@@ -476,14 +606,14 @@ impl<T: Target> Run<T> {
                 None => last_reply + self.config.drain,
             };
             if !outstanding.is_empty() && Instant::now() >= abandon_at {
-                let n: u64 = outstanding.values().map(|(s, _)| s.len() as u64).sum();
+                let n: u64 = outstanding.values().map(|s| s.len() as u64).sum();
                 tracing::warn!(
                     requests = outstanding.len(),
                     steps = n,
                     "no answer in time: requests abandoned, their steps in doubt"
                 );
-                for (steps, task) in outstanding.values() {
-                    task.abort();
+                client_tasks.abort_all();
+                for steps in outstanding.values() {
                     rec.error("abandoned", steps.len() as u64);
                     self.doubt(steps);
                 }
@@ -496,9 +626,10 @@ impl<T: Target> Run<T> {
                     if n > 0 {
                         last_reply = Instant::now();
                     }
-                    for (number, intended, result) in done.drain(..) {
+                    for (client, number, intended, result) in done.drain(..) {
+                        idle.push(client);
                         let latency = last_reply.saturating_duration_since(intended);
-                        let (steps, _) = outstanding.remove(&number).expect("a request in flight has its steps");
+                        let steps = outstanding.remove(&number).expect("a request in flight has its steps");
                         self.complete(&steps, result, latency, &mut rec, &mut part);
                     }
                 }
