@@ -63,6 +63,7 @@ cleanup() {
   done
   if [[ -n "$PG_DATA" && -d "$PG_DATA" ]]; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null 2>&1
+    cp "$WORK/pgrun/postgres.log" "$OUT/postgres.log" 2>/dev/null
   fi
   for pid in "${PIDS[@]:-}"; do
     [[ -n "$pid" ]] && timeout 15 tail --pid="$pid" -f /dev/null 2>/dev/null
@@ -140,11 +141,11 @@ start_postgres() {
   fi
   PG_PORT="$(free_port tcp)"
   PG_DATA="$WORK/pg"
-  mkdir -p "$PG_DATA" "$WORK/pgsock"
-  chown postgres "$PG_DATA" "$WORK/pgsock"
+  mkdir -p "$PG_DATA" "$WORK/pgrun"
+  chown postgres "$PG_DATA" "$WORK/pgrun"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" --auth=trust -U postgres >"$OUT/postgres-initdb.log" 2>&1
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -t 60 -l "$WORK/pg.log" \
-    -o "-p $PG_PORT -k $WORK/pgsock -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c fsync=on -c max_connections=200 -c shared_buffers=512MB" \
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -t 60 -l "$WORK/pgrun/postgres.log" \
+    -o "-p $PG_PORT -k $WORK/pgrun -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c fsync=on -c max_connections=200 -c shared_buffers=512MB" \
     start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
   PG_PID="$(head -1 "$PG_DATA/postmaster.pid")"
