@@ -1,0 +1,701 @@
+//! Sending the workload: open loop (requests leave on a fixed schedule whatever the replies do,
+//! and latency counts from the intended send time, so a stalled target shows in the
+//! percentiles: no coordinated omission) or closed loop (C clients, each sending as soon as its
+//! last reply came back).
+//!
+//! One task per target connection sends requests of `batch` steps, keeps at most its share of
+//! the in-flight limit outstanding, and records what comes back. Each request carries first the
+//! steps that follow earlier replies (the commit or release of a placed hold, the receipt that
+//! answers a reorder alert), then fresh operations from the generator.
+
+use crate::stats::{Interval, IntervalPart, Recorder};
+use crate::step::{Step, StepBody, StepOutcome};
+use crate::target::{Target, TargetError};
+use crate::verify::{Ledger, LevelState};
+use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
+use engine::core::Detail;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How requests are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// A fixed schedule of this many movements per second.
+    Open { movements_per_s: f64 },
+    /// Every client sends again as soon as its reply is back.
+    Closed,
+}
+
+/// Settings of the sending side that hold for the whole run.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Closed loop: the number of concurrent clients; open loop: the most requests in flight.
+    pub concurrency: usize,
+    /// Movements per request.
+    pub batch: usize,
+    /// Holds expire this long after they are placed.
+    pub hold_ttl: Duration,
+    /// A receipt follows a reorder alert after this long (the supplier's lead time, shrunk).
+    pub receipt_delay: Duration,
+    /// Reorder alerts are inferred from the acknowledged movements instead of taken from the
+    /// target (its change feed or its replies).
+    pub alerts_inferred: bool,
+    /// Once sending is over, how long to wait for the last replies before giving up on them.
+    pub drain: Duration,
+    /// Sending tasks (each drives a share of the connections); one per runtime thread.
+    pub senders: usize,
+    pub progress: bool,
+}
+
+/// One phase: a whole run, or one rate of `--find-max`.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub label: String,
+    pub mode: Mode,
+    pub duration: Option<Duration>,
+    /// Fresh operations to send in this phase (`None`: as many as the duration allows).
+    pub operations: Option<u64>,
+}
+
+/// A finished request: the client task that sent it, its number, its intended send time, and
+/// what the target answered.
+type Done = (usize, u64, Instant, Result<Vec<StepOutcome>, TargetError>);
+
+/// What the client tasks of a closed loop share.
+struct ClosedShared {
+    /// The phase's measurements, the progress counts not yet handed over, and when they were.
+    rec: Mutex<(Recorder, IntervalPart, Instant)>,
+    /// Each client's request in flight, to put in doubt if it has to be abandoned.
+    in_flight: Vec<Mutex<Option<Arc<Vec<Step>>>>>,
+    last_reply: Mutex<Instant>,
+}
+
+/// A request for a client task to send.
+struct Job {
+    number: u64,
+    intended: Instant,
+    conn: usize,
+    steps: Arc<Vec<Step>>,
+}
+
+/// The state every sending task shares.
+pub struct Run<T: Target> {
+    pub target: T,
+    pub catalogue: Arc<Catalogue>,
+    pub generator: Generator,
+    pub ledger: Arc<Ledger>,
+    pub baseline: Arc<Vec<Option<LevelState>>>,
+    pub config: DriverConfig,
+    next_op: AtomicU64,
+    next_step: AtomicU64,
+    queue: Mutex<Queue>,
+    /// A receipt is on its way to this level (one purchase order at a time per level).
+    receipt_open: Vec<AtomicBool>,
+    in_doubt: Mutex<Vec<Step>>,
+    /// The target recognises a step sent again (idempotency keys).
+    idempotent: bool,
+    pub interval: Interval,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Steps that follow earlier replies, sent before fresh operations.
+    ready: VecDeque<Step>,
+    /// Receipts waiting for their delivery time.
+    delayed: VecDeque<(Instant, Step)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Wakes a sending task at the open-loop schedule's send times, from a thread of its own:
+/// tokio's timer ticks in milliseconds, a thread's sleep in tens of microseconds, and spinning
+/// would take a core from the target on a small machine. The sender also sends whatever is due
+/// each time a reply wakes it, so at high rates it rarely needs this.
+struct Pacer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pacer {
+    fn start(first: Instant, every: Duration, end: Option<Instant>, notify: Arc<tokio::sync::Notify>) -> Pacer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || {
+                let mut next = first;
+                while !flag.load(Relaxed) && end.is_none_or(|e| next < e) {
+                    let now = Instant::now();
+                    if next > now {
+                        // Short sleeps so that a stop is seen within 10 ms.
+                        std::thread::sleep((next - now).min(Duration::from_millis(10)));
+                        continue;
+                    }
+                    notify.notify_one();
+                    // The next send time after now.
+                    let behind = (now - first).as_nanos() / every.as_nanos().max(1);
+                    next = first + every * (behind as u32 + 1);
+                }
+                notify.notify_one();
+            })
+            .expect("a thread can be started");
+        Pacer { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T: Target> Run<T> {
+    pub fn new(
+        target: T,
+        generator: Generator,
+        ledger: Arc<Ledger>,
+        baseline: Arc<Vec<Option<LevelState>>>,
+        config: DriverConfig,
+    ) -> Run<T> {
+        let catalogue = generator.catalogue.clone();
+        let levels = catalogue.level_count();
+        let idempotent = target.info().idempotent;
+        Run {
+            idempotent,
+            target,
+            catalogue,
+            generator,
+            ledger,
+            baseline,
+            config,
+            next_op: AtomicU64::new(0),
+            next_step: AtomicU64::new(0),
+            queue: Mutex::new(Queue::default()),
+            receipt_open: (0..levels).map(|_| AtomicBool::new(false)).collect(),
+            in_doubt: Mutex::new(Vec::new()),
+            interval: Interval::default(),
+        }
+    }
+
+    /// Fresh operations generated so far.
+    pub fn operations_started(&self) -> u64 {
+        self.next_op.load(Relaxed)
+    }
+
+    fn step_id(&self) -> u64 {
+        self.next_step.fetch_add(1, Relaxed)
+    }
+
+    /// The step that starts an operation.
+    fn first_step(&self, op: Op) -> Step {
+        let cat = &self.catalogue;
+        let body = match op {
+            Op::Checkout { lines, then } => {
+                StepBody::Reserve { lines, then, expires_at_ms: now_ms() + self.config.hold_ttl.as_millis() as u64 }
+            }
+            Op::PosSell { level, qty } => StepBody::SellPos { level, qty },
+            Op::Return { level, qty, damaged } => StepBody::Return { level, qty, damaged },
+            Op::Count { level, variance } => {
+                let base = self.baseline[level as usize].map_or(0, |b| b.on_hand);
+                StepBody::Count { level, counted: (base + self.ledger.on_hand_delta(level) + variance).max(0) }
+            }
+            Op::Transfer { sku, from, to, qty } => {
+                StepBody::Transfer { from: cat.level(sku, from), to: cat.level(sku, to), qty }
+            }
+        };
+        Step { id: self.step_id(), body }
+    }
+
+    /// Up to `n` steps for a request: follow-ups first, then fresh operations numbered below
+    /// `ops_end` if `fresh`.
+    fn next_batch(&self, n: usize, fresh: bool, ops_end: u64) -> Vec<Step> {
+        let mut out = Vec::with_capacity(n);
+        {
+            let mut q = self.queue.lock().unwrap();
+            let now = Instant::now();
+            while q.delayed.front().is_some_and(|(at, _)| *at <= now) {
+                let (_, s) = q.delayed.pop_front().expect("a front");
+                q.ready.push_back(s);
+            }
+            while out.len() < n {
+                match q.ready.pop_front() {
+                    Some(s) => out.push(s),
+                    None => break,
+                }
+            }
+        }
+        while fresh && out.len() < n {
+            let i = self.next_op.fetch_add(1, Relaxed);
+            if i >= ops_end {
+                self.next_op.fetch_min(ops_end, Relaxed);
+                break;
+            }
+            out.push(self.first_step(self.generator.op(i)));
+        }
+        out
+    }
+
+    /// Steps whose outcome is still unknown.
+    pub fn in_doubt_count(&self) -> u64 {
+        self.in_doubt.lock().unwrap().len() as u64
+    }
+
+    fn followups_pending(&self) -> bool {
+        !self.queue.lock().unwrap().ready.is_empty()
+    }
+
+    /// A reorder alert on `level`: a receipt of its reorder quantity follows after the delay,
+    /// unless one is already on its way.
+    pub fn alert(&self, level: LevelIx) {
+        if self.receipt_open[level as usize].swap(true, Relaxed) {
+            return;
+        }
+        let qty = self.catalogue.seed(level).reorder_qty;
+        let step = Step { id: self.step_id(), body: StepBody::Receive { level, qty } };
+        let at = Instant::now() + self.config.receipt_delay;
+        self.queue.lock().unwrap().delayed.push_back((at, step));
+    }
+
+    /// Records the answer to a request and queues what follows from it.
+    fn complete(
+        &self,
+        steps: &[Step],
+        result: Result<Vec<StepOutcome>, TargetError>,
+        latency: Duration,
+        rec: &mut Recorder,
+        part: &mut IntervalPart,
+    ) {
+        rec.request(latency);
+        part.latencies_us.push(latency.as_micros() as u64);
+        match result {
+            Ok(outcomes) => {
+                for (s, o) in steps.iter().zip(&outcomes) {
+                    self.record(s, o);
+                    rec.step(s.kind(), latency, o.result.map(|_| ()).map_err(|r| r.code()));
+                    part.steps += 1;
+                    part.rejected += o.result.is_err() as u64;
+                }
+            }
+            Err(e) => {
+                rec.error(&e.kind, steps.len() as u64);
+                part.errors += steps.len() as u64;
+                tracing::debug!(error = %e, steps = steps.len(), "request failed");
+                self.doubt(steps);
+            }
+        }
+    }
+
+    /// Puts failed steps in doubt (to settle later if the target recognises a resend).
+    fn doubt(&self, steps: &[Step]) {
+        for s in steps {
+            self.ledger.mark_in_doubt(s);
+            if let StepBody::Receive { level, .. } = s.body {
+                self.receipt_open[level as usize].store(false, Relaxed);
+            }
+        }
+        if self.idempotent {
+            self.in_doubt.lock().unwrap().extend(steps.iter().cloned());
+        }
+    }
+
+    /// Records one step's outcome in the ledger and queues its follow-ups.
+    fn record(&self, s: &Step, o: &StepOutcome) {
+        self.ledger.record(s, o);
+        match (&s.body, o.result) {
+            (StepBody::Reserve { lines, then, .. }, Ok(Detail::Hold(hold))) => {
+                let lines = lines.clone();
+                let body = match then {
+                    Then::Commit => StepBody::Commit { hold, lines },
+                    Then::Release => StepBody::Release { hold, lines },
+                };
+                self.queue.lock().unwrap().ready.push_back(Step { id: self.step_id(), body });
+            }
+            (StepBody::Receive { level, .. }, _) => self.receipt_open[*level as usize].store(false, Relaxed),
+            _ => {}
+        }
+        if self.config.alerts_inferred {
+            if o.result.is_ok()
+                && matches!(
+                    s.body,
+                    StepBody::Reserve { .. }
+                        | StepBody::SellPos { .. }
+                        | StepBody::Transfer { .. }
+                        | StepBody::Count { .. }
+                )
+            {
+                for l in s.levels() {
+                    let base = self.baseline[l as usize].map_or(0, |b| b.available);
+                    if base + self.ledger.available_delta(l) <= self.catalogue.seed(l).reorder_point {
+                        self.alert(l);
+                    }
+                }
+            }
+        } else if o.alert_lines != 0 {
+            let levels = s.levels();
+            for (i, l) in levels.iter().enumerate().take(32) {
+                if o.alert_lines & (1 << i) != 0 {
+                    self.alert(*l);
+                }
+            }
+        }
+    }
+
+    /// Runs one phase on every connection; returns what was measured and how long it took.
+    pub async fn phase(self: &Arc<Self>, phase: &Phase) -> (Recorder, Duration) {
+        let conns = self.target.connections();
+        let start = Instant::now() + Duration::from_millis(5);
+        let deadline = phase.duration.map(|d| start + d);
+        let ops_end = match phase.operations {
+            Some(n) => self.next_op.load(Relaxed) + n,
+            None => u64::MAX,
+        };
+        let progress = self.config.progress.then(|| {
+            let run = self.clone();
+            let label = phase.label.clone();
+            tokio::spawn(async move { run.progress(&label, start).await })
+        });
+        if phase.mode == Mode::Closed {
+            let total = self.clone().closed_loop(phase, start, deadline, ops_end).await;
+            let elapsed = start.elapsed();
+            if let Some(p) = progress {
+                p.abort();
+                eprintln!();
+            }
+            return (total, elapsed);
+        }
+        let senders = self.config.senders.clamp(1, conns);
+        let mut tasks = Vec::with_capacity(senders);
+        for sender in 0..senders {
+            let run = self.clone();
+            let phase = phase.clone();
+            let conns: Vec<usize> = (sender..conns).step_by(senders).collect();
+            tasks.push(tokio::spawn(async move {
+                run.drive(sender, senders, conns, &phase, start, deadline, ops_end).await
+            }));
+        }
+        let mut total = Recorder::default();
+        for t in tasks {
+            total.merge(&t.await.expect("a sending task panicked"));
+        }
+        let elapsed = start.elapsed();
+        if let Some(p) = progress {
+            p.abort();
+            eprintln!();
+        }
+        (total, elapsed)
+    }
+
+    async fn progress(&self, label: &str, start: Instant) {
+        let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+        let mut last = start;
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut ticks = 0u64;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if !tty && !ticks.is_multiple_of(5) {
+                continue;
+            }
+            let now = Instant::now();
+            let (steps, rejected, errors, p99) = self.interval.take();
+            let secs = (now - last).as_secs_f64();
+            last = now;
+            eprint!(
+                "{}{label}: {:>6.1} s  {:>10} mv/s  p99 {:>8} ms  rejected {:>5.1}%  errors {:<8}{}",
+                if tty { "\r" } else { "" },
+                (now - start).as_secs_f64(),
+                crate::stats::thousands((steps as f64 / secs) as u64),
+                crate::stats::ms(p99),
+                if steps > 0 { rejected as f64 * 100.0 / steps as f64 } else { 0.0 },
+                errors,
+                if tty { "" } else { "\n" }
+            );
+        }
+    }
+
+    /// Closed loop: `concurrency` client tasks, each sending its next request as soon as its
+    /// last reply is back, over the connections in turn; they record into one shared recorder
+    /// (its lock is uncontended on a single-threaded runtime). A watchdog gives up on requests
+    /// still unanswered `drain` after the end (or after the last reply) and puts their steps in
+    /// doubt.
+    async fn closed_loop(
+        self: Arc<Self>,
+        phase: &Phase,
+        start: Instant,
+        deadline: Option<Instant>,
+        ops_end: u64,
+    ) -> Recorder {
+        let conns = self.target.connections();
+        let clients = self.config.concurrency.max(1);
+        let shared = Arc::new(ClosedShared {
+            rec: Mutex::new((Recorder::default(), IntervalPart::default(), Instant::now())),
+            in_flight: (0..clients).map(|_| Mutex::new(None)).collect(),
+            last_reply: Mutex::new(Instant::now()),
+        });
+        let fresh = phase.operations.is_some() || phase.duration.is_some();
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in 0..clients {
+            let (run, shared) = (self.clone(), shared.clone());
+            let conn = client % conns;
+            tasks.spawn(async move {
+                tokio::time::sleep_until(start.into()).await;
+                let batch = run.config.batch.max(1);
+                loop {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return;
+                    }
+                    let steps = run.next_batch(batch, fresh, ops_end);
+                    if steps.is_empty() {
+                        if run.followups_pending() {
+                            continue;
+                        }
+                        return;
+                    }
+                    let steps = Arc::new(steps);
+                    *shared.in_flight[client].lock().unwrap() = Some(steps.clone());
+                    let intended = Instant::now();
+                    let result = run.target.submit(conn, &steps).await;
+                    let now = Instant::now();
+                    *shared.in_flight[client].lock().unwrap() = None;
+                    *shared.last_reply.lock().unwrap() = now;
+                    let mut g = shared.rec.lock().unwrap();
+                    let (rec, part, flushed) = &mut *g;
+                    run.complete(&steps, result, now - intended, rec, part);
+                    if flushed.elapsed() >= Duration::from_millis(200) {
+                        run.interval.add(part);
+                        *flushed = now;
+                    }
+                }
+            });
+        }
+        loop {
+            let last_reply = *shared.last_reply.lock().unwrap();
+            let abandon_at = deadline.map_or(last_reply, |d| d.max(last_reply)) + self.config.drain;
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(r) => r.expect("a client task panicked"),
+                },
+                _ = tokio::time::sleep_until(abandon_at.into()) => {
+                    if *shared.last_reply.lock().unwrap() > last_reply {
+                        continue; // replies still come in
+                    }
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    let mut g = shared.rec.lock().unwrap();
+                    let mut abandoned = 0;
+                    for slot in &shared.in_flight {
+                        if let Some(steps) = slot.lock().unwrap().take() {
+                            g.0.error("abandoned", steps.len() as u64);
+                            self.doubt(&steps);
+                            abandoned += 1;
+                        }
+                    }
+                    tracing::warn!(requests = abandoned, "no answer in time: requests abandoned, their steps in doubt");
+                    break;
+                }
+            }
+        }
+        let mut g = shared.rec.lock().unwrap();
+        self.interval.add(&mut g.1);
+        std::mem::take(&mut g.0)
+    }
+
+    /// Open loop: one sender drives its connections (requests go to them in turn), keeps at most its
+    /// share of the in-flight limit outstanding, and, in open loop, its share of the schedule.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        sender: usize,
+        senders: usize,
+        conns: Vec<usize>,
+        phase: &Phase,
+        start: Instant,
+        deadline: Option<Instant>,
+        ops_end: u64,
+    ) -> Recorder {
+        let batch = self.config.batch.max(1);
+        let cap = self.config.concurrency.div_ceil(senders).max(1);
+        // Open loop: this sender's share of the schedule, offset so that senders interleave.
+        let every = match phase.mode {
+            Mode::Open { movements_per_s } => {
+                Some(Duration::from_secs_f64(batch as f64 * senders as f64 / movements_per_s.max(1e-3)))
+            }
+            Mode::Closed => None,
+        };
+        let offset = every.map_or(Duration::ZERO, |e| e * sender as u32 / senders as u32);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let _pacer = every.map(|e| Pacer::start(start + offset, e, deadline, notify.clone()));
+        let mut rec = Recorder::default();
+        let mut part = IntervalPart::default();
+        // Requests are sent by client tasks (up to `cap`, started as needed), each sending one
+        // request at a time as this sender hands it over, and reporting back through a channel
+        // read many at a time. Long-lived tasks cost less per request than a task or a future
+        // per request.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        let mut done = Vec::with_capacity(256);
+        let mut clients: Vec<tokio::sync::mpsc::UnboundedSender<Job>> = Vec::new();
+        let mut client_tasks = tokio::task::JoinSet::new();
+        let mut idle: Vec<usize> = Vec::new();
+        // The steps of each request in flight, by request number, to put them in doubt if the
+        // request has to be abandoned.
+        let mut outstanding: HashMap<u64, Arc<Vec<Step>>> = HashMap::new();
+        let mut last_reply = Instant::now();
+        let mut sent: u64 = 0;
+        let mut last_flush = Instant::now();
+        let fresh = phase.operations.is_some() || phase.duration.is_some();
+        tokio::time::sleep_until(start.into()).await;
+        loop {
+            let sending = deadline.is_none_or(|d| Instant::now() < d);
+            let mut out_of_work = false;
+            while sending && outstanding.len() < cap {
+                let intended = match every {
+                    Some(e) => start + offset + e * sent as u32,
+                    None => Instant::now(),
+                };
+                if every.is_some() && intended > Instant::now() {
+                    break;
+                }
+                if deadline.is_some_and(|d| intended >= d) {
+                    break;
+                }
+                let steps = self.next_batch(batch, fresh, ops_end);
+                if steps.is_empty() {
+                    out_of_work = true;
+                    break;
+                }
+                let conn = conns[sent as usize % conns.len()];
+                let number = sent;
+                sent += 1;
+                if every.is_some() {
+                    rec.lag(Instant::now().saturating_duration_since(intended));
+                }
+                let steps = Arc::new(steps);
+                outstanding.insert(number, steps.clone());
+                let client = idle.pop().unwrap_or_else(|| {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+                    let (target, done_tx, me) = (self.target.clone(), done_tx.clone(), clients.len());
+                    client_tasks.spawn(async move {
+                        while let Some(job) = rx.recv().await {
+                            let r = target.submit(job.conn, &job.steps).await;
+                            if done_tx.send((me, job.number, job.intended, r)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    clients.push(tx);
+                    me
+                });
+                let job = Job { number, intended, conn, steps };
+                clients[client].send(job).expect("client tasks run until the sender ends");
+            }
+            if outstanding.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
+                break;
+            }
+            // A target that stopped answering: once sending is over, wait for replies at most
+            // `drain` (since the deadline, or since the last reply), then give up on the rest.
+            let abandon_at = match deadline {
+                Some(d) => d.max(last_reply) + self.config.drain,
+                None => last_reply + self.config.drain,
+            };
+            if !outstanding.is_empty() && Instant::now() >= abandon_at {
+                let n: u64 = outstanding.values().map(|s| s.len() as u64).sum();
+                tracing::warn!(
+                    requests = outstanding.len(),
+                    steps = n,
+                    "no answer in time: requests abandoned, their steps in doubt"
+                );
+                client_tasks.abort_all();
+                for steps in outstanding.values() {
+                    rec.error("abandoned", steps.len() as u64);
+                    self.doubt(steps);
+                }
+                break;
+            }
+            let paced = every.is_some() && sending && outstanding.len() < cap && !out_of_work;
+            tokio::select! {
+                biased;
+                n = done_rx.recv_many(&mut done, 1024), if !outstanding.is_empty() => {
+                    if n > 0 {
+                        last_reply = Instant::now();
+                    }
+                    for (client, number, intended, result) in done.drain(..) {
+                        idle.push(client);
+                        let latency = last_reply.saturating_duration_since(intended);
+                        let steps = outstanding.remove(&number).expect("a request in flight has its steps");
+                        self.complete(&steps, result, latency, &mut rec, &mut part);
+                    }
+                }
+                _ = notify.notified(), if paced => {}
+                _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or(start).into()), if sending && deadline.is_some() => {}
+                _ = tokio::time::sleep_until(abandon_at.into()), if !sending || out_of_work => {}
+            }
+            if last_flush.elapsed() >= Duration::from_millis(200) {
+                self.interval.add(&mut part);
+                last_flush = Instant::now();
+            }
+        }
+        if let (Some(e), Some(d)) = (every, deadline) {
+            let due = ((d - start).saturating_sub(offset).as_secs_f64() / e.as_secs_f64()).ceil() as u64;
+            rec.missed_sends = due.saturating_sub(sent);
+        }
+        self.interval.add(&mut part);
+        rec
+    }
+
+    /// Sends what still follows from the run (commits and releases of placed holds), unmeasured,
+    /// and settles steps in doubt by sending them again (same idempotency keys) where the target
+    /// recognises a resend. Returns (steps settled, steps still in doubt).
+    pub async fn finish(&self) -> (u64, u64) {
+        let mut rec = Recorder::default();
+        let mut part = IntervalPart::default();
+        let mut settled = 0;
+        for _round in 0..3 {
+            let doubtful: Vec<Step> = std::mem::take(&mut *self.in_doubt.lock().unwrap());
+            let mut chunks = doubtful.chunks(100);
+            for chunk in chunks.by_ref() {
+                match self.target.submit(0, chunk).await {
+                    Ok(outcomes) => {
+                        for (s, o) in chunk.iter().zip(&outcomes) {
+                            self.ledger.clear_doubt(s);
+                            self.record(s, o);
+                            settled += 1;
+                        }
+                    }
+                    Err(e) => {
+                        // The target is not answering: keep the rest in doubt, try again later.
+                        tracing::warn!(error = %e, "could not settle steps in doubt");
+                        self.in_doubt.lock().unwrap().extend(chunk.iter().cloned());
+                        break;
+                    }
+                }
+            }
+            self.in_doubt.lock().unwrap().extend(chunks.flatten().cloned());
+            loop {
+                let steps = self.next_batch(200, false, 0);
+                if steps.is_empty() {
+                    break;
+                }
+                let r = self.target.submit(0, &steps).await;
+                let failed = r.is_err();
+                self.complete(&steps, r, Duration::ZERO, &mut rec, &mut part);
+                if failed {
+                    break;
+                }
+            }
+            if self.in_doubt.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        (settled, self.in_doubt.lock().unwrap().len() as u64)
+    }
+}

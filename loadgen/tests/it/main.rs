@@ -1,0 +1,27 @@
+//! Integration tests of `stock-loadgen`: short runs against real servers on loopback.
+//!
+//! - `engine`: a `stockd` started in-process (always run);
+//! - `redis`: a `redis-server` started on a free port, when one is installed (skipped otherwise);
+//! - `postgres`: the server at `LOADGEN_TEST_POSTGRES_URL`, when set (skipped otherwise).
+//!
+//! Longer runs are opt-in with `PERPETUA_SLOW_TESTS=1`.
+
+mod engine_target;
+mod peers;
+
+use clap::Parser;
+use loadgen::cli::Args;
+
+/// Flags for a short run, plus `extra`.
+pub fn args(extra: &[&str]) -> Args {
+    let mut v = vec!["stock-loadgen", "--quiet", "--skus", "300", "--locations", "3"];
+    if !extra.contains(&"--seed") {
+        v.extend_from_slice(&["--seed", "7"]);
+    }
+    v.extend_from_slice(extra);
+    Args::parse_from(v)
+}
+
+pub fn slow_tests() -> bool {
+    std::env::var("PERPETUA_SLOW_TESTS").is_ok_and(|v| v == "1")
+}
