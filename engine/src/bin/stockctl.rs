@@ -40,6 +40,9 @@ struct Common {
     /// Order, purchase order or count sheet.
     #[arg(long)]
     reference: Option<String>,
+    /// When it happened, in milliseconds since the Unix epoch (client time, recorded as given).
+    #[arg(long, value_name = "MS")]
+    occurred_at: Option<Millis>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,7 +294,7 @@ fn movement(common: Common, kind: MovementKind) -> Movement {
         key: Some(common.key.unwrap_or_else(new_key)),
         channel: common.channel,
         reference: common.reference,
-        occurred_at: Some(now_ms()),
+        occurred_at: common.occurred_at,
         kind,
     }
 }

@@ -47,8 +47,9 @@ pub(super) struct Conn {
     broken: Arc<AtomicBool>,
 }
 
-/// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/1`.
-pub(super) fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
+/// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/1`,
+/// keep-alives so that a silent connection stays up and a dead server is noticed in seconds.
+pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert =
@@ -90,7 +91,7 @@ impl Conn {
         let connect_err = |message: String| ClientError::Connect { server: config.server.clone(), message };
         let connecting =
             endpoint.connect_with(quic.clone(), addr, server_name).map_err(|e| connect_err(e.to_string()))?;
-        let connection = match tokio::time::timeout(config.request_timeout, connecting).await {
+        let connection = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 return Err(match ClientError::from_connection(&e) {
@@ -98,7 +99,7 @@ impl Conn {
                     other => other,
                 })
             }
-            Err(_) => return Err(connect_err(format!("no answer within {:?}", config.request_timeout))),
+            Err(_) => return Err(connect_err(format!("no answer within {:?}", config.connect_timeout))),
         };
         let lost = |e: &quinn::ConnectionError| ClientError::from_connection(e);
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
@@ -111,11 +112,11 @@ impl Conn {
         encode_request(&mut frame, HELLO_ID, &hello);
         let write = send.write_all(&frame).await;
         let mut reader = FrameReader::new(recv, SERVER_FRAME_BYTES_MAX, config.request_timeout);
-        let answer = match tokio::time::timeout(config.request_timeout, reader.next()).await {
+        let answer = match tokio::time::timeout(config.connect_timeout, reader.next()).await {
             Ok(Ok(Some(payload))) => Response::decode(payload).map_err(|e| ClientError::Protocol(e.to_string()))?,
             Ok(Ok(None)) => return Err(ClientError::ConnectionLost("the server ended the stream".into())),
             Ok(Err(e)) => return Err(ClientError::from_read(e)),
-            Err(_) => return Err(ClientError::Timeout(config.request_timeout)),
+            Err(_) => return Err(ClientError::Timeout(config.connect_timeout)),
         };
         let welcome = match answer.body {
             ResponseBody::Welcome(w) => w,

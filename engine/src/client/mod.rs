@@ -14,6 +14,8 @@
 
 mod args;
 mod conn;
+/// For clients of their own (tests, tools): the QUIC and TLS configuration this client uses.
+pub use conn::quic_client_config;
 mod error;
 mod feed;
 
@@ -57,6 +59,8 @@ pub struct ClientConfig {
     pub streams: usize,
     /// Time allowed for one answer.
     pub request_timeout: Duration,
+    /// Time allowed to connect and authenticate.
+    pub connect_timeout: Duration,
     pub retry: RetryPolicy,
     /// Sent in the hello, for the server's logs.
     pub client_name: String,
@@ -71,6 +75,7 @@ impl ClientConfig {
             token: token.into(),
             streams: 4,
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             client_name: format!("perpetua-client {}", env!("CARGO_PKG_VERSION")),
         }

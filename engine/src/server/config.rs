@@ -53,6 +53,10 @@ pub struct Settings {
     /// UNSAFE, before (benchmarks only). [default: always]
     #[arg(long, value_name = "WHEN")]
     pub fsync: Option<FsyncMode>,
+    /// Log kept for the change feed even after a checkpoint covers it, in bytes: a subscriber can
+    /// resume that far back; older requests get `feed_truncated`. [default: 1073741824]
+    #[arg(long, value_name = "BYTES")]
+    pub log_retention_bytes: Option<u64>,
     /// HTTP address of the Prometheus metrics page (`/metrics`), or `off`. [default: 127.0.0.1:7401]
     #[arg(long, value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
@@ -109,6 +113,7 @@ impl Settings {
             data_dir,
             shards,
             fsync,
+            log_retention_bytes,
             metrics_listen,
             tls_cert,
             tls_key,
@@ -179,6 +184,9 @@ impl ServerConfig {
                 FsyncMode::Always => Fsync::Always,
                 FsyncMode::Never => Fsync::Never,
             };
+        }
+        if let Some(v) = s.log_retention_bytes {
+            c.engine.log_retention_bytes = v;
         }
         if let Some(v) = s.metrics_listen {
             c.metrics_listen = match v.as_str() {

@@ -93,7 +93,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
                 }
                 Err(_) => break,
             },
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = super::stopping(&mut shutdown) => break,
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     }
@@ -214,7 +214,7 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut reader: Fr
     loop {
         let frame = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = super::stopping(&mut shutdown) => break,
             frame = reader.next() => frame,
         };
         let tx = match &writer {
@@ -222,10 +222,18 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut reader: Fr
             None => {
                 // Decide what this stream is from its first frame.
                 if let Ok(Some(payload)) = &frame {
-                    if let Ok(Request { id, body: RequestBody::Subscribe { from_seq, filter } }) =
-                        Request::decode(payload)
-                    {
-                        let send = send.take().expect("the send side is still here");
+                    if let Ok(Request { id, body: body @ RequestBody::Subscribe { .. } }) = Request::decode(payload) {
+                        let mut send = send.take().expect("the send side is still here");
+                        if let Err((code, message)) = ctx.check(&body) {
+                            ctx.shared.metrics.error(code);
+                            let mut buf = Vec::new();
+                            encode_response(&mut buf, id, &ResponseBody::error(code, message));
+                            let _ = send.write_all(&buf).await;
+                            let _ = send.finish();
+                            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                            return;
+                        }
+                        let RequestBody::Subscribe { from_seq, filter } = body else { unreachable!() };
                         return super::feed::serve(ctx.clone(), id, from_seq, filter, send, reader).await;
                     }
                 }
@@ -326,20 +334,22 @@ impl ConnCtx {
         Some(InFlight(self.clone()))
     }
 
+    /// Whether this connection's token (still valid, and its role) allows the request.
+    fn check(&self, body: &RequestBody) -> Result<(), (ErrorCode, String)> {
+        if self.token.revoked.load(Ordering::Acquire) {
+            return Err((ErrorCode::Unauthenticated, "the token of this connection was revoked".into()));
+        }
+        if !self.role.may(body) {
+            return Err((ErrorCode::Forbidden, format!("role {} may not {}", self.role, describe(body))));
+        }
+        Ok(())
+    }
+
     /// Checks a request and starts it; its answer goes to `tx`.
     fn dispatch(self: &Arc<Self>, req: Request, started: Instant, tx: &Tx) {
         let Request { id, body } = req;
-        if self.token.revoked.load(Ordering::Acquire) {
-            return self.reply_error(
-                tx,
-                id,
-                ErrorCode::Unauthenticated,
-                "the token of this connection was revoked".into(),
-            );
-        }
-        if !self.role.may(&body) {
-            let message = format!("role {} may not {}", self.role, describe(&body));
-            return self.reply_error(tx, id, ErrorCode::Forbidden, message);
+        if let Err((code, message)) = self.check(&body) {
+            return self.reply_error(tx, id, code, message);
         }
         let Some(guard) = self.begin() else {
             let max = self.shared.limits.requests_in_flight_max;

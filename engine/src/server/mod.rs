@@ -221,6 +221,11 @@ impl Drop for Server {
     }
 }
 
+/// Resolves once the server is shutting down (holding no borrow of the flag).
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Resolves at SIGTERM or Ctrl-C (SIGINT).
 pub async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -273,7 +278,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections
                     metrics.connections.fetch_sub(1, Ordering::Relaxed);
                 });
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stopping(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }

@@ -4,3 +4,8 @@ mod common;
 mod crash;
 mod engine_basics;
 mod engine_feed;
+mod feed;
+mod harness;
+mod limits;
+mod server;
+mod stockctl;

@@ -1,0 +1,305 @@
+//! The server and the client library end to end on loopback: every movement kind, tokens and
+//! roles, a hot SKU under concurrent reservations, batches, metrics, graceful shutdown, retries.
+
+use crate::harness::*;
+use engine::client::{Client, ClientError};
+use engine::core::*;
+use engine::protocol::{FeedFilter, MovementOutcome, Role};
+use std::sync::Arc;
+
+fn ok(o: &MovementOutcome) -> Detail {
+    assert!(o.seq.is_some(), "an accepted movement has a sequence number: {o:?}");
+    o.outcome.unwrap_or_else(|r| panic!("rejected: {r}"))
+}
+
+fn level(l: &Option<LevelView>) -> (Qty, Qty, Qty, Qty, Qty, Qty) {
+    let l = l.as_ref().expect("the level exists");
+    (l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, l.available)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_movement_kind_through_the_client_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let c = server.admin().await;
+    assert_eq!(c.welcome().role, Role::Admin);
+    let one = |kind: MovementKind| mv(Some(&engine::client::new_key()), kind);
+
+    let r = c
+        .submit_one(&one(MovementKind::Receive {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 10,
+            unit_cost: Some(500),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ok(&r), Detail::None);
+    ok(&c.submit_one(&one(MovementKind::Expect { sku: "A".into(), location: "dc".into(), qty: 5 })).await.unwrap());
+    let mut po = one(receive("A", "dc", 3));
+    po.reference = Some("PO-1".into());
+    ok(&c.submit_one(&po).await.unwrap());
+    assert_eq!(level(&c.level("A", "dc").await.unwrap()), (13, 0, 0, 2, 0, 13));
+    let s = MovementKind::Sell {
+        sku: "A".into(),
+        location: "dc".into(),
+        qty: 3,
+        unit_price: Some(1000),
+        hold: None,
+        allow_negative: false,
+    };
+    ok(&c.submit_one(&one(s)).await.unwrap());
+    for condition in [ReturnCondition::Restock, ReturnCondition::Damaged] {
+        let k = MovementKind::Return { sku: "A".into(), location: "dc".into(), qty: 1, condition, unit_price: None };
+        ok(&c.submit_one(&one(k)).await.unwrap());
+    }
+    assert_eq!(level(&c.level("A", "dc").await.unwrap()), (12, 0, 1, 2, 0, 11));
+    let adj = MovementKind::Adjust {
+        sku: "A".into(),
+        location: "dc".into(),
+        delta: -1,
+        reason: AdjustReason::Shrinkage,
+        allow_negative: false,
+    };
+    ok(&c.submit_one(&one(adj)).await.unwrap());
+    let count = MovementKind::Count { sku: "A".into(), location: "dc".into(), counted: 20 };
+    assert_eq!(ok(&c.submit_one(&one(count)).await.unwrap()), Detail::Variance(9));
+    let t = MovementKind::Transfer { sku: "A".into(), from: "dc".into(), to: "store".into(), qty: 5 };
+    ok(&c.submit_one(&one(t)).await.unwrap());
+    let Detail::Hold(h1) = ok(&c.submit_one(&one(reserve("A", "dc", 2))).await.unwrap()) else { panic!("a hold") };
+    assert_eq!(level(&c.level("A", "dc").await.unwrap()), (15, 2, 1, 2, 0, 12));
+    ok(&c.submit_one(&one(MovementKind::Commit { hold: h1 })).await.unwrap());
+    let Detail::Hold(h2) = ok(&c.submit_one(&one(reserve("A", "dc", 4))).await.unwrap()) else { panic!("a hold") };
+    assert_ne!(h1, h2);
+    ok(&c.submit_one(&one(MovementKind::Release { hold: h2 })).await.unwrap());
+    let too_many = c.submit_one(&one(sell("A", "dc", 100))).await.unwrap();
+    assert_eq!(too_many.outcome, Err(Reason::InsufficientStock));
+    let settings =
+        Settings { reorder_point: Some(3), reorder_qty: Some(24), max_qty: None, safety_stock: 2, lead_time_days: 7 };
+    ok(&c.set_settings("A", "dc", settings, Some("settings-1".into())).await.unwrap());
+    assert_eq!(c.settings("A", "dc").await.unwrap(), Some(settings));
+
+    assert_eq!(level(&c.level("A", "dc").await.unwrap()), (13, 0, 1, 2, 2, 10));
+    assert_eq!(level(&c.level("A", "store").await.unwrap()), (5, 0, 0, 0, 0, 5));
+    assert_eq!(c.level("A", "nowhere").await.unwrap(), None);
+    let all = c.levels(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| (l.sku.as_str(), l.location.as_str())).collect::<Vec<_>>(),
+        [("A", "dc"), ("A", "store")]
+    );
+    assert_eq!(c.levels(Some("store")).await.unwrap().len(), 1);
+    // available 10 > reorder point 3: not low; store has no settings and 5 > 0: not low.
+    assert!(c.low_stock(None).await.unwrap().is_empty());
+    ok(&c.submit_one(&one(sell("A", "dc", 8))).await.unwrap());
+    let low = c.low_stock(None).await.unwrap();
+    assert_eq!(low.len(), 1);
+    assert_eq!((low[0].level.available, low[0].settings), (2, settings));
+    let status = c.status().await.unwrap();
+    assert!(status.durable_seq >= 16, "{status:?}");
+    c.close_and_wait().await;
+    server.stop().expect("a checkpoint at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_and_roles_are_rejected_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let admin = server.admin().await;
+    ok(&admin.submit_one(&mv(None, receive("A", "dc", 10))).await.unwrap());
+
+    let err = Client::connect(server.config("pt_00000000_nope")).await.err().expect("refused");
+    assert_eq!(err.code(), Some("unauthenticated"), "{err}");
+    let err = Client::connect(server.config("")).await.err().expect("refused");
+    assert_eq!(err.code(), Some("unauthenticated"));
+
+    let mut clients = std::collections::HashMap::new();
+    for role in [Role::Checkout, Role::Warehouse, Role::Reader] {
+        let (info, secret) = admin.create_token(&format!("{role}-1"), role).await.unwrap();
+        assert_eq!(info.role, role);
+        let c = Client::connect(server.config(&secret)).await.unwrap();
+        assert_eq!(c.welcome().role, role);
+        clients.insert(role, (info, c));
+    }
+    let forbidden = |r: Result<MovementOutcome, ClientError>| {
+        let e = r.expect_err("forbidden");
+        assert_eq!(e.code(), Some("forbidden"), "{e}");
+    };
+    let checkout = &clients[&Role::Checkout].1;
+    let warehouse = &clients[&Role::Warehouse].1;
+    let reader = &clients[&Role::Reader].1;
+    forbidden(checkout.submit_one(&mv(None, receive("A", "dc", 1))).await);
+    forbidden(warehouse.submit_one(&mv(None, sell("A", "dc", 1))).await);
+    forbidden(reader.submit_one(&mv(None, sell("A", "dc", 1))).await);
+    forbidden(warehouse.set_settings("A", "dc", Settings::default(), None).await);
+    // A batch with one movement outside the role is refused whole: the allowed sell did not happen.
+    let e = checkout.submit(&[mv(None, sell("A", "dc", 1)), mv(None, receive("A", "dc", 1))]).await.unwrap_err();
+    assert_eq!(e.code(), Some("forbidden"));
+    assert_eq!(level(&admin.level("A", "dc").await.unwrap()).0, 10);
+    // What each role may do.
+    ok(&checkout.submit_one(&mv(None, sell("A", "dc", 1))).await.unwrap());
+    ok(&warehouse.submit_one(&mv(None, receive("A", "dc", 2))).await.unwrap());
+    assert_eq!(level(&reader.level("A", "dc").await.unwrap()).0, 11);
+    assert_eq!(checkout.levels(None).await.unwrap().len(), 1);
+    let e = checkout.subscribe(0, FeedFilter::All).await.err().expect("forbidden");
+    assert_eq!(e.code(), Some("forbidden"));
+    reader.subscribe(0, FeedFilter::All).await.expect("a reader follows the feed");
+    assert_eq!(warehouse.list_tokens().await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(reader.create_token("x", Role::Admin).await.unwrap_err().code(), Some("forbidden"));
+
+    // Tokens: listed without secrets, revoked at once.
+    let tokens = admin.list_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 4);
+    let (info, _) = &clients[&Role::Checkout];
+    admin.revoke_token(&info.id).await.unwrap();
+    assert_eq!(admin.revoke_token(&info.id).await.unwrap_err().code(), Some("not_found"));
+    let e = checkout.submit_one(&mv(None, sell("A", "dc", 1))).await.unwrap_err();
+    assert_eq!(e.code(), Some("unauthenticated"), "{e}");
+    assert_eq!(level(&admin.level("A", "dc").await.unwrap()).0, 11);
+    assert_eq!(admin.list_tokens().await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_sku_with_100_units_takes_exactly_100_of_1000_concurrent_reservations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let admin = server.admin().await;
+    ok(&admin.submit_one(&mv(None, receive("HOT", "dc", 100))).await.unwrap());
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(Arc::new(server.admin().await));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let c = clients[i % clients.len()].clone();
+        tasks.spawn(
+            async move { c.submit_one(&mv(Some(&format!("cart-{i}")), reserve("HOT", "dc", 1))).await.unwrap() },
+        );
+    }
+    let (mut held, mut refused) = (0, 0);
+    let mut holds = std::collections::HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        match r.outcome {
+            Ok(Detail::Hold(h)) => {
+                held += 1;
+                assert!(holds.insert(h), "hold ids are unique");
+            }
+            Err(Reason::InsufficientStock) => refused += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        assert!(r.seq.is_some());
+    }
+    assert_eq!((held, refused), (100, 900));
+    assert_eq!(level(&admin.level("HOT", "dc").await.unwrap()), (100, 100, 0, 0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_one_outcome_per_movement_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let c = server.admin().await;
+    let mut batch = vec![mv(None, receive("B", "dc", 50))];
+    for i in 0..99 {
+        batch.push(mv(Some(&format!("b-{i}")), sell("B", "dc", 1)));
+    }
+    let results = c.submit(&batch).await.unwrap();
+    assert_eq!(results.len(), 100);
+    let accepted = results.iter().filter(|r| r.outcome.is_ok()).count();
+    // Movements of one SKU are applied in batch order: the receive first, then 50 sells.
+    assert_eq!(accepted, 51);
+    assert!(results[1..51].iter().all(|r| r.outcome == Ok(Detail::None)));
+    assert!(results[51..].iter().all(|r| r.outcome == Err(Reason::InsufficientStock)));
+    let mut seqs: Vec<Seq> = results.iter().map(|r| r.seq.unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one shard, in order");
+    seqs.dedup();
+    assert_eq!(seqs.len(), 100);
+    // A retry of the whole batch returns the same outcomes and sequence numbers for the keyed ones.
+    let again = c.submit(&batch[1..]).await.unwrap();
+    assert_eq!(again, results[1..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_page_counts_movements_rejections_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let c = server.admin().await;
+    ok(&c.submit_one(&mv(None, receive("M", "dc", 1))).await.unwrap());
+    c.submit(&[mv(None, sell("M", "dc", 1)), mv(None, sell("M", "dc", 1))]).await.unwrap();
+    let page = http_get(server.metrics.unwrap(), "/metrics").await;
+    for line in [
+        "HTTP/1.1 200 OK",
+        "perpetua_movements_total{kind=\"receive\"} 1",
+        "perpetua_movements_total{kind=\"sell\"} 2",
+        "perpetua_rejections_total{reason=\"insufficient_stock\"} 1",
+        "perpetua_ack_latency_seconds_count 2",
+        "perpetua_connections 1",
+        "perpetua_shard_queue_depth{shard=\"1\"} 0",
+        "# TYPE perpetua_ack_latency_seconds histogram",
+    ] {
+        assert!(page.contains(line), "{line} missing in\n{page}");
+    }
+    assert!(page.contains("perpetua_log_fsyncs_total"));
+    assert!(http_get(server.metrics.unwrap(), "/nope").await.starts_with("HTTP/1.1 404"));
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_answers_what_is_in_flight_and_a_keyed_retry_after_restart_gets_the_first_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.listen = free_udp_addr();
+    let server = InProcess::start_with(config.clone());
+    let c = Arc::new(server.admin().await);
+    ok(&c.submit_one(&mv(None, receive("G", "dc", 1_000_000))).await.unwrap());
+    // Load in flight while the server stops.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let c = c.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let key = format!("g-{t}-{i}");
+                match c.submit_one(&mv(Some(&key), sell("G", "dc", 1))).await {
+                    Ok(r) => acked.push((key, r)),
+                    Err(_) => break,
+                }
+                if i == 200 {
+                    break;
+                }
+            }
+            acked
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let stopper = tokio::task::spawn_blocking(move || server.stop());
+    let checkpoint = stopper.await.unwrap();
+    assert!(checkpoint.is_some(), "a checkpoint is written at shutdown");
+    // Restart on the same address; the same client reconnects by itself.
+    let server = InProcess::start_with(config);
+    let mut acked = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        acked.extend(r.unwrap());
+    }
+    assert!(acked.len() >= 8, "some sells were acknowledged");
+    let mut sold = 0;
+    for (key, first) in &acked {
+        assert_eq!(first.outcome, Ok(Detail::None));
+        let again = c.submit_one(&mv(Some(key), sell("G", "dc", 1))).await.unwrap();
+        assert_eq!(&again, first, "a retry returns the first outcome and sequence number");
+        sold += 1;
+    }
+    // Every acknowledged sell is there, and nothing else was sold (the client retries a lost
+    // request with the same key, so a sell is counted once).
+    let on_hand = level(&c.level("G", "dc").await.unwrap()).0;
+    assert!(on_hand <= 1_000_000 - sold, "{on_hand}");
+    assert!(on_hand >= 1_000_000 - 8 * 201, "{on_hand}");
+    drop(server);
+}
