@@ -10,6 +10,9 @@ use engine::client::{Client, ClientError, ConnectArgs};
 use engine::protocol::FeedFilter;
 use std::time::{Duration, Instant};
 
+/// Feed errors in a row (slow consumer, connection down) before `ingest` gives up.
+pub const FEED_ERRORS_MAX: u32 = 20;
+
 /// Settings of `ingest`.
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -83,6 +86,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     let start_seq = sink.state.last_seq;
     let mut last_print = Instant::now() - Duration::from_secs(1);
     let mut stop = Box::pin(engine::server::wait_for_signal());
+    let mut feed_errors = 0u32;
     if store.list(crate::schema::LEVELS_DIR).await?.is_empty() && opts.levels_every.is_some() {
         snapshot_levels(&client, &store).await?;
     }
@@ -144,7 +148,22 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
                 break;
             }
         };
-        let batch = batch.context("the change feed failed")?;
+        let batch = match batch {
+            Ok(b) => {
+                feed_errors = 0;
+                b
+            }
+            // Cut off for reading too slowly (while a chunk was written), or a connection that
+            // stayed down through the client's retries: the next call resubscribes from the
+            // position after the last event read.
+            Err(e) if (e.code() == Some("slow_consumer") || e.is_transient()) && feed_errors < FEED_ERRORS_MAX => {
+                feed_errors += 1;
+                tracing::warn!(error = %e, position = sub.position(), "the change feed broke; resubscribing");
+                tokio::time::sleep(Duration::from_millis(100 * feed_errors as u64)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("the change feed failed"),
+        };
         for e in &batch.events {
             if e.seq <= through {
                 continue; // already read (a resubscription repeats nothing, but be sure)

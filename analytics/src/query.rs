@@ -119,7 +119,13 @@ pub async fn session(store: &Store, limits: SessionLimits) -> Result<SessionCont
 /// Runs one statement and collects its result.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql(sql).await.with_context(|| "the query is not valid (tables: movements, levels, level_history, settings; `\\d TABLE` in the prompt lists columns)".to_string())?;
-    Ok(df.collect().await?)
+    let schema = df.schema().as_arrow().clone();
+    let batches = df.collect().await?;
+    if batches.is_empty() {
+        // Still print the header of an empty result.
+        return Ok(vec![RecordBatch::new_empty(Arc::new(schema))]);
+    }
+    Ok(batches)
 }
 
 /// Prints batches in a format.

@@ -289,15 +289,15 @@ ORDER BY days_left ASC, order_qty DESC, sku, location{limit}",
   FROM movements
   WHERE {SALES} AND date BETWEEN {ext_start} AND {end}{loc}
   GROUP BY sku, date),
-top AS (
+leaders AS (
   SELECT sku, sum(units) AS total FROM sales WHERE date >= {start}
   GROUP BY sku ORDER BY total DESC, sku LIMIT {top}),
 days AS (
   SELECT CAST({ext_start} + CAST(n AS INT) AS DATE) AS date FROM (SELECT unnest(range(0, {days})) AS n)),
 grid AS (
-  SELECT top.sku, days.date, coalesce(sales.units, 0) AS units
-  FROM top CROSS JOIN days
-  LEFT JOIN sales ON sales.sku = top.sku AND sales.date = days.date),
+  SELECT leaders.sku, days.date, coalesce(sales.units, 0) AS units
+  FROM leaders CROSS JOIN days
+  LEFT JOIN sales ON sales.sku = leaders.sku AND sales.date = days.date),
 rolling AS (
   SELECT sku, date, units,
          avg(units) OVER (PARTITION BY sku ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) AS avg_7d,
@@ -307,9 +307,9 @@ rolling AS (
 SELECT r.sku, r.date, r.units, round(r.avg_7d, 2) AS moving_avg_7d, r.units_7d, r.prev_units_7d,
        CASE WHEN r.prev_units_7d > 0 THEN round(100.0 * (r.units_7d - r.prev_units_7d) / r.prev_units_7d, 1) END
          AS week_over_week_pct
-FROM rolling r JOIN top ON r.sku = top.sku
+FROM rolling r JOIN leaders ON r.sku = leaders.sku
 WHERE r.date >= {start}
-ORDER BY top.total DESC, r.sku, r.date"
+ORDER BY leaders.total DESC, r.sku, r.date"
             )
         }
         Report::Abc => {

@@ -45,9 +45,12 @@ impl Running {
         Running { addr, engine, stop: Some(stop_tx), thread: Some(thread) }
     }
 
-    fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap();
+    /// Graceful shutdown (the engine checkpoints once the last handle is gone).
+    fn stop(self) {
+        let Running { engine, stop, thread, .. } = self;
+        drop(engine);
+        let _ = stop.unwrap().send(());
+        thread.unwrap().join().unwrap();
     }
 }
 
