@@ -58,8 +58,13 @@ async fn main() -> anyhow::Result<()> {
             conv.convert(&input, rows.builder_for(recorded_at));
             if seq - chunk_first + 1 == chunk_rows || seq == total {
                 let full = std::mem::take(&mut rows);
-                tx.blocking_send(Chunk { first_seq: chunk_first, last_seq: seq, rows: full, holds: Default::default() })
-                    .unwrap();
+                tx.blocking_send(Chunk {
+                    first_seq: chunk_first,
+                    last_seq: seq,
+                    rows: full,
+                    holds: Default::default(),
+                })
+                .unwrap();
                 chunk_first = seq + 1;
             }
         }
@@ -88,13 +93,21 @@ async fn main() -> anyhow::Result<()> {
                 available: on_hand,
             });
             if rng.gen_bool(0.3) {
-                settings.push((sku.clone(), loc.to_string(), Settings { reorder_qty: Some(24), lead_time_days: 10, ..Settings::default() }));
+                settings.push((
+                    sku.clone(),
+                    loc.to_string(),
+                    Settings { reorder_qty: Some(24), lead_time_days: 10, ..Settings::default() },
+                ));
             }
         }
     }
     let end_ms = start_ms + days * 86_400_000 - 1;
     write_levels(&store, total, end_ms, &levels).await?;
     write_settings(&store, 0, &settings).await?;
-    eprintln!("\ngen_parquet: {total} movements over {days} days, {} levels, in {:.1} s", levels.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "\ngen_parquet: {total} movements over {days} days, {} levels, in {:.1} s",
+        levels.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -44,9 +44,20 @@ fn main() -> std::io::Result<()> {
                 allow_negative: false,
             }
         } else {
-            MovementKind::Receive { sku: sku.clone(), location: location.clone(), qty: rng.gen_range(20..200), unit_cost: Some(300) }
+            MovementKind::Receive {
+                sku: sku.clone(),
+                location: location.clone(),
+                qty: rng.gen_range(20..200),
+                unit_cost: Some(300),
+            }
         };
-        let m = Movement { key: Some(format!("{seq:016x}")), channel: "web".into(), reference: None, occurred_at: None, kind };
+        let m = Movement {
+            key: Some(format!("{seq:016x}")),
+            channel: "web".into(),
+            reference: None,
+            occurred_at: None,
+            kind,
+        };
         let on_hand = rng.gen_range(0..500);
         let fx = Effects {
             levels: vec![LevelView {
@@ -76,6 +87,10 @@ fn main() -> std::io::Result<()> {
             seg = segment_header(seg_first).to_vec();
         }
     }
-    println!("wrote {records} records ({:.1} MB of records) over {days} days to {}", payload_total as f64 / 1e6, wal.display());
+    println!(
+        "wrote {records} records ({:.1} MB of records) over {days} days to {}",
+        payload_total as f64 / 1e6,
+        wal.display()
+    );
     Ok(())
 }

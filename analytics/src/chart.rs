@@ -115,7 +115,10 @@ where
                 let idx = |d: &String| days.binary_search(d).unwrap_or(0);
                 let rows: Vec<usize> = (0..skus.len()).filter(|&i| &skus[i] == sku).collect();
                 chart
-                    .draw_series(LineSeries::new(rows.iter().map(|&i| (idx(&dates[i]), units[i])), color.stroke_width(1)))
+                    .draw_series(LineSeries::new(
+                        rows.iter().map(|&i| (idx(&dates[i]), units[i])),
+                        color.stroke_width(1),
+                    ))
                     .map_err(err)?;
                 chart
                     .draw_series(LineSeries::new(rows.iter().map(|&i| (idx(&dates[i]), avg[i])), color.stroke_width(3)))

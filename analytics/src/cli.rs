@@ -196,8 +196,21 @@ pub async fn report_params(store: &Store, a: &ReportArgs) -> Result<ReportParams
 
 fn report_by_name(name: &str) -> Result<Report> {
     Report::ALL.into_iter().find(|r| r.name() == name).with_context(|| {
-        format!("unknown report {name:?}: use best-sellers, slow-movers, reorder, trends, abc, or all (with --html DIR)")
+        format!(
+            "unknown report {name:?}: use best-sellers, slow-movers, reorder, trends, abc, or all (with --html DIR)"
+        )
     })
+}
+
+/// Tells the user when a store has no movements yet (a wrong --snapshots, or nothing ingested).
+async fn warn_if_empty(store: &Store) -> Result<()> {
+    if newest_day(store).await?.is_none() {
+        eprintln!(
+            "stock-analytics: no movements in {} yet: run `stock-analytics ingest` or `import --wal DIR` first, or pass --snapshots",
+            store.show("")
+        );
+    }
+    Ok(())
 }
 
 /// Runs the command line.
@@ -225,7 +238,8 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
         Command::Levels { connect } => {
-            let client = connect.connect().await.with_context(|| format!("cannot connect to stockd at {}", connect.server))?;
+            let client =
+                connect.connect().await.with_context(|| format!("cannot connect to stockd at {}", connect.server))?;
             let (seq, name) = snapshot_levels(&client, &store).await?;
             client.close_and_wait().await;
             println!("levels: snapshot at sequence number {seq} written to {}", store.show(&name));
@@ -248,6 +262,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         Command::Sql { query } => {
+            warn_if_empty(&store).await?;
             let ctx = session(&store, limits).await?;
             match query {
                 Some(q) => print!("{}", render(&run_sql(&ctx, &q).await?, args.format)?),
@@ -255,6 +270,9 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         Command::Report { name, params, chart, html, show_sql } => {
+            if !show_sql {
+                warn_if_empty(&store).await?;
+            }
             let p = report_params(&store, &params).await?;
             if name == "all" {
                 let Some(dir) = html else { bail!("`report all` writes HTML: pass --html DIR") };
@@ -281,9 +299,17 @@ pub async fn run(args: Args) -> Result<()> {
             let files = store.list(crate::schema::MOVEMENTS_DIR).await?.len();
             let levels = store.list(crate::schema::LEVELS_DIR).await?;
             println!("snapshots: {}", store.show(""));
-            println!("committed through sequence number {} (history starts at {})", s.last_seq, s.history_starts_at.max(1));
+            println!(
+                "committed through sequence number {} (history starts at {})",
+                s.last_seq,
+                s.history_starts_at.max(1)
+            );
             println!("rows: {} in {files} movement files; open holds: {}", s.rows_total, s.holds.open.len());
-            println!("level snapshots: {} (newest: {})", levels.len(), levels.last().map(String::as_str).unwrap_or("none"));
+            println!(
+                "level snapshots: {} (newest: {})",
+                levels.len(),
+                levels.last().map(String::as_str).unwrap_or("none")
+            );
             println!("last written by: {}", if s.source.is_empty() { "nothing yet" } else { &s.source });
         }
     }

@@ -63,14 +63,14 @@ pub async fn write_all(ctx: &SessionContext, p: &ReportParams, dir: &Path) -> Re
     )?;
     for report in Report::ALL {
         let batches = reports::run(ctx, report, p).await.with_context(|| format!("report {}", report.name()))?;
-        write!(page, "<h2 id=\"{0}\">{1}</h2>\n", report.name(), escape(report.title()))?;
+        writeln!(page, "<h2 id=\"{0}\">{1}</h2>", report.name(), escape(report.title()))?;
         if matches!(report, Report::Trends | Report::BestSellers) && batches.iter().any(|b| b.num_rows() > 0) {
             let file = format!("{}.svg", report.name());
             chart::draw(report, &batches, p, &dir.join(&file))?;
-            write!(page, "<img src=\"{file}\" alt=\"{} chart\" width=\"{}\">\n", report.name(), chart::CHART_WIDTH_PX)?;
+            writeln!(page, "<img src=\"{file}\" alt=\"{} chart\" width=\"{}\">", report.name(), chart::CHART_WIDTH_PX)?;
         }
         page.push_str(&table(&batches)?);
-        write!(page, "<details><summary>SQL</summary><pre>{}</pre></details>\n", escape(&reports::sql(report, p)))?;
+        writeln!(page, "<details><summary>SQL</summary><pre>{}</pre></details>", escape(&reports::sql(report, p)))?;
     }
     page.push_str("</body></html>\n");
     let path = dir.join("index.html");

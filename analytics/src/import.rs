@@ -88,7 +88,12 @@ struct LevelTracker {
 impl LevelTracker {
     fn from_checkpoint(body: Option<CheckpointBody>) -> LevelTracker {
         let Some(body) = body else {
-            return LevelTracker { covered: Vec::new(), levels: HashMap::new(), settings: Vec::new(), checkpoint_seq: 0 };
+            return LevelTracker {
+                covered: Vec::new(),
+                levels: HashMap::new(),
+                settings: Vec::new(),
+                checkpoint_seq: 0,
+            };
         };
         let checkpoint_seq = body.covered_seq();
         let mut covered = Vec::new();

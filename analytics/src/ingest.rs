@@ -6,12 +6,14 @@ use crate::rows::{Converter, DayRows, RecordIn};
 use crate::sink::{encode_chunk, write_levels, Chunk, Sink};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
-use engine::client::{Client, ClientError, ConnectArgs};
+use engine::client::{Client, ClientError, ConnectArgs, FeedBatch, Subscription};
 use engine::protocol::FeedFilter;
 use std::time::{Duration, Instant};
 
 /// Feed errors in a row (slow consumer, connection down) before `ingest` gives up.
 pub const FEED_ERRORS_MAX: u32 = 20;
+/// Feed batches read ahead of the writer.
+pub const FEED_BATCHES_QUEUED_MAX: usize = 8;
 
 /// Settings of `ingest`.
 #[derive(Clone, Debug)]
@@ -53,13 +55,44 @@ pub async fn snapshot_levels(client: &Client, store: &Store) -> Result<(u64, Str
     Ok((seq, write_levels(store, seq, now, &levels).await?))
 }
 
+/// Reads the subscription on a task of its own (its reads are not cancel-safe, the channel's
+/// are), retrying what a resubscription can fix: a `slow_consumer` cut-off (the ingester was
+/// busy writing) or a connection that stayed down through the client's own retries. At most
+/// [`FEED_BATCHES_QUEUED_MAX`] batches wait for the writer.
+fn follow(mut sub: Subscription) -> tokio::sync::mpsc::Receiver<Result<FeedBatch>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(FEED_BATCHES_QUEUED_MAX);
+    tokio::spawn(async move {
+        let mut errors = 0u32;
+        loop {
+            let r = match sub.next().await {
+                Ok(b) => {
+                    errors = 0;
+                    Ok(b)
+                }
+                Err(e) if (e.code() == Some("slow_consumer") || e.is_transient()) && errors < FEED_ERRORS_MAX => {
+                    errors += 1;
+                    tracing::warn!(error = %e, position = sub.position(), "the change feed broke; resubscribing");
+                    tokio::time::sleep(Duration::from_millis(100 * errors as u64)).await;
+                    continue;
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("the change feed failed")),
+            };
+            let fatal = r.is_err();
+            if tx.send(r).await.is_err() || fatal {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Follows the feed until stopped (Ctrl-C, SIGTERM) or, with `once`, caught up.
 pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     let mut sink = Sink::open(store.clone(), format!("ingest {}", opts.connect.server)).await?;
     let client = connect(&opts.connect).await?;
     let target = client.welcome().durable_seq;
     let mut report = IngestReport { first_seq: sink.resume_seq(), ..IngestReport::default() };
-    let mut sub = match client.subscribe(sink.resume_seq(), FeedFilter::All).await {
+    let sub = match client.subscribe(sink.resume_seq(), FeedFilter::All).await {
         Ok(s) => s,
         Err(ClientError::FeedTruncated { oldest_available }) => {
             if !(opts.allow_gap && sink.state.last_seq == 0) {
@@ -70,7 +103,10 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
                     sink.resume_seq()
                 );
             }
-            tracing::warn!(oldest_available, "history starts at {oldest_available}: older records are gone from the log");
+            tracing::warn!(
+                oldest_available,
+                "history starts at {oldest_available}: older records are gone from the log"
+            );
             sink.start_after_gap(oldest_available)?;
             report.first_seq = oldest_available;
             client.subscribe(oldest_available, FeedFilter::All).await.context("cannot follow the change feed")?
@@ -86,7 +122,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     let start_seq = sink.state.last_seq;
     let mut last_print = Instant::now() - Duration::from_secs(1);
     let mut stop = Box::pin(engine::server::wait_for_signal());
-    let mut feed_errors = 0u32;
+    let mut batches = follow(sub);
     if store.list(crate::schema::LEVELS_DIR).await?.is_empty() && opts.levels_every.is_some() {
         snapshot_levels(&client, &store).await?;
     }
@@ -106,9 +142,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
         } else if flush_due {
             chunk_started = Instant::now();
         }
-        if opts.progress && (last_print.elapsed() >= Duration::from_millis(500) || caught_up) && through < target
-            || caught_up && opts.progress
-        {
+        if opts.progress && (last_print.elapsed() >= Duration::from_millis(500) || caught_up) {
             last_print = Instant::now();
             let done = through.saturating_sub(start_seq);
             let todo = target.saturating_sub(start_seq).max(1);
@@ -131,7 +165,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
         }
         let wait = opts.flush_every.saturating_sub(chunk_started.elapsed()).max(Duration::from_millis(10));
         let batch = tokio::select! {
-            b = sub.next() => b,
+            b = batches.recv() => b.unwrap_or_else(|| Err(anyhow::anyhow!("the change feed reader stopped"))),
             _ = tokio::time::sleep(wait) => continue,
             _ = &mut stop => {
                 tracing::info!("stopping: committing what was read");
@@ -148,22 +182,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
                 break;
             }
         };
-        let batch = match batch {
-            Ok(b) => {
-                feed_errors = 0;
-                b
-            }
-            // Cut off for reading too slowly (while a chunk was written), or a connection that
-            // stayed down through the client's retries: the next call resubscribes from the
-            // position after the last event read.
-            Err(e) if (e.code() == Some("slow_consumer") || e.is_transient()) && feed_errors < FEED_ERRORS_MAX => {
-                feed_errors += 1;
-                tracing::warn!(error = %e, position = sub.position(), "the change feed broke; resubscribing");
-                tokio::time::sleep(Duration::from_millis(100 * feed_errors as u64)).await;
-                continue;
-            }
-            Err(e) => return Err(e).context("the change feed failed"),
-        };
+        let batch = batch?;
         for e in &batch.events {
             if e.seq <= through {
                 continue; // already read (a resubscription repeats nothing, but be sure)

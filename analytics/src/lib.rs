@@ -10,15 +10,15 @@
 //! - [`query`], [`reports`], [`chart`], [`html`], [`repl`]: SQL, reports and their output.
 //! - [`cli`]: the command line.
 
-pub mod import;
-pub mod rows;
-pub mod schema;
-pub mod sink;
-pub mod store;
 pub mod chart;
 pub mod cli;
 pub mod html;
+pub mod import;
 pub mod ingest;
 pub mod query;
 pub mod repl;
 pub mod reports;
+pub mod rows;
+pub mod schema;
+pub mod sink;
+pub mod store;

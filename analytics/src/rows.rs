@@ -189,7 +189,8 @@ impl MovementBuilder {
             (Some(sku), Some(loc)) => r.effects.levels.iter().rev().find(|l| l.sku == sku && l.location == loc),
             _ => None,
         };
-        let values = after.map(|l: &LevelView| [l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, l.available]);
+        let values =
+            after.map(|l: &LevelView| [l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, l.available]);
         for (i, b) in self.after.iter_mut().enumerate() {
             b.append_option(values.map(|v| v[i]));
         }
@@ -422,12 +423,9 @@ impl Converter {
                     _ => push(Row { hold: Some(*hold), ..Row::default() }),
                 }
             }
-            MovementKind::SetSettings { sku, location, settings } => push(Row {
-                sku: Some(sku),
-                location: Some(location),
-                settings: Some(*settings),
-                ..Row::default()
-            }),
+            MovementKind::SetSettings { sku, location, settings } => {
+                push(Row { sku: Some(sku), location: Some(location), settings: Some(*settings), ..Row::default() })
+            }
             MovementKind::Expire { .. } => push(Row::default()),
         }
         // Holds dropped by expiry (or closed by a sell that consumed their last line).

@@ -115,6 +115,8 @@ pub struct Sink {
     pub store: Store,
     pub state: CommitState,
     source: String,
+    /// Held while the sink lives: one writer per local store.
+    _lock: Option<std::fs::File>,
 }
 
 fn now_ms() -> u64 {
@@ -125,6 +127,28 @@ impl Sink {
     /// Opens a store for writing: reads the newest commit marker and deletes what a killed
     /// writer left uncommitted. `source` is recorded in the markers.
     pub async fn open(store: Store, source: String) -> Result<Sink> {
+        let lock = match &store.local {
+            Some(dir) => {
+                let path = dir.join(schema::STATE_DIR).join("writer.lock");
+                std::fs::create_dir_all(dir.join(schema::STATE_DIR))
+                    .with_context(|| format!("cannot create {}", dir.join(schema::STATE_DIR).display()))?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                if file.try_lock().is_err() {
+                    bail!(
+                        "another stock-analytics ingest or import is writing to {} (it holds {}); stop it first",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+                Some(file)
+            }
+            None => None,
+        };
         store.remove_leftover_temporaries();
         let state = read_committed(&store).await?;
         let mut removed = 0;
@@ -139,7 +163,7 @@ impl Sink {
         if removed > 0 {
             tracing::info!(removed, last_seq = state.last_seq, "removed files of a chunk that was never committed");
         }
-        Ok(Sink { store, state, source })
+        Ok(Sink { store, state, source, _lock: lock })
     }
 
     /// The next sequence number to ingest.
@@ -279,4 +303,62 @@ pub async fn write_settings(
     let name = schema::settings_file(seq);
     store.put(&name, encode_parquet(&[batch], seq, seq)?).await?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::{Converter, RecordIn};
+    use engine::core::{Detail, Effects, Movement, MovementKind};
+
+    fn chunk(first: u64, last: u64, day_ms: &[u64]) -> Chunk {
+        let mut rows = DayRows::default();
+        let mut conv = Converter::default();
+        let m = Movement {
+            key: None,
+            channel: "web".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::Expect { sku: "A".into(), location: "dc".into(), qty: 1 },
+        };
+        let (ok, fx) = (Ok(Detail::None), Effects::default());
+        for (i, seq) in (first..=last).enumerate() {
+            let at = day_ms[i % day_ms.len()];
+            let r = RecordIn { seq, shard: 0, recorded_at: at, movement: &m, outcome: &ok, effects: &fx };
+            conv.convert(&r, rows.builder_for(at));
+        }
+        Chunk { first_seq: first, last_seq: last, rows, holds: conv.holds }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_without_its_marker_is_removed_and_the_store_resumes_after_the_last_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let days = [86_400_000 * 20_000 + 5, 86_400_000 * 20_001 + 5];
+        let mut sink = Sink::open(store.clone(), "test".into()).await.unwrap();
+        assert_eq!(sink.resume_seq(), 1);
+        sink.commit(encode_chunk(chunk(1, 10, &days)).unwrap()).await.unwrap();
+        assert_eq!(sink.state.files.len(), 2, "one file per day");
+        // A second writer is refused while the first holds the store.
+        assert!(Sink::open(store.clone(), "test".into()).await.is_err());
+        // Killed after writing the files of 11..=20 and before their marker; plus a temporary.
+        let (_, _, files, _) = encode_chunk(chunk(11, 20, &days)).unwrap();
+        for (name, bytes, _) in files {
+            store.put(&name, bytes).await.unwrap();
+        }
+        std::fs::write(dir.path().join("movements/date=2024-10-04/part-x.parquet#1"), b"half").unwrap();
+        drop(sink);
+        let sink = Sink::open(store.clone(), "test".into()).await.unwrap();
+        assert_eq!(sink.resume_seq(), 11);
+        assert_eq!(sink.state.rows_total, 10);
+        let left: Vec<String> = store.list(schema::MOVEMENTS_DIR).await.unwrap();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|n| n.contains("part-00000000000000000001-00000000000000000010")), "{left:?}");
+        assert!(!dir.path().join("movements/date=2024-10-04/part-x.parquet#1").exists());
+        // A chunk that does not follow the committed point is refused.
+        let mut sink = sink;
+        assert!(sink.commit(encode_chunk(chunk(12, 20, &days)).unwrap()).await.is_err());
+        sink.commit(encode_chunk(chunk(11, 20, &days)).unwrap()).await.unwrap();
+        assert_eq!(sink.state.rows_total, 20);
+    }
 }

@@ -120,7 +120,9 @@ impl Store {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Some((_, suffix)) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.rsplit_once('#')) {
+                } else if let Some((_, suffix)) =
+                    p.file_name().and_then(|n| n.to_str()).and_then(|n| n.rsplit_once('#'))
+                {
                     if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
                         let _ = std::fs::remove_file(&p);
                     }

@@ -20,7 +20,14 @@ pub fn keys_of(batch: &RecordBatch) -> Vec<RowKey> {
     (0..batch.num_rows())
         .map(|i| {
             let s = |a: &arrow::array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
-            (seq.value(i), line.value(i), kind.value(i).to_string(), s(&sku), s(&loc), (!qty.is_null(i)).then(|| qty.value(i)))
+            (
+                seq.value(i),
+                line.value(i),
+                kind.value(i).to_string(),
+                s(&sku),
+                s(&loc),
+                (!qty.is_null(i)).then(|| qty.value(i)),
+            )
         })
         .collect()
 }

@@ -99,7 +99,8 @@ fn load(engine: Arc<Engine>, stop: Arc<AtomicBool>, max_batches: usize, seed: u6
         let line = Line { sku: sku.clone(), location: "dc".into(), qty: 1, unit_price: Some(1500) };
         let hold = mv(MovementKind::Reserve { hold: 0, lines: vec![line], expires_at: u64::MAX / 2 }, "web");
         if let Ok(Detail::Hold(h)) = engine.execute_one(hold).outcome {
-            let end = if rng.gen_bool(0.7) { MovementKind::Commit { hold: h } } else { MovementKind::Release { hold: h } };
+            let end =
+                if rng.gen_bool(0.7) { MovementKind::Commit { hold: h } } else { MovementKind::Release { hold: h } };
             engine.execute_one(mv(end, "web"));
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -172,7 +173,11 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
     // The same log, imported from the stopped engine's data directory, gives the same rows.
     server.stop();
     let imported = tempfile::tempdir().unwrap();
-    let out = analytics(imported.path()).args(["import", "--quiet", "--chunk-rows", "1000", "--wal"]).arg(data.path()).output().unwrap();
+    let out = analytics(imported.path())
+        .args(["import", "--quiet", "--chunk-rows", "1000", "--wal"])
+        .arg(data.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(read_movement_rows(imported.path()), expected);
     // Importing again finds nothing new and duplicates nothing.

@@ -27,7 +27,14 @@ fn at(date: &str) -> u64 {
 }
 
 fn sell(sku: &str, qty: i64, price: i64, hold: Option<u64>) -> MovementKind {
-    MovementKind::Sell { sku: sku.into(), location: "dc".into(), qty, unit_price: Some(price), hold, allow_negative: false }
+    MovementKind::Sell {
+        sku: sku.into(),
+        location: "dc".into(),
+        qty,
+        unit_price: Some(price),
+        hold,
+        allow_negative: false,
+    }
 }
 
 fn settings(sku: &str, s: Settings) -> MovementKind {
@@ -188,10 +195,7 @@ async fn reorder_orders_what_the_lead_time_needs_most_urgent_first() {
     //    max_qty 40: order 38; 7 days left.
     // B (target 27, has 100), G (target 3, has 10 incoming), D and E (no sales): no order.
     let rows = csv(&store, Report::Reorder, &params()).await;
-    let head: Vec<String> = rows
-        .iter()
-        .map(|r| r.split(',').take(12).collect::<Vec<_>>().join(","))
-        .collect();
+    let head: Vec<String> = rows.iter().map(|r| r.split(',').take(12).collect::<Vec<_>>().join(",")).collect();
     assert_eq!(
         head,
         [
