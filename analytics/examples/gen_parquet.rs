@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
                     last_seq: seq,
                     rows: full,
                     holds: Default::default(),
+                    settings: Vec::new(),
                 })
                 .unwrap();
                 chunk_first = seq + 1;

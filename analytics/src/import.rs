@@ -16,6 +16,8 @@ use engine::wal::format::{decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TY
 use engine::wal::record::decode_movement_payload;
 use engine::wal::segment::{list_segments, RecordIter, ScanStop};
 use std::collections::HashMap;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,7 +82,8 @@ fn newest_checkpoint(data_dir: &Path) -> Option<CheckpointBody> {
 struct LevelTracker {
     /// Per shard, the last record the checkpoint covers.
     covered: Vec<u64>,
-    levels: HashMap<(String, String), LevelView>,
+    /// By SKU, then location: looked up with `&str`, updated in place (no allocation per record).
+    levels: FastMap<String, FastMap<String, LevelView>>,
     settings: Vec<(String, String, engine::core::Settings)>,
     checkpoint_seq: u64,
 }
@@ -90,14 +93,14 @@ impl LevelTracker {
         let Some(body) = body else {
             return LevelTracker {
                 covered: Vec::new(),
-                levels: HashMap::new(),
+                levels: FastMap::default(),
                 settings: Vec::new(),
                 checkpoint_seq: 0,
             };
         };
         let checkpoint_seq = body.covered_seq();
         let mut covered = Vec::new();
-        let mut levels = HashMap::new();
+        let mut levels = FastMap::default();
         let mut settings = Vec::new();
         for snap in body.shards {
             covered.push(snap.last_seq);
@@ -108,7 +111,7 @@ impl LevelTracker {
                         settings.push((l.sku.clone(), l.location.clone(), s));
                     }
                 }
-                levels.insert((l.sku.clone(), l.location.clone()), l);
+                levels.entry(l.sku.clone()).or_insert_with(FastMap::default).insert(l.location.clone(), l);
             }
         }
         LevelTracker { covered, levels, settings, checkpoint_seq }
@@ -124,7 +127,19 @@ impl LevelTracker {
             return;
         }
         for l in &effects.levels {
-            self.levels.insert((l.sku.clone(), l.location.clone()), l.clone());
+            let by_location = match self.levels.get_mut(&l.sku) {
+                Some(m) => m,
+                None => self.levels.entry(l.sku.clone()).or_default(),
+            };
+            match by_location.get_mut(&l.location) {
+                Some(v) => {
+                    (v.on_hand, v.reserved, v.unsellable) = (l.on_hand, l.reserved, l.unsellable);
+                    (v.incoming, v.safety_stock, v.available) = (l.incoming, l.safety_stock, l.available);
+                }
+                None => {
+                    by_location.insert(l.location.clone(), l.clone());
+                }
+            }
         }
     }
 }
@@ -176,15 +191,20 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
     let decoder = std::thread::spawn(move || -> Result<(LevelTrackerOut, u64)> {
         let mut conv = Converter::new(holds);
-        let mut rows = DayRows::default();
+        let mut rows = DayRows::with_capacity(chunk_rows);
         let mut tracker = tracker;
         let mut next = scan_from;
         let mut chunk_first = committed_from;
         let mut records = 0u64;
         let send = |c: Result<Chunk>| tx.blocking_send(c).map_err(|_| anyhow::anyhow!("the writer stopped"));
         let start_index = segments.iter().rposition(|(first, _)| *first <= scan_from).unwrap_or(0);
+        // One buffer for every segment: fresh pages for each would cost more than reading them.
+        let mut data = Vec::new();
         for (_, path) in &segments[start_index..] {
-            let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            data.clear();
+            std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+                .with_context(|| format!("cannot read {}", path.display()))?;
             decode_segment_header(&data).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
             for rec in RecordIter::new(&data) {
                 let r = match rec {
@@ -229,17 +249,34 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
                 };
                 conv.convert(&input, rows.builder_for(rec.recorded_at));
                 if rows.rows() >= chunk_rows {
-                    let full = std::mem::take(&mut rows);
-                    send(Ok(Chunk { first_seq: chunk_first, last_seq: h.seq, rows: full, holds: conv.holds.clone() }))?;
+                    let full = std::mem::replace(&mut rows, DayRows::with_capacity(chunk_rows));
+                    send(Ok(Chunk {
+                        first_seq: chunk_first,
+                        last_seq: h.seq,
+                        rows: full,
+                        holds: conv.holds.clone(),
+                        settings: conv.take_settings(),
+                    }))?;
                     chunk_first = h.seq + 1;
                 }
             }
         }
         let last = next - 1;
         if last >= chunk_first {
-            send(Ok(Chunk { first_seq: chunk_first, last_seq: last, rows, holds: conv.holds.clone() }))?;
+            send(Ok(Chunk {
+                first_seq: chunk_first,
+                last_seq: last,
+                rows,
+                holds: conv.holds.clone(),
+                settings: conv.take_settings(),
+            }))?;
         }
-        Ok((tracker.map(|t| (t.levels.into_values().collect(), t.settings, t.checkpoint_seq)), records))
+        Ok((
+            tracker.map(|t| {
+                (t.levels.into_values().flat_map(|m| m.into_values()).collect(), t.settings, t.checkpoint_seq)
+            }),
+            records,
+        ))
     });
 
     let mut report = ImportReport { first_seq: resume, ..ImportReport::default() };

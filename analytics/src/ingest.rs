@@ -135,6 +135,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
                 last_seq: through,
                 rows: std::mem::take(&mut rows),
                 holds: conv.holds.clone(),
+                settings: conv.take_settings(),
             };
             let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
             sink.commit(encoded).await?;
@@ -175,6 +176,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
                         last_seq: through,
                         rows: std::mem::take(&mut rows),
                         holds: conv.holds.clone(),
+                settings: conv.take_settings(),
                     };
                     let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
                     sink.commit(encoded).await?;

@@ -2,10 +2,12 @@
 //! `level_history`, `levels` (the latest snapshot) and `settings`, and printing results as a
 //! table, CSV or JSON.
 //!
-//! Where `settings` comes from: every accepted `set_settings` movement in `movements`, plus the
-//! `settings/` files (settings known at a checkpoint, written by `import` when the log no longer
-//! holds the movements that set them); the newest by sequence number wins for each
-//! (SKU, location). Levels snapshots carry `safety_stock` but not the other settings.
+//! Where `settings` comes from: the `settings/` files, which hold every accepted `set_settings`
+//! movement (each chunk writes its own beside its movement files: the same rows as the
+//! `set_settings` rows of `movements`) and the settings a checkpoint holds (written by `import`,
+//! for settings set by movements the log no longer has). The newest by sequence number wins for
+//! each (SKU, location); `settings_history` is every row. Level snapshots carry `safety_stock`
+//! but not the other settings.
 
 use crate::schema::{self, LEVELS, MOVEMENTS, SETTINGS};
 use crate::store::Store;
@@ -51,14 +53,7 @@ pub const SETTINGS_VIEW_SQL: &str = "\
 SELECT seq, sku, location, reorder_point, reorder_qty, max_qty, safety_stock, lead_time_days
 FROM (
   SELECT *, row_number() OVER (PARTITION BY sku, location ORDER BY seq DESC) AS newest
-  FROM (
-    SELECT seq, sku, location, reorder_point, reorder_qty, max_qty,
-           safety_stock_setting AS safety_stock, lead_time_days
-    FROM movements WHERE kind = 'set_settings' AND accepted
-    UNION ALL
-    SELECT seq, sku, location, reorder_point, reorder_qty, max_qty, safety_stock, lead_time_days
-    FROM settings_files
-  )
+  FROM settings_history
 ) WHERE newest = 1";
 
 /// The `levels` view: the newest snapshot of `level_history`.
@@ -101,8 +96,6 @@ pub async fn session(store: &Store, limits: SessionLimits) -> Result<SessionCont
     if limits.threads > 0 {
         config = config.with_target_partitions(limits.threads);
     }
-    config.options_mut().execution.parquet.pushdown_filters = true;
-    config.options_mut().execution.parquet.reorder_filters = true;
     let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes_max, 1.0).build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     if store.local.is_none() {
@@ -110,7 +103,7 @@ pub async fn session(store: &Store, limits: SessionLimits) -> Result<SessionCont
     }
     register_listing(&ctx, store, "movements", schema::MOVEMENTS_DIR, MOVEMENTS.clone(), true).await?;
     register_listing(&ctx, store, "level_history", schema::LEVELS_DIR, LEVELS.clone(), false).await?;
-    register_listing(&ctx, store, "settings_files", schema::SETTINGS_DIR, SETTINGS.clone(), false).await?;
+    register_listing(&ctx, store, "settings_history", schema::SETTINGS_DIR, SETTINGS.clone(), false).await?;
     ctx.sql(&format!("CREATE VIEW levels AS {LEVELS_VIEW_SQL}")).await?;
     ctx.sql(&format!("CREATE VIEW settings AS {SETTINGS_VIEW_SQL}")).await?;
     Ok(ctx)

@@ -114,37 +114,45 @@ impl Default for MovementBuilder {
 
 impl MovementBuilder {
     pub fn new() -> MovementBuilder {
+        MovementBuilder::with_capacity(0)
+    }
+
+    /// Room for `rows` rows without growing (strings grow as they must).
+    pub fn with_capacity(rows: usize) -> MovementBuilder {
+        let n = rows;
+        let s = || StringBuilder::with_capacity(n, n * 8);
+        let i = || Int64Builder::with_capacity(n);
         MovementBuilder {
-            seq: UInt64Builder::new(),
-            line: UInt16Builder::new(),
-            shard: UInt16Builder::new(),
-            recorded_at: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            occurred_at: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            kind: StringBuilder::new(),
-            channel: StringBuilder::new(),
-            reference: StringBuilder::new(),
-            key: StringBuilder::new(),
-            accepted: BooleanBuilder::new(),
-            rejected_reason: StringBuilder::new(),
-            sku: StringBuilder::new(),
-            location: StringBuilder::new(),
-            other_location: StringBuilder::new(),
-            qty: Int64Builder::new(),
-            on_hand_change: Int64Builder::new(),
-            unit_price: Int64Builder::new(),
-            unit_cost: Int64Builder::new(),
-            hold: UInt64Builder::new(),
-            return_condition: StringBuilder::new(),
-            adjust_reason: StringBuilder::new(),
-            allow_negative: BooleanBuilder::new(),
-            variance: Int64Builder::new(),
-            reorder_point: Int64Builder::new(),
-            reorder_qty: Int64Builder::new(),
-            max_qty: Int64Builder::new(),
-            safety_stock_setting: Int64Builder::new(),
-            lead_time_days: Int32Builder::new(),
-            after: Default::default(),
-            alerts: StringBuilder::new(),
+            seq: UInt64Builder::with_capacity(n),
+            line: UInt16Builder::with_capacity(n),
+            shard: UInt16Builder::with_capacity(n),
+            recorded_at: TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+            occurred_at: TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+            kind: s(),
+            channel: s(),
+            reference: s(),
+            key: s(),
+            accepted: BooleanBuilder::with_capacity(n),
+            rejected_reason: s(),
+            sku: s(),
+            location: s(),
+            other_location: s(),
+            qty: i(),
+            on_hand_change: i(),
+            unit_price: i(),
+            unit_cost: i(),
+            hold: UInt64Builder::with_capacity(n),
+            return_condition: s(),
+            adjust_reason: s(),
+            allow_negative: BooleanBuilder::with_capacity(n),
+            variance: i(),
+            reorder_point: i(),
+            reorder_qty: i(),
+            max_qty: i(),
+            safety_stock_setting: i(),
+            lead_time_days: Int32Builder::with_capacity(n),
+            after: [i(), i(), i(), i(), i(), i()],
+            alerts: s(),
             rows: 0,
         }
     }
@@ -271,11 +279,18 @@ fn adjust_reason(r: AdjustReason) -> &'static str {
 #[derive(Default)]
 pub struct Converter {
     pub holds: Holds,
+    /// Accepted `set_settings` since the last [`Converter::take_settings`]: (seq, sku, location, settings).
+    pub settings: Vec<(u64, String, String, engine::core::Settings)>,
 }
 
 impl Converter {
     pub fn new(holds: Holds) -> Converter {
-        Converter { holds }
+        Converter { holds, settings: Vec::new() }
+    }
+
+    /// The settings changes collected since the last call.
+    pub fn take_settings(&mut self) -> Vec<(u64, String, String, engine::core::Settings)> {
+        std::mem::take(&mut self.settings)
     }
 
     /// Appends the rows of one record to `out` and updates the open holds.
@@ -424,7 +439,10 @@ impl Converter {
                 }
             }
             MovementKind::SetSettings { sku, location, settings } => {
-                push(Row { sku: Some(sku), location: Some(location), settings: Some(*settings), ..Row::default() })
+                push(Row { sku: Some(sku), location: Some(location), settings: Some(*settings), ..Row::default() });
+                if ok {
+                    self.settings.push((r.seq, sku.clone(), location.clone(), *settings));
+                }
             }
             MovementKind::Expire { .. } => push(Row::default()),
         }
@@ -465,11 +483,19 @@ pub fn date_of_day(day: i64) -> chrono::NaiveDate {
 #[derive(Default)]
 pub struct DayRows {
     pub days: HashMap<i64, MovementBuilder>,
+    /// Rows the first day's builder is sized for (growing a builder copies its columns).
+    capacity: usize,
 }
 
 impl DayRows {
+    /// Sized for a chunk of `rows` rows, most of which fall on one day.
+    pub fn with_capacity(rows: usize) -> DayRows {
+        DayRows { days: HashMap::new(), capacity: rows }
+    }
+
     pub fn builder_for(&mut self, recorded_at: u64) -> &mut MovementBuilder {
-        self.days.entry(day_of(recorded_at)).or_default()
+        let capacity = std::mem::take(&mut self.capacity);
+        self.days.entry(day_of(recorded_at)).or_insert_with(|| MovementBuilder::with_capacity(capacity))
     }
 
     pub fn rows(&self) -> usize {

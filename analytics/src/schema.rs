@@ -5,6 +5,7 @@
 //!   movements/date=YYYY-MM-DD/part-{first_seq:020}-{last_seq:020}.parquet   one row per movement line
 //!   levels/levels-{seq:020}.parquet                                         every level at one seq
 //!   settings/settings-{seq:020}.parquet                                     settings known at one seq
+//!   settings/changes-{first_seq:020}-{last_seq:020}.parquet                 set_settings of one chunk
 //!   _ingest/state-{last_seq:020}.json                                       commit marker, resume point
 //! ```
 //!
@@ -131,6 +132,20 @@ pub fn parse_movement_file(name: &str) -> Option<(u64, u64)> {
 /// `levels/levels-{seq}.parquet`.
 pub fn levels_file(seq: u64) -> String {
     format!("{LEVELS_DIR}/levels-{seq:020}.parquet")
+}
+
+/// `settings/changes-{first}-{last}.parquet`: the accepted `set_settings` of a chunk, written
+/// beside its movements so that the `settings` table never scans `movements`.
+pub fn settings_changes_file(first_seq: u64, last_seq: u64) -> String {
+    format!("{SETTINGS_DIR}/changes-{first_seq:020}-{last_seq:020}.parquet")
+}
+
+/// The (first, last) sequence numbers of a chunk's file (`part-` or `changes-`).
+pub fn parse_chunk_file(name: &str) -> Option<(u64, u64)> {
+    let base = name.rsplit('/').next()?;
+    let rest = base.strip_prefix("part-").or_else(|| base.strip_prefix("changes-"))?.strip_suffix(".parquet")?;
+    let (a, b) = rest.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 /// `settings/settings-{seq}.parquet`.

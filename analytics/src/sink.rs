@@ -88,6 +88,8 @@ pub struct Chunk {
     pub rows: DayRows,
     /// Open holds after `last_seq`.
     pub holds: Holds,
+    /// Accepted `set_settings` of the chunk: (seq, sku, location, settings).
+    pub settings: Vec<(u64, String, String, engine::core::Settings)>,
 }
 
 /// Encoded files of a chunk: (name, bytes, rows).
@@ -106,6 +108,12 @@ pub fn encode_chunk(mut chunk: Chunk) -> Result<EncodedChunk> {
         let batch = builder.finish();
         let name = schema::movement_file(date_of_day(day), chunk.first_seq, chunk.last_seq);
         files.push((name, encode_parquet(&[batch], chunk.first_seq, chunk.last_seq)?, rows));
+    }
+    if !chunk.settings.is_empty() {
+        let batch = settings_batch(&chunk.settings)?;
+        let name = schema::settings_changes_file(chunk.first_seq, chunk.last_seq);
+        // Not movement rows: counted as 0 rows in the marker.
+        files.push((name, encode_parquet(&[batch], chunk.first_seq, chunk.last_seq)?, 0));
     }
     Ok((chunk.first_seq, chunk.last_seq, files, chunk.holds))
 }
@@ -152,8 +160,10 @@ impl Sink {
         store.remove_leftover_temporaries();
         let state = read_committed(&store).await?;
         let mut removed = 0;
-        for name in store.list(schema::MOVEMENTS_DIR).await? {
-            if let Some((first, _)) = schema::parse_movement_file(&name) {
+        let mut names = store.list(schema::MOVEMENTS_DIR).await?;
+        names.extend(store.list(schema::SETTINGS_DIR).await?);
+        for name in names {
+            if let Some((first, _)) = schema::parse_chunk_file(&name) {
                 if first > state.last_seq {
                     store.delete(&name).await?;
                     removed += 1;
@@ -284,25 +294,29 @@ pub async fn write_settings(
     seq: u64,
     settings: &[(String, String, engine::core::Settings)],
 ) -> Result<String> {
+    let rows: Vec<_> = settings.iter().map(|(sku, loc, s)| (seq, sku.clone(), loc.clone(), *s)).collect();
+    let name = schema::settings_file(seq);
+    store.put(&name, encode_parquet(&[settings_batch(&rows)?], seq, seq)?).await?;
+    Ok(name)
+}
+
+/// Rows of the `settings` files: (seq, sku, location, settings).
+fn settings_batch(settings: &[(u64, String, String, engine::core::Settings)]) -> Result<RecordBatch> {
     use arrow::array::*;
     use std::sync::Arc;
-    let n = settings.len();
-    let batch = RecordBatch::try_new(
+    Ok(RecordBatch::try_new(
         schema::SETTINGS.clone(),
         vec![
-            Arc::new(UInt64Array::from(vec![seq; n])),
-            Arc::new(StringArray::from_iter_values(settings.iter().map(|s| &s.0))),
+            Arc::new(UInt64Array::from_iter_values(settings.iter().map(|s| s.0))),
             Arc::new(StringArray::from_iter_values(settings.iter().map(|s| &s.1))),
-            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.2.reorder_point))),
-            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.2.reorder_qty))),
-            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.2.max_qty))),
-            Arc::new(Int64Array::from_iter_values(settings.iter().map(|s| s.2.safety_stock))),
-            Arc::new(Int32Array::from_iter_values(settings.iter().map(|s| s.2.lead_time_days as i32))),
+            Arc::new(StringArray::from_iter_values(settings.iter().map(|s| &s.2))),
+            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.3.reorder_point))),
+            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.3.reorder_qty))),
+            Arc::new(Int64Array::from_iter(settings.iter().map(|s| s.3.max_qty))),
+            Arc::new(Int64Array::from_iter_values(settings.iter().map(|s| s.3.safety_stock))),
+            Arc::new(Int32Array::from_iter_values(settings.iter().map(|s| s.3.lead_time_days as i32))),
         ],
-    )?;
-    let name = schema::settings_file(seq);
-    store.put(&name, encode_parquet(&[batch], seq, seq)?).await?;
-    Ok(name)
+    )?)
 }
 
 #[cfg(test)]
@@ -327,7 +341,7 @@ mod tests {
             let r = RecordIn { seq, shard: 0, recorded_at: at, movement: &m, outcome: &ok, effects: &fx };
             conv.convert(&r, rows.builder_for(at));
         }
-        Chunk { first_seq: first, last_seq: last, rows, holds: conv.holds }
+        Chunk { first_seq: first, last_seq: last, rows, holds: conv.holds, settings: Vec::new() }
     }
 
     #[tokio::test]

@@ -98,7 +98,8 @@ async fn dataset(dir: &std::path::Path) -> Store {
         conv.convert(&r, rows.builder_for(at(date)));
     }
     let last = history.len() as u64;
-    let chunk = Chunk { first_seq: 1, last_seq: last, rows, holds: conv.holds.clone() };
+    let settings = conv.take_settings();
+    let chunk = Chunk { first_seq: 1, last_seq: last, rows, holds: conv.holds.clone(), settings };
     sink.commit(encode_chunk(chunk).unwrap()).await.unwrap();
     let levels = vec![
         level("A", 5, 0, 0),
