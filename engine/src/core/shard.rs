@@ -141,6 +141,8 @@ pub struct ShardState {
     hold_expiry: BTreeSet<(Millis, HoldId)>,
     keys: AHashMap<u128, KeyEntry>,
     key_order: VecDeque<(Millis, u128)>,
+    /// Level views given back by `recycle`, reused by the next effects (not state).
+    spare_views: Vec<LevelView>,
 }
 
 /// Stable hash of an idempotency key (the key itself is not stored).
@@ -647,7 +649,23 @@ impl ShardState {
         } else {
             l.flags &= !FLAG_OUT_OF_STOCK_ALERTED;
         }
-        fx.push_level(sku, location, [l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, available]);
+        let (on_hand, reserved, unsellable, incoming, safety_stock) =
+            (l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock);
+        // Reuse the strings of a recycled view (see `recycle`): no allocation per level change.
+        let mut v = self.spare_views.pop().unwrap_or_else(|| view("", "", &Level::new()));
+        v.sku.clear();
+        v.sku.push_str(sku);
+        v.location.clear();
+        v.location.push_str(location);
+        (v.on_hand, v.reserved, v.unsellable, v.incoming, v.safety_stock, v.available) =
+            (on_hand, reserved, unsellable, incoming, safety_stock, available);
+        fx.levels.push(v);
+    }
+
+    /// Empties `fx` for the next movement, keeping its level views' memory for reuse.
+    pub fn recycle(&mut self, fx: &mut Effects) {
+        self.spare_views.append(&mut fx.levels);
+        fx.clear();
     }
 
     // ---- reads ----

@@ -277,49 +277,12 @@ pub struct Effects {
     pub alerts: Vec<Alert>,
     /// Holds dropped by an `Expire` (or released by a commit or release).
     pub holds_closed: Vec<HoldId>,
-    /// Views cleared earlier, kept so that their strings' memory is reused (not part of the value).
-    #[serde(skip)]
-    spare: SpareViews,
 }
-
-/// Recycled level views; never part of what effects are (equal whatever they hold).
-#[derive(Clone, Debug, Default)]
-struct SpareViews(Vec<LevelView>);
-
-impl PartialEq for SpareViews {
-    fn eq(&self, _: &SpareViews) -> bool {
-        true
-    }
-}
-impl Eq for SpareViews {}
 
 impl Effects {
-    /// Empties the effects, keeping their memory for the next movement.
     pub fn clear(&mut self) {
-        self.spare.0.append(&mut self.levels);
+        self.levels.clear();
         self.alerts.clear();
         self.holds_closed.clear();
-    }
-
-    /// Appends a level view, reusing a cleared one's strings when there is one.
-    pub fn push_level(&mut self, sku: &str, location: &str, quantities: [Qty; 6]) {
-        let [on_hand, reserved, unsellable, incoming, safety_stock, available] = quantities;
-        let mut view = self.spare.0.pop().unwrap_or_else(|| LevelView {
-            sku: String::new(),
-            location: String::new(),
-            on_hand,
-            reserved,
-            unsellable,
-            incoming,
-            safety_stock,
-            available,
-        });
-        view.sku.clear();
-        view.sku.push_str(sku);
-        view.location.clear();
-        view.location.push_str(location);
-        (view.on_hand, view.reserved, view.unsellable, view.incoming) = (on_hand, reserved, unsellable, incoming);
-        (view.safety_stock, view.available) = (safety_stock, available);
-        self.levels.push(view);
     }
 }

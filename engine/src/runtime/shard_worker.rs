@@ -207,7 +207,7 @@ impl ShardWorker {
         encode_into(buf, &now);
         encode_into(buf, &body_hash);
         encode_into(buf, m);
-        fx.clear();
+        self.state.recycle(fx);
         match self.state.apply(now, *seq, m, body_hash, fx) {
             Applied::Recorded(outcome) => {
                 encode_into(buf, &outcome);
