@@ -182,7 +182,6 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         batch: args.batch,
         hold_ttl: args.hold_ttl,
         receipt_delay: args.receipt_delay,
-        senders: args.threads,
         drain: args.request_timeout + Duration::from_secs(5),
         alerts_inferred: args.alerts == "inferred",
         progress: !args.quiet,
