@@ -98,6 +98,10 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The shortest sleep of the pacing thread: requests due within it leave together (their send
+/// lag, up to this, is measured and counted in their latency).
+const PACER_TICK: Duration = Duration::from_micros(100);
+
 /// Releases the open-loop schedule's send times, from a thread of its own: a permit of the
 /// semaphore each time a request is due, taken by whichever client task is free (a request
 /// whose client tasks are all busy leaves late, and its latency still counts from its
