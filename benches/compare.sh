@@ -14,6 +14,7 @@
 # Scenarios:
 #   single    one movement per request, open loop: the highest rate that keeps p99 under
 #             P99_MS (default 5) ms (stock-loadgen --find-max)
+#   single-closed  one movement per request, closed loop with 1024 clients: the most it takes
 #   batch100  100 movements per request, closed loop
 #   flash     a flash sale: checkouts on the 10 hottest SKUs, one movement per request, closed loop
 # Durability: the engine with --fsync always; Redis with appendonly yes + appendfsync always;
@@ -34,7 +35,7 @@ cd "$ROOT"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 OUT="${OUT:-$ROOT/benches/results/compare-$STAMP}"
 TARGETS="${TARGETS:-perpetua redis postgres}"
-SCENARIOS="${SCENARIOS:-single batch100 flash}"
+SCENARIOS="${SCENARIOS:-single single-closed batch100 flash}"
 QUICK="${QUICK:-0}"
 WEAK="${WEAK:-1}"
 P99_MS="${P99_MS:-5}"
@@ -169,6 +170,7 @@ run() {
 scenario_flags() {
   case "$1" in
     single) echo "--batch 1 --find-max --p99-max-ms $P99_MS --step-duration $STEP --find-max-steps $STEPS --concurrency $CONCURRENCY" ;;
+    single-closed) echo "--batch 1 --concurrency 1024 --duration $DURATION" ;;
     batch100) echo "--batch 100 --concurrency 64 --duration $DURATION" ;;
     flash) echo "--batch 1 --concurrency $CONCURRENCY --duration $DURATION --hot-skus 10 --stock 200000 --mix commit=70,abandon=15,multi=10,pos=5,return=0,transfer=0,count=0" ;;
   esac
@@ -229,6 +231,7 @@ python3 - "$OUT" $SCENARIOS <<'EOF' | tee "$OUT/summary.md"
 import json, os, sys
 out, scenarios = sys.argv[1], sys.argv[2:]
 names = {"single": f"single movements, highest rate with p99 under the bound (open loop)",
+         "single-closed": "single movements, closed loop, 1024 clients (the most each takes)",
          "batch100": "batches of 100 movements (closed loop)",
          "flash": "flash sale on 10 hot SKUs (closed loop)"}
 rows_of = ["perpetua", "redis", "redis-weak", "postgres", "postgres-weak"]

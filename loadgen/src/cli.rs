@@ -119,7 +119,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Load")]
     pub threads: usize,
     /// Raise the open-loop rate step by step until p99 passes --p99-max-ms or errors appear;
-    /// report the highest rate that held. Starts at --rate (default 20000).
+    /// report the highest rate that held. Starts at --rate (default 20000), goes up by half
+    /// while steps hold, then bisects; a step that does not hold is tried once more before it
+    /// counts (a shared machine has hiccups).
     #[arg(long, help_heading = "Load")]
     pub find_max: bool,
     /// The p99 bound of --find-max, in milliseconds.

@@ -3,10 +3,11 @@
 //! percentiles: no coordinated omission) or closed loop (C clients, each sending as soon as its
 //! last reply came back).
 //!
-//! One task per target connection sends requests of `batch` steps, keeps at most its share of
-//! the in-flight limit outstanding, and records what comes back. Each request carries first the
-//! steps that follow earlier replies (the commit or release of a placed hold, the receipt that
-//! answers a reorder alert), then fresh operations from the generator.
+//! `concurrency` client tasks send requests of `batch` steps over the target's connections in
+//! turn, one request at a time each, and record what comes back; in open loop a pacing thread
+//! releases the send times. Each request carries first the steps that follow earlier replies
+//! (the commit or release of a placed hold, the receipt that answers a reorder alert), then
+//! fresh operations from the generator.
 
 use crate::stats::{Interval, IntervalPart, Recorder};
 use crate::step::{Step, StepBody, StepOutcome};
@@ -14,7 +15,7 @@ use crate::target::{Target, TargetError};
 use crate::verify::{Ledger, LevelState};
 use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
 use engine::core::Detail;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,8 +45,6 @@ pub struct DriverConfig {
     pub alerts_inferred: bool,
     /// Once sending is over, how long to wait for the last replies before giving up on them.
     pub drain: Duration,
-    /// Sending tasks (each drives a share of the connections); one per runtime thread.
-    pub senders: usize,
     pub progress: bool,
 }
 
@@ -59,25 +58,13 @@ pub struct Phase {
     pub operations: Option<u64>,
 }
 
-/// A finished request: the client task that sent it, its number, its intended send time, and
-/// what the target answered.
-type Done = (usize, u64, Instant, Result<Vec<StepOutcome>, TargetError>);
-
-/// What the client tasks of a closed loop share.
-struct ClosedShared {
+/// What the client tasks of a phase share.
+struct ClientsShared {
     /// The phase's measurements, the progress counts not yet handed over, and when they were.
     rec: Mutex<(Recorder, IntervalPart, Instant)>,
     /// Each client's request in flight, to put in doubt if it has to be abandoned.
     in_flight: Vec<Mutex<Option<Arc<Vec<Step>>>>>,
     last_reply: Mutex<Instant>,
-}
-
-/// A request for a client task to send.
-struct Job {
-    number: u64,
-    intended: Instant,
-    conn: usize,
-    steps: Arc<Vec<Step>>,
 }
 
 /// The state every sending task shares.
@@ -111,38 +98,56 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Wakes a sending task at the open-loop schedule's send times, from a thread of its own:
-/// tokio's timer ticks in milliseconds, a thread's sleep in tens of microseconds, and spinning
-/// would take a core from the target on a small machine. The sender also sends whatever is due
-/// each time a reply wakes it, so at high rates it rarely needs this.
+/// The shortest sleep of the pacing thread: requests due within it leave together (their send
+/// lag, up to this, is measured and counted in their latency).
+const PACER_TICK: Duration = Duration::from_micros(100);
+
+/// Releases the open-loop schedule's send times, from a thread of its own: a permit of the
+/// semaphore each time a request is due, taken by whichever client task is free (a request
+/// whose client tasks are all busy leaves late, and its latency still counts from its
+/// intended time). tokio's timer ticks in milliseconds, a thread's sleep in tens of
+/// microseconds; spinning would take a core from the target on a small machine. At the end of
+/// the schedule the semaphore is closed, which ends the client tasks waiting on it.
 struct Pacer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pacer {
-    fn start(first: Instant, every: Duration, end: Option<Instant>, notify: Arc<tokio::sync::Notify>) -> Pacer {
+    fn start(first: Instant, every: Duration, end: Option<Instant>, permits: Arc<tokio::sync::Semaphore>) -> Pacer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("loadgen-pacer".into())
-            .spawn(move || {
-                let mut next = first;
-                while !flag.load(Relaxed) && end.is_none_or(|e| next < e) {
-                    let now = Instant::now();
-                    if next > now {
-                        // Short sleeps so that a stop is seen within 10 ms.
-                        std::thread::sleep((next - now).min(Duration::from_millis(10)));
-                        continue;
+        let every_ns = every.as_nanos().max(1);
+        // Send times before `end`: slots 0..last.
+        let last = end.map_or(u128::MAX, |e| e.saturating_duration_since(first).as_nanos().div_ceil(every_ns));
+        let thread =
+            std::thread::Builder::new()
+                .name("loadgen-pacer".into())
+                .spawn(move || {
+                    let mut released: u128 = 0;
+                    while !flag.load(Relaxed) && released < last {
+                        let now = Instant::now();
+                        let due = if now < first { 0 } else { ((now - first).as_nanos() / every_ns + 1).min(last) };
+                        if due > released {
+                            permits.add_permits(
+                                (due - released).min(tokio::sync::Semaphore::MAX_PERMITS as u128 / 2) as usize
+                            );
+                            released = due;
+                        }
+                        let next = first + Duration::from_nanos((released * every_ns).min(u64::MAX as u128) as u64);
+                        let now = Instant::now();
+                        if next > now {
+                            // Short sleeps so that a stop is seen within 10 ms.
+                            std::thread::sleep((next - now).min(Duration::from_millis(10)));
+                        }
                     }
-                    notify.notify_one();
-                    // The next send time after now.
-                    let behind = (now - first).as_nanos() / every.as_nanos().max(1);
-                    next = first + every * (behind as u32 + 1);
-                }
-                notify.notify_one();
-            })
-            .expect("a thread can be started");
+                    // Let the last requests leave, then end the waiting client tasks.
+                    while !flag.load(Relaxed) && end.is_some_and(|e| Instant::now() < e) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    permits.close();
+                })
+                .expect("a thread can be started");
         Pacer { stop, thread: Some(thread) }
     }
 }
@@ -349,7 +354,6 @@ impl<T: Target> Run<T> {
 
     /// Runs one phase on every connection; returns what was measured and how long it took.
     pub async fn phase(self: &Arc<Self>, phase: &Phase) -> (Recorder, Duration) {
-        let conns = self.target.connections();
         let start = Instant::now() + Duration::from_millis(5);
         let deadline = phase.duration.map(|d| start + d);
         let ops_end = match phase.operations {
@@ -361,29 +365,7 @@ impl<T: Target> Run<T> {
             let label = phase.label.clone();
             tokio::spawn(async move { run.progress(&label, start).await })
         });
-        if phase.mode == Mode::Closed {
-            let total = self.clone().closed_loop(phase, start, deadline, ops_end).await;
-            let elapsed = start.elapsed();
-            if let Some(p) = progress {
-                p.abort();
-                eprintln!();
-            }
-            return (total, elapsed);
-        }
-        let senders = self.config.senders.clamp(1, conns);
-        let mut tasks = Vec::with_capacity(senders);
-        for sender in 0..senders {
-            let run = self.clone();
-            let phase = phase.clone();
-            let conns: Vec<usize> = (sender..conns).step_by(senders).collect();
-            tasks.push(tokio::spawn(async move {
-                run.drive(sender, senders, conns, &phase, start, deadline, ops_end).await
-            }));
-        }
-        let mut total = Recorder::default();
-        for t in tasks {
-            total.merge(&t.await.expect("a sending task panicked"));
-        }
+        let total = self.clone().clients(phase, start, deadline, ops_end).await;
         let elapsed = start.elapsed();
         if let Some(p) = progress {
             p.abort();
@@ -420,12 +402,13 @@ impl<T: Target> Run<T> {
         }
     }
 
-    /// Closed loop: `concurrency` client tasks, each sending its next request as soon as its
-    /// last reply is back, over the connections in turn; they record into one shared recorder
-    /// (its lock is uncontended on a single-threaded runtime). A watchdog gives up on requests
-    /// still unanswered `drain` after the end (or after the last reply) and puts their steps in
-    /// doubt.
-    async fn closed_loop(
+    /// `concurrency` client tasks over the connections in turn. Closed loop: each sends its
+    /// next request as soon as its last reply is back. Open loop: each waits for the next send
+    /// time the [`Pacer`] releases (so at most `concurrency` requests are in flight), and its
+    /// latency counts from that intended time. They record into one shared recorder (its lock
+    /// is uncontended on a single-threaded runtime). A watchdog gives up on requests still
+    /// unanswered `drain` after the end (or after the last reply) and puts their steps in doubt.
+    async fn clients(
         self: Arc<Self>,
         phase: &Phase,
         start: Instant,
@@ -434,21 +417,43 @@ impl<T: Target> Run<T> {
     ) -> Recorder {
         let conns = self.target.connections();
         let clients = self.config.concurrency.max(1);
-        let shared = Arc::new(ClosedShared {
+        let shared = Arc::new(ClientsShared {
             rec: Mutex::new((Recorder::default(), IntervalPart::default(), Instant::now())),
             in_flight: (0..clients).map(|_| Mutex::new(None)).collect(),
             last_reply: Mutex::new(Instant::now()),
         });
         let fresh = phase.operations.is_some() || phase.duration.is_some();
+        let batch = self.config.batch.max(1);
+        // Open loop: request `n` is due at `start + n * every`.
+        let schedule = match phase.mode {
+            Mode::Open { movements_per_s } => {
+                let every = Duration::from_secs_f64(batch as f64 / movements_per_s.max(1e-3));
+                let permits = Arc::new(tokio::sync::Semaphore::new(0));
+                Some((every, permits, Arc::new(AtomicU64::new(0))))
+            }
+            Mode::Closed => None,
+        };
+        let _pacer =
+            schedule.as_ref().map(|(every, permits, _)| Pacer::start(start, *every, deadline, permits.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         for client in 0..clients {
-            let (run, shared) = (self.clone(), shared.clone());
+            let (run, shared, schedule) = (self.clone(), shared.clone(), schedule.clone());
             let conn = client % conns;
             tasks.spawn(async move {
                 tokio::time::sleep_until(start.into()).await;
-                let batch = run.config.batch.max(1);
                 loop {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let intended = match &schedule {
+                        Some((every, permits, next)) => {
+                            match permits.acquire().await {
+                                Ok(p) => p.forget(),
+                                Err(_) => return, // the schedule is over
+                            }
+                            let n = next.fetch_add(1, Relaxed);
+                            start + Duration::from_nanos((every.as_nanos() * n as u128) as u64)
+                        }
+                        None => Instant::now(),
+                    };
+                    if deadline.is_some_and(|d| intended >= d || Instant::now() >= d + run.config.drain) {
                         return;
                     }
                     let steps = run.next_batch(batch, fresh, ops_end);
@@ -460,14 +465,17 @@ impl<T: Target> Run<T> {
                     }
                     let steps = Arc::new(steps);
                     *shared.in_flight[client].lock().unwrap() = Some(steps.clone());
-                    let intended = Instant::now();
+                    let lag = schedule.as_ref().map(|_| Instant::now().saturating_duration_since(intended));
                     let result = run.target.submit(conn, &steps).await;
                     let now = Instant::now();
                     *shared.in_flight[client].lock().unwrap() = None;
                     *shared.last_reply.lock().unwrap() = now;
                     let mut g = shared.rec.lock().unwrap();
                     let (rec, part, flushed) = &mut *g;
-                    run.complete(&steps, result, now - intended, rec, part);
+                    if let Some(lag) = lag {
+                        rec.lag(lag);
+                    }
+                    run.complete(&steps, result, now.saturating_duration_since(intended), rec, part);
                     if flushed.elapsed() >= Duration::from_millis(200) {
                         run.interval.add(part);
                         *flushed = now;
@@ -505,149 +513,11 @@ impl<T: Target> Run<T> {
         }
         let mut g = shared.rec.lock().unwrap();
         self.interval.add(&mut g.1);
-        std::mem::take(&mut g.0)
-    }
-
-    /// Open loop: one sender drives its connections (requests go to them in turn), keeps at most its
-    /// share of the in-flight limit outstanding, and, in open loop, its share of the schedule.
-    #[allow(clippy::too_many_arguments)]
-    async fn drive(
-        &self,
-        sender: usize,
-        senders: usize,
-        conns: Vec<usize>,
-        phase: &Phase,
-        start: Instant,
-        deadline: Option<Instant>,
-        ops_end: u64,
-    ) -> Recorder {
-        let batch = self.config.batch.max(1);
-        let cap = self.config.concurrency.div_ceil(senders).max(1);
-        // Open loop: this sender's share of the schedule, offset so that senders interleave.
-        let every = match phase.mode {
-            Mode::Open { movements_per_s } => {
-                Some(Duration::from_secs_f64(batch as f64 * senders as f64 / movements_per_s.max(1e-3)))
-            }
-            Mode::Closed => None,
-        };
-        let offset = every.map_or(Duration::ZERO, |e| e * sender as u32 / senders as u32);
-        let notify = Arc::new(tokio::sync::Notify::new());
-        let _pacer = every.map(|e| Pacer::start(start + offset, e, deadline, notify.clone()));
-        let mut rec = Recorder::default();
-        let mut part = IntervalPart::default();
-        // Requests are sent by client tasks (up to `cap`, started as needed), each sending one
-        // request at a time as this sender hands it over, and reporting back through a channel
-        // read many at a time. Long-lived tasks cost less per request than a task or a future
-        // per request.
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-        let mut done = Vec::with_capacity(256);
-        let mut clients: Vec<tokio::sync::mpsc::UnboundedSender<Job>> = Vec::new();
-        let mut client_tasks = tokio::task::JoinSet::new();
-        let mut idle: Vec<usize> = Vec::new();
-        // The steps of each request in flight, by request number, to put them in doubt if the
-        // request has to be abandoned.
-        let mut outstanding: HashMap<u64, Arc<Vec<Step>>> = HashMap::new();
-        let mut last_reply = Instant::now();
-        let mut sent: u64 = 0;
-        let mut last_flush = Instant::now();
-        let fresh = phase.operations.is_some() || phase.duration.is_some();
-        tokio::time::sleep_until(start.into()).await;
-        loop {
-            let sending = deadline.is_none_or(|d| Instant::now() < d);
-            let mut out_of_work = false;
-            while sending && outstanding.len() < cap {
-                let intended = match every {
-                    Some(e) => start + offset + e * sent as u32,
-                    None => Instant::now(),
-                };
-                if every.is_some() && intended > Instant::now() {
-                    break;
-                }
-                if deadline.is_some_and(|d| intended >= d) {
-                    break;
-                }
-                let steps = self.next_batch(batch, fresh, ops_end);
-                if steps.is_empty() {
-                    out_of_work = true;
-                    break;
-                }
-                let conn = conns[sent as usize % conns.len()];
-                let number = sent;
-                sent += 1;
-                if every.is_some() {
-                    rec.lag(Instant::now().saturating_duration_since(intended));
-                }
-                let steps = Arc::new(steps);
-                outstanding.insert(number, steps.clone());
-                let client = idle.pop().unwrap_or_else(|| {
-                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-                    let (target, done_tx, me) = (self.target.clone(), done_tx.clone(), clients.len());
-                    client_tasks.spawn(async move {
-                        while let Some(job) = rx.recv().await {
-                            let r = target.submit(job.conn, &job.steps).await;
-                            if done_tx.send((me, job.number, job.intended, r)).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    clients.push(tx);
-                    me
-                });
-                let job = Job { number, intended, conn, steps };
-                clients[client].send(job).expect("client tasks run until the sender ends");
-            }
-            if outstanding.is_empty() && (!sending || (out_of_work && !self.followups_pending())) {
-                break;
-            }
-            // A target that stopped answering: once sending is over, wait for replies at most
-            // `drain` (since the deadline, or since the last reply), then give up on the rest.
-            let abandon_at = match deadline {
-                Some(d) => d.max(last_reply) + self.config.drain,
-                None => last_reply + self.config.drain,
-            };
-            if !outstanding.is_empty() && Instant::now() >= abandon_at {
-                let n: u64 = outstanding.values().map(|s| s.len() as u64).sum();
-                tracing::warn!(
-                    requests = outstanding.len(),
-                    steps = n,
-                    "no answer in time: requests abandoned, their steps in doubt"
-                );
-                client_tasks.abort_all();
-                for steps in outstanding.values() {
-                    rec.error("abandoned", steps.len() as u64);
-                    self.doubt(steps);
-                }
-                break;
-            }
-            let paced = every.is_some() && sending && outstanding.len() < cap && !out_of_work;
-            tokio::select! {
-                biased;
-                n = done_rx.recv_many(&mut done, 1024), if !outstanding.is_empty() => {
-                    if n > 0 {
-                        last_reply = Instant::now();
-                    }
-                    for (client, number, intended, result) in done.drain(..) {
-                        idle.push(client);
-                        let latency = last_reply.saturating_duration_since(intended);
-                        let steps = outstanding.remove(&number).expect("a request in flight has its steps");
-                        self.complete(&steps, result, latency, &mut rec, &mut part);
-                    }
-                }
-                _ = notify.notified(), if paced => {}
-                _ = tokio::time::sleep(Duration::from_millis(1)), if out_of_work => {}
-                _ = tokio::time::sleep_until(deadline.unwrap_or(start).into()), if sending && deadline.is_some() => {}
-                _ = tokio::time::sleep_until(abandon_at.into()), if !sending || out_of_work => {}
-            }
-            if last_flush.elapsed() >= Duration::from_millis(200) {
-                self.interval.add(&mut part);
-                last_flush = Instant::now();
-            }
+        let mut rec = std::mem::take(&mut g.0);
+        if let (Some((every, _, next)), Some(d)) = (&schedule, deadline) {
+            let due = (d.saturating_duration_since(start).as_nanos()).div_ceil(every.as_nanos().max(1)) as u64;
+            rec.missed_sends = due.saturating_sub(next.load(Relaxed).min(due));
         }
-        if let (Some(e), Some(d)) = (every, deadline) {
-            let due = ((d - start).saturating_sub(offset).as_secs_f64() / e.as_secs_f64()).ceil() as u64;
-            rec.missed_sends = due.saturating_sub(sent);
-        }
-        self.interval.add(&mut part);
         rec
     }
 

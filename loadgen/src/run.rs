@@ -182,7 +182,6 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         batch: args.batch,
         hold_ttl: args.hold_ttl,
         receipt_delay: args.receipt_delay,
-        senders: args.threads,
         drain: args.request_timeout + Duration::from_secs(5),
         alerts_inferred: args.alerts == "inferred",
         progress: !args.quiet,
@@ -208,6 +207,7 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         let bound_us = (args.p99_max_ms * 1000.0) as u64;
         let mut rate = args.rate.unwrap_or(FIND_MAX_START);
         let (mut held, mut failed): (Option<(f64, f64, u64)>, Option<f64>) = (None, None);
+        let mut confirmed: Option<f64> = None;
         for step in 0..args.find_max_steps {
             let mode = Mode::Open { movements_per_s: rate };
             let phase = Phase {
@@ -229,12 +229,18 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
                 report.errors,
                 if ok { "held" } else { "did not hold" }
             );
+            phases.push(report.clone());
+            if !ok && confirmed != Some(rate) {
+                // One bad step may be a hiccup of a shared machine: try the same rate once more.
+                confirmed = Some(rate);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             if ok {
                 held = Some((rate, report.movements_per_s, report.p99_us()));
             } else {
                 failed = Some(failed.map_or(rate, |f: f64| f.min(rate)));
             }
-            phases.push(report);
             let next = match (held, failed) {
                 (Some((h, ..)), Some(f)) if (f - h) / h <= FIND_MAX_PRECISION => break,
                 (Some((h, ..)), Some(f)) => (h + f) / 2.0,
