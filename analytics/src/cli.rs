@@ -213,6 +213,22 @@ async fn warn_if_empty(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes on one line, leaving out causes that only repeat the text before them
+/// (DataFusion's errors carry their message again in their source).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Runs the command line.
 pub async fn run(args: Args) -> Result<()> {
     let store = Store::open(&args.snapshots)?;
