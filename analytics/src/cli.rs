@@ -286,6 +286,9 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         Command::Report { name, params, chart, html, show_sql } => {
+            if name != "all" {
+                report_by_name(&name)?;
+            }
             if !show_sql {
                 warn_if_empty(&store).await?;
             }

@@ -170,6 +170,29 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
         panic!("{} rows, expected {}; missing {missing:?}; extra {extra:?}", got.len(), expected.len());
     }
 
+    // A levels snapshot on demand holds every level of the engine; `settings` has the newest
+    // settings of every level that was given some.
+    let addr_arg = server.addr.to_string();
+    let out = analytics(snaps.path())
+        .args(["levels", "--server", &addr_arg, "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "levels: {}", String::from_utf8_lossy(&out.stderr));
+    let count = |sql: &str| {
+        let out = analytics(snaps.path()).args(["--format", "csv", "sql", sql]).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    assert_eq!(count("SELECT count(*) FROM levels"), server.engine.levels(None).len());
+    let with_settings = server
+        .engine
+        .levels(None)
+        .iter()
+        .filter(|l| server.engine.settings(&l.sku, &l.location).is_some_and(|s| s.reorder_point.is_some()))
+        .count();
+    assert_eq!(count("SELECT count(*) FROM settings WHERE reorder_point IS NOT NULL"), with_settings);
+
     // The same log, imported from the stopped engine's data directory, gives the same rows.
     server.stop();
     let imported = tempfile::tempdir().unwrap();
