@@ -3,18 +3,20 @@
 
 Standard library only. Prints one JSON object per line on standard output:
 
-    {"file": ..., "offset": ..., "seq": 3, "shard": 0, "type": "movement",
-     "recorded_at": ..., "movement": {...}, "outcome": {...}, "effects": {...}}
+    {"file": ..., "offset": ..., "seq": 3, "shard": 0, "type": "movement", "recorded_at": ...,
+     "body_hash": "c0ed...", "movement": {...}, "outcome": {...}, "effects": {...}}
     {"file": ..., "offset": ..., "seq": 19, "shard": 0, "type": "nop"}
 
 and, with --checkpoints, one {"checkpoint": ...} object per checkpoint file first.
 
 Every checksum is verified (segment header, record header, record payload, checkpoint header
-and payload), sequence numbers must be contiguous within and across segments, and every payload
-must decode completely. A torn tail (an incomplete last record of the last segment, as a crash
-leaves) is reported on standard error and ends the listing with exit status 0, like the engine
-accepts it (the engine also truncates it; this reader never writes). Anything else that is
-wrong is reported on standard error with exit status 2.
+and payload), sequence numbers must be contiguous within and across segments (except a gap
+between two segments that the newest valid checkpoint covers), every record type must be known
+and every payload must decode completely. A torn tail (an incomplete or damaged last record of
+the last segment with nothing but zeros after it, or a last segment too short for its header,
+as a crash leaves) is reported on standard error and ends the listing with exit status 0, like
+the engine accepts it (the engine also truncates or removes it; this reader never writes).
+Anything else that is wrong is reported on standard error with exit status 2.
 
 Usage:
     read_wal.py DATA_DIR [--checkpoints] [--from-seq N]
@@ -39,6 +41,9 @@ RECORD_PAYLOAD_BYTES_MAX = 1 << 20
 RECORD_TYPE_MOVEMENT = 1
 RECORD_TYPE_NOP = 2
 HOLD_SHARD_BITS = 16
+
+SHARDS_MAX = 16
+ORDER_QTY_UNSET = 0xFFFFFFFF  # u32::MAX in a checkpoint's Level.order_qty
 
 SEGMENT_NAME = re.compile(r"^([0-9]+)\.wal$")
 CHECKPOINT_NAME = re.compile(r"^checkpoint-([0-9]+)\.ckpt$")
@@ -294,6 +299,8 @@ def effects(p):
 def movement_payload(payload):
     p = Postcard(payload)
     out = {"recorded_at": p.u64()}
+    # xxh3-64 of the whole movement as submitted (0 without an idempotency key): docs/wal.md 10.4.
+    out["body_hash"] = "%016x" % p.u64()
     out["movement"] = movement(p)
     out["outcome"] = outcome(p)
     out["effects"] = effects(p)
@@ -311,10 +318,11 @@ def level_record(p):
     sku, location = p.string(), p.string()
     lv = {
         "on_hand": p.i64(), "reserved": p.i64(), "unsellable": p.i64(), "incoming": p.i64(),
-        "safety_stock": p.i64(), "reorder_point": p.i64(), "order_qty": p.i64(),
+        "safety_stock": p.i64(), "reorder_point": p.i64(), "order_qty": p.u32(),
         "lead_time_days": p.u16(), "flags": p.u8(),
     }
-    unset = lambda q: None if q == -1 else q
+    reorder_point = None if lv["reorder_point"] == -1 else lv["reorder_point"]
+    order_qty = None if lv["order_qty"] == ORDER_QTY_UNSET else lv["order_qty"]
     up_to_max = bool(lv["flags"] & 1)
     return {
         "sku": sku,
@@ -324,9 +332,9 @@ def level_record(p):
         "flag_names": [n for bit, n in LEVEL_FLAGS if lv["flags"] & bit],
         "available": lv["on_hand"] - lv["reserved"] - lv["unsellable"] - lv["safety_stock"],
         "settings": {
-            "reorder_point": unset(lv["reorder_point"]),
-            "reorder_qty": None if up_to_max else unset(lv["order_qty"]),
-            "max_qty": unset(lv["order_qty"]) if up_to_max else None,
+            "reorder_point": reorder_point,
+            "reorder_qty": None if up_to_max else order_qty,
+            "max_qty": order_qty if up_to_max else None,
             "safety_stock": lv["safety_stock"],
             "lead_time_days": lv["lead_time_days"],
         },
@@ -386,6 +394,17 @@ def read_checkpoint(path):
     return body
 
 
+def newest_valid_checkpoint(data_dir):
+    """(covered_seq, body) of the newest checkpoint that verifies, as recovery picks it, or None."""
+    for seq, path in reversed(listing(os.path.join(data_dir, "checkpoints"), CHECKPOINT_NAME)):
+        try:
+            body = read_checkpoint(path)
+        except DecodeError:
+            continue
+        return body["covered_seq"], body
+    return None
+
+
 # ---------------------------------------------------------------- segments
 
 
@@ -412,7 +431,7 @@ def decode_segment_header(h):
 
 def records(data):
     """Yields (offset, header dict, payload) for each record of a segment's bytes; raises Torn or
-    Corrupt (with the offset) where the records stop making sense."""
+    Corrupt (with the offset) where the records stop making sense (docs/wal.md section 6)."""
     pos = SEGMENT_HEADER_LEN
     while pos < len(data):
         rest = data[pos:]
@@ -422,6 +441,8 @@ def records(data):
             raise Torn((pos, "incomplete record header"))
         payload_len, rtype, version, shard, seq, payload_crc, header_crc = struct.unpack_from("<IBBHQII", rest, 0)
         if crc32c(rest[0:20]) != header_crc:
+            if not any(rest[RECORD_HEADER_LEN:]):
+                raise Torn((pos, "last record header damaged, nothing after it"))
             raise Corrupt((pos, "record header checksum mismatch"))
         if version != FORMAT_VERSION:
             raise Corrupt((pos, "record format version %d" % version))
@@ -432,7 +453,7 @@ def records(data):
             raise Torn((pos, "incomplete record payload"))
         payload = rest[RECORD_HEADER_LEN:end]
         if crc32c(payload) != payload_crc:
-            if len(rest) == end:
+            if not any(rest[end:]):
                 raise Torn((pos, "last record's payload checksum mismatch"))
             raise Corrupt((pos, "record payload checksum mismatch"))
         yield pos, {"type": rtype, "shard": shard, "seq": seq}, payload
@@ -440,12 +461,20 @@ def records(data):
 
 
 def read_meta(data_dir):
+    """The shard count, read as the engine reads it (docs/wal.md section 3)."""
     path = os.path.join(data_dir, "engine.meta")
-    with open(path, encoding="utf-8") as f:
-        for text in f:
-            if text.startswith("shards = "):
-                return int(text[len("shards = "):].strip())
-    raise Corrupt("%s has no `shards = N` line" % path)
+    with open(path, encoding="utf-8", newline="") as f:
+        # Lines end with "\n" (a "\r" before it is dropped), as Rust's str::lines splits them.
+        lines = [t[:-1] if t.endswith("\r") else t for t in f.read().split("\n")]
+    if not any(text.strip() == "format = 1" for text in lines):
+        fail("%s has no `format = 1` line: written by another version" % path)
+    for text in lines:
+        if text.startswith("shards = "):
+            value = text[len("shards = "):].strip()
+            if re.fullmatch(r"\+?[0-9]+", value) and 1 <= int(value) <= SHARDS_MAX:
+                return int(value)
+            break  # the engine reads the first such line only
+    fail("%s has no valid `shards = N` line" % path)
 
 
 def listing(directory, pattern):
@@ -484,6 +513,9 @@ def main():
             if body["covered_seq"] != seq:
                 sys.stderr.write("read_wal: warning: %s is named for seq %d but covers %d\n"
                                  % (path, seq, body["covered_seq"]))
+            if len(set(s["last_seq"] for s in body["shards"])) > 1:
+                # This engine writes one cut: every shard's last_seq is the covered sequence number.
+                sys.stderr.write("read_wal: warning: %s: shards' last_seq differ (not one cut)\n" % path)
             emit({"file": os.path.basename(path), "checkpoint": body})
 
     segments = listing(os.path.join(args.data_dir, "wal"), SEGMENT_NAME)
@@ -496,11 +528,30 @@ def main():
         try:
             first_seq = decode_segment_header(data)
         except Corrupt as e:
+            if is_last and len(data) <= SEGMENT_HEADER_LEN:
+                # A crash while the segment was being created: it holds no record.
+                sys.stderr.write("read_wal: incomplete last segment %s (%d bytes): %s (the engine removes it)\n"
+                                 % (fname, len(data), e))
+                break
             fail("%s at offset 0: %s" % (fname, e))
         if first_seq != name_seq:
             fail("%s: header says it starts at %d, its name says %d" % (fname, first_seq, name_seq))
+        if expected is None and first_seq > 1:
+            # Older segments were pruned: a checkpoint must cover everything before this one.
+            newest = newest_valid_checkpoint(args.data_dir)
+            if newest is None or first_seq > newest[0] + 1:
+                fail("%s: the log starts at %d but no valid checkpoint covers the sequence numbers before it"
+                     % (fname, first_seq))
         if expected is not None and first_seq != expected:
-            fail("%s: expected a segment starting at %d (a segment is missing)" % (fname, expected))
+            newest = newest_valid_checkpoint(args.data_dir) if expected < first_seq else None
+            if newest is None or first_seq > newest[0] + 1:
+                fail("%s: expected a segment starting at %d (a segment is missing)" % (fname, expected))
+            if len(newest[1]["shards"]) != shards:
+                fail("the newest valid checkpoint has %d shards, engine.meta says %d"
+                     % (len(newest[1]["shards"]), shards))
+            # Only after a power loss under Fsync::Never: the checkpoint has what the log lost.
+            sys.stderr.write("read_wal: gap: sequence numbers %d to %d are in no segment; the newest "
+                             "checkpoint covers them (up to %d)\n" % (expected, first_seq - 1, newest[0]))
         seq_expected = first_seq
         try:
             for offset, h, payload in records(data):
@@ -510,6 +561,8 @@ def main():
                 seq_expected += 1
                 if h["shard"] >= shards:
                     fail("%s: record of shard %d but the directory has %d" % (where, h["shard"], shards))
+                if h["type"] not in (RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP):
+                    fail("%s: unknown record type %d" % (where, h["type"]))
                 if h["seq"] < args.from_seq:
                     continue
                 out = {"file": fname, "offset": offset, "seq": h["seq"], "shard": h["shard"]}
@@ -524,8 +577,6 @@ def main():
                     m = out["movement"]
                     if isinstance(m.get("hold"), int):
                         m["hold_parts"] = hold_view(m["hold"])
-                else:
-                    fail("%s: unknown record type %d" % (where, h["type"]))
                 emit(out)
         except Torn as t:
             offset, why = t.args[0]

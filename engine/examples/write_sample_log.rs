@@ -7,14 +7,17 @@
 //!
 //! Opens an engine with 2 shards on the empty directory DIR, submits movements of every kind,
 //! then stops with `halt()` (as a crash would: no checkpoint at shutdown). With `--checkpoint`,
-//! a checkpoint is also taken half way, so the directory holds one to read.
+//! two checkpoints are also taken: one while a reservation over both shards is open, one after
+//! the engine's own `Expire`, so the directory holds two to read (both kept; nothing pruned).
 //!
 //! Standard output gets one `submitted ...` line per movement (its sequence number, outcome and
-//! the movement as sent), then one `logged ...` line per record as the engine's own decoder reads
-//! it back, both in Rust's `Debug` form, for comparison with another reader's output.
+//! the movement as sent), then one `logged ...` line per record and one `checkpoint ...` line per
+//! checkpoint file as the engine's own decoders read them back, all in Rust's `Debug` form, for
+//! comparison with another reader's output.
 
 use engine::core::*;
 use engine::runtime::{Clock, Engine, EngineConfig, Fsync, MovementResult};
+use engine::wal::checkpoint::{list_checkpoints, read_checkpoint};
 use engine::wal::format::RECORD_TYPE_MOVEMENT;
 use engine::wal::record::decode_movement_payload;
 use engine::wal::segment::{list_segments, RecordIter};
@@ -38,7 +41,7 @@ fn mv(key: Option<&str>, reference: Option<&str>, kind: MovementKind) -> Movemen
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("usage: write_sample_log DIR [--checkpoint]");
-    let checkpoint_midway = args.any(|a| a == "--checkpoint");
+    let take_checkpoints = args.any(|a| a == "--checkpoint");
     let clock = Arc::new(AtomicU64::new(T0));
     let mut config = EngineConfig::new(&dir);
     config.shards = 2;
@@ -71,6 +74,20 @@ fn main() {
     let settings =
         Settings { reorder_point: Some(5), reorder_qty: Some(20), max_qty: None, safety_stock: 1, lead_time_days: 7 };
     run(mv(None, None, MovementKind::SetSettings { sku: a.into(), location: "dc".into(), settings }));
+    // Min/max ordering at the largest order quantity a level keeps (`ORDER_QTY_MAX`); one more is
+    // rejected with `invalid_settings` (and logged).
+    let up_to =
+        |max_qty| Settings { reorder_point: None, reorder_qty: None, max_qty, safety_stock: 0, lead_time_days: 0 };
+    run(mv(
+        None,
+        None,
+        MovementKind::SetSettings { sku: a.into(), location: "store".into(), settings: up_to(Some(ORDER_QTY_MAX)) },
+    ));
+    run(mv(
+        None,
+        None,
+        MovementKind::SetSettings { sku: a.into(), location: "store".into(), settings: up_to(Some(ORDER_QTY_MAX + 1)) },
+    ));
     run(mv(None, Some("PO-1"), MovementKind::Expect { sku: a.into(), location: "dc".into(), qty: 30 }));
     let mut receive = mv(
         Some("rcv-PO-1"),
@@ -110,15 +127,27 @@ fn main() {
     run(mv(None, Some("count-sheet-3"), MovementKind::Count { sku: b.into(), location: "dc".into(), counted: 9 }));
     run(mv(None, None, MovementKind::Transfer { sku: a.into(), from: "dc".into(), to: "store".into(), qty: 4 }));
 
-    if checkpoint_midway {
-        let path = e.checkpoint().expect("checkpoint written");
-        println!("checkpoint {}", path.display());
-    }
+    // Refused at submission (a SKU over 64 bytes): no record, no sequence number.
+    run(mv(None, None, MovementKind::Receive { sku: "X".repeat(65), location: "dc".into(), qty: 1, unit_cost: None }));
 
     // A reservation over both shards (logged as one record per shard, same hold id), committed.
     let lines = vec![line(a, "dc", 2, Some(1999)), line(b, "dc", 3, None)];
-    let cart = run(mv(Some("cart-1"), None, MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 }));
+    let cart_1 = mv(Some("cart-1"), None, MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 });
+    let cart = run(cart_1.clone());
+    if take_checkpoints {
+        // A consistent cut while the hold is open: both shards' snapshots hold a part of it.
+        let path = e.checkpoint().expect("checkpoint written");
+        println!("took checkpoint {}", path.display());
+    }
     run(mv(None, None, MovementKind::Commit { hold: hold_of(cart) }));
+    // Its retry, after the commit: the first outcome (same hold) comes back, no new record, a NOP
+    // on each shard. Both parts' records carry the body hash of the whole reservation, which is
+    // what the retry is compared with (also after a restart).
+    run(cart_1);
+    // A reservation over both shards that fails on one: the part that succeeded is released by
+    // an engine-made `Release` ("rollback of hold ...").
+    let lines = vec![line(a, "dc", 1, None), line(b, "dc", 1000, None)];
+    run(mv(None, None, MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 }));
     // One released, one sold from.
     let held = run(mv(
         None,
@@ -192,6 +221,12 @@ fn main() {
     }
     // Acknowledged after the expiry record, so that record is durable too.
     run(mv(None, None, MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 1, unit_cost: None }));
+    if take_checkpoints {
+        let path = e.checkpoint().expect("checkpoint written");
+        println!("took checkpoint {}", path.display());
+    }
+    // A record after the last checkpoint.
+    run(mv(None, None, MovementKind::Receive { sku: a.into(), location: "store".into(), qty: 2, unit_cost: None }));
     e.halt();
 
     for (_, path) in list_segments(&std::path::Path::new(&dir).join("wal")).expect("wal directory lists") {
@@ -206,5 +241,10 @@ fn main() {
                 println!("logged seq={} shard={} type={}", h.seq, h.shard, h.record_type);
             }
         }
+    }
+    for (_, path) in list_checkpoints(&std::path::Path::new(&dir).join("checkpoints")).expect("checkpoints list") {
+        let body = read_checkpoint(&path).expect("checkpoint reads");
+        let name = path.file_name().unwrap().to_string_lossy();
+        println!("checkpoint {name} covered_seq={} {body:?}", body.covered_seq());
     }
 }

@@ -150,8 +150,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// One level.
-    Level { sku: String, location: String },
+    /// The level of a SKU at one location, or at every location.
+    Level { sku: String, location: Option<String> },
     /// Every level, or those of one location.
     Levels {
         #[arg(long)]
@@ -276,9 +276,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            if json {
+                println!("{}", json!({"error": {"code": e.code(), "message": e.to_string()}}));
+            }
             eprintln!("stockctl: {e}");
             ExitCode::FAILURE
         }
@@ -301,7 +305,12 @@ fn movement(common: Common, kind: MovementKind) -> Movement {
 
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let json = cli.json;
-    let client = cli.connect.connect().await?;
+    let mut config = cli.connect.config()?;
+    if matches!(cli.command, Command::Watch { .. }) {
+        // A follower waits out server restarts, however long.
+        config.retry.retries = u32::MAX;
+    }
+    let client = Client::connect(config).await?;
     let result = dispatch(&client, cli.command, json).await;
     client.close_and_wait().await;
     result
@@ -332,7 +341,18 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
         }
         Commit { hold, common } => movement(common, MovementKind::Commit { hold }),
         Release { hold, common } => movement(common, MovementKind::Release { hold }),
-        Level { sku, location } => {
+        Level { sku, location: None } => {
+            let levels = client.sku_levels(&sku).await?;
+            if json {
+                println!("{}", serde_json::to_string(&levels).expect("json"));
+            } else if levels.is_empty() {
+                println!("no level for {sku} (nothing was ever recorded for it)");
+            } else {
+                print_levels(&levels);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Level { sku, location: Some(location) } => {
             let level = client.level(&sku, &location).await?;
             match (&level, json) {
                 (_, true) => println!("{}", serde_json::to_string(&level).expect("json")),

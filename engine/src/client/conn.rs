@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// How long a silent connection lives; keep-alives go out at a third of it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a silent connection lives by default; keep-alives go out at a third of it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request id of the hello; the server also uses it for errors tied to no request.
 const HELLO_ID: u64 = 0;
 
@@ -50,6 +50,11 @@ pub(super) struct Conn {
 /// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/1`,
 /// keep-alives so that a silent connection stays up and a dead server is noticed in seconds.
 pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
+    quic_client_config_with(ca_pem, IDLE_TIMEOUT)
+}
+
+/// [`quic_client_config`] with another idle timeout: a dead server is noticed within it.
+pub fn quic_client_config_with(ca_pem: &[u8], idle_timeout: Duration) -> Result<quinn::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert =
@@ -70,8 +75,10 @@ pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientEr
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| ClientError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("a small timeout")));
-    transport.keep_alive_interval(Some(IDLE_TIMEOUT / 3));
+    let idle =
+        idle_timeout.try_into().map_err(|_| ClientError::Config(format!("idle timeout {idle_timeout:?} too long")))?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(Some(idle_timeout / 3));
     transport.stream_receive_window((8u32 << 20).into());
     transport.receive_window((32u32 << 20).into());
     transport.send_window(16 << 20);
@@ -99,7 +106,12 @@ impl Conn {
                     other => other,
                 })
             }
-            Err(_) => return Err(connect_err(format!("no answer within {:?}", config.connect_timeout))),
+            Err(_) => {
+                return Err(connect_err(format!(
+                    "no answer within {:?}; is stockd running and listening there (UDP)?",
+                    config.connect_timeout
+                )))
+            }
         };
         let lost = |e: &quinn::ConnectionError| ClientError::from_connection(e);
         let (mut send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
@@ -228,6 +240,9 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver
     const WRITE_BYTES_MAX: usize = 256 << 10;
     let mut batch = Vec::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
+        // Let the other tasks that are ready (answers completed together by one group commit)
+        // add their frames first, so that they share a write and QUIC packets.
+        tokio::task::yield_now().await;
         let result = match rx.try_recv() {
             Err(_) => send.write_all(&first).await,
             Ok(next) => {

@@ -86,10 +86,7 @@ impl ClientError {
             quinn::ConnectionError::ConnectionClosed(close)
                 if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
             {
-                ClientError::refused(
-                    ErrorCode::TooManyConnections,
-                    "the server refused the connection (connections_max)",
-                )
+                ClientError::ConnectionLost("the server refused the connection (it may be shutting down)".into())
             }
             other => ClientError::ConnectionLost(other.to_string()),
         }

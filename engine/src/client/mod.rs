@@ -15,7 +15,7 @@
 mod args;
 mod conn;
 /// For clients of their own (tests, tools): the QUIC and TLS configuration this client uses.
-pub use conn::quic_client_config;
+pub use conn::{quic_client_config, quic_client_config_with};
 mod error;
 mod feed;
 
@@ -61,6 +61,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Time allowed to connect and authenticate.
     pub connect_timeout: Duration,
+    /// A connection silent this long is dead (keep-alives go out at a third of it): how soon a
+    /// server that vanished without closing (killed, unplugged) is noticed.
+    pub idle_timeout: Duration,
     pub retry: RetryPolicy,
     /// Sent in the hello, for the server's logs.
     pub client_name: String,
@@ -76,6 +79,7 @@ impl ClientConfig {
             streams: 4,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            idle_timeout: conn::IDLE_TIMEOUT,
             retry: RetryPolicy::default(),
             client_name: format!("perpetua-client {}", env!("CARGO_PKG_VERSION")),
         }
@@ -108,7 +112,7 @@ impl Client {
             Some(n) => n.clone(),
             None => host_of(&config.server),
         };
-        let quic = conn::quic_client_config(&config.ca_pem)?;
+        let quic = conn::quic_client_config_with(&config.ca_pem, config.idle_timeout)?;
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
         let endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| ClientError::Connect { server: config.server.clone(), message: e.to_string() })?;
@@ -252,6 +256,19 @@ impl Client {
         Ok(all)
     }
 
+    /// Every location's level of one SKU, sorted by location.
+    pub async fn sku_levels(&self, sku: &str) -> Result<Vec<LevelView>, ClientError> {
+        let body = encode_body(&RequestBody::SkuLevels { sku: sku.into() });
+        let mut all = Vec::new();
+        for part in self.call_chunked(&body).await? {
+            match part {
+                ResponseBody::Levels { mut levels, .. } => all.append(&mut levels),
+                other => return Err(unexpected("levels", &other)),
+            }
+        }
+        Ok(all)
+    }
+
     /// Levels at or below their reorder point (or at or below zero without one).
     pub async fn low_stock(&self, location: Option<&str>) -> Result<Vec<LowStockItem>, ClientError> {
         let body = encode_body(&RequestBody::LowStock { location: location.map(Into::into) });
@@ -342,6 +359,11 @@ impl Client {
     /// Follows the change feed from `from_seq` (see [`Subscription`]).
     pub async fn subscribe(&self, from_seq: Seq, filter: FeedFilter) -> Result<Subscription, ClientError> {
         Subscription::start(self.clone(), from_seq, filter).await
+    }
+
+    /// QUIC statistics of the current connection (packets, bytes, round-trip time).
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.inner.conn.lock().unwrap().quic.stats()
     }
 
     /// Closes the connection (pending requests fail).

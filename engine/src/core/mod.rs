@@ -6,7 +6,8 @@ mod shard;
 mod types;
 
 pub use shard::{
-    body_hash, check_sizes, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState, ORDER_QTY_MAX,
+    body_hash, check_sizes, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState, EXPIRE_HOLDS_MAX,
+    ORDER_QTY_MAX,
 };
 pub use types::*;
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
+/// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
+pub const EXPIRE_HOLDS_MAX: usize = 1_000;
 const NONE_ORDER_QTY: u32 = u32::MAX;
 /// Largest `reorder_qty` or `max_qty` a level keeps.
 pub const ORDER_QTY_MAX: Qty = u32::MAX as Qty - 1;
@@ -331,7 +333,8 @@ impl ShardState {
             }
             MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
                 check_level_key(sku, location)?;
-                check_qty(delta.abs())?;
+                // `i64::MIN` has no absolute value: it is as invalid as any other too-large delta.
+                check_qty(delta.checked_abs().unwrap_or(Qty::MAX))?;
                 if *delta < 0 {
                     return self.take(sku, location, -*delta, *allow_negative, fx);
                 }
@@ -423,11 +426,13 @@ impl ShardState {
                 Ok(Detail::None)
             }
             MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => {
-                while let Some(&(at, hold)) = self.hold_expiry.first() {
-                    if at > *holds_expired_by {
-                        break;
+                // At most EXPIRE_HOLDS_MAX holds per record, so that the record stays small; the
+                // rest are still due and go with the next expiry.
+                for _ in 0..EXPIRE_HOLDS_MAX {
+                    match self.hold_expiry.first() {
+                        Some(&(at, hold)) if at <= *holds_expired_by => self.release(hold, fx),
+                        _ => break,
                     }
-                    self.release(hold, fx);
                 }
                 while let Some(&(seen_at, k)) = self.key_order.front() {
                     if seen_at >= *keys_seen_before && self.key_order.len() as u64 <= *keys_max {
@@ -511,6 +516,13 @@ impl ShardState {
             check_level_key(&line.sku, &line.location)?;
             check_qty(line.qty)?;
         }
+        // The same level twice is a malformed request whatever the stock, so it is checked before
+        // the levels are looked up (else it could be reported as `insufficient_stock`).
+        for (i, line) in lines.iter().enumerate() {
+            if lines[..i].iter().any(|l| l.sku == line.sku && l.location == line.location) {
+                return Err(Reason::InvalidLines);
+            }
+        }
         if expires_at <= now {
             return Err(Reason::InvalidExpiry);
         }
@@ -520,9 +532,6 @@ impl ShardState {
         let mut slots = Vec::with_capacity(lines.len());
         for line in lines {
             let slot = self.slot(&line.sku, &line.location).ok_or(Reason::InsufficientStock)?;
-            if slots.contains(&slot) {
-                return Err(Reason::InvalidLines);
-            }
             if self.levels[slot as usize].available() < line.qty {
                 return Err(Reason::InsufficientStock);
             }
@@ -638,7 +647,7 @@ impl ShardState {
         } else {
             l.flags &= !FLAG_OUT_OF_STOCK_ALERTED;
         }
-        fx.levels.push(view(sku, location, l));
+        fx.push_level(sku, location, [l.on_hand, l.reserved, l.unsellable, l.incoming, l.safety_stock, available]);
     }
 
     // ---- reads ----
@@ -696,6 +705,11 @@ impl ShardState {
             };
             (*k, e.body_hash, e.seen_at, hold)
         })
+    }
+
+    /// When the oldest idempotency key still remembered was first seen.
+    pub fn oldest_key_seen_at(&self) -> Option<Millis> {
+        self.key_order.front().map(|&(seen_at, _)| seen_at)
     }
 
     /// Number of idempotency keys remembered.

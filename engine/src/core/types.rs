@@ -135,8 +135,8 @@ pub enum MovementKind {
     /// Replaces the replenishment settings of one (SKU, location).
     SetSettings { sku: String, location: String, settings: Settings },
     /// Housekeeping the engine logs periodically: drops holds that expired at or before
-    /// `holds_expired_by`, and idempotency keys first seen before `keys_seen_before` (and the
-    /// oldest beyond `keys_max`).
+    /// `holds_expired_by` (the earliest first, at most `EXPIRE_HOLDS_MAX` per record), and
+    /// idempotency keys first seen before `keys_seen_before` (and the oldest beyond `keys_max`).
     Expire { holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64 },
 }
 
@@ -185,7 +185,8 @@ pub enum Reason {
     InvalidExpiry,
     /// A reservation with no line or too many lines, or the same (SKU, location) twice.
     InvalidLines,
-    /// Settings with a negative quantity.
+    /// Settings with a quantity out of range (negative, over the movement maximum, or an order
+    /// quantity over `ORDER_QTY_MAX`), or both `reorder_qty` and `max_qty`.
     InvalidSettings,
     /// The engine could not make the movement durable; nothing is acknowledged.
     StorageFailure,
@@ -276,12 +277,49 @@ pub struct Effects {
     pub alerts: Vec<Alert>,
     /// Holds dropped by an `Expire` (or released by a commit or release).
     pub holds_closed: Vec<HoldId>,
+    /// Views cleared earlier, kept so that their strings' memory is reused (not part of the value).
+    #[serde(skip)]
+    spare: SpareViews,
 }
 
+/// Recycled level views; never part of what effects are (equal whatever they hold).
+#[derive(Clone, Debug, Default)]
+struct SpareViews(Vec<LevelView>);
+
+impl PartialEq for SpareViews {
+    fn eq(&self, _: &SpareViews) -> bool {
+        true
+    }
+}
+impl Eq for SpareViews {}
+
 impl Effects {
+    /// Empties the effects, keeping their memory for the next movement.
     pub fn clear(&mut self) {
-        self.levels.clear();
+        self.spare.0.append(&mut self.levels);
         self.alerts.clear();
         self.holds_closed.clear();
+    }
+
+    /// Appends a level view, reusing a cleared one's strings when there is one.
+    pub fn push_level(&mut self, sku: &str, location: &str, quantities: [Qty; 6]) {
+        let [on_hand, reserved, unsellable, incoming, safety_stock, available] = quantities;
+        let mut view = self.spare.0.pop().unwrap_or_else(|| LevelView {
+            sku: String::new(),
+            location: String::new(),
+            on_hand,
+            reserved,
+            unsellable,
+            incoming,
+            safety_stock,
+            available,
+        });
+        view.sku.clear();
+        view.sku.push_str(sku);
+        view.location.clear();
+        view.location.push_str(location);
+        (view.on_hand, view.reserved, view.unsellable, view.incoming) = (on_hand, reserved, unsellable, incoming);
+        (view.safety_stock, view.available) = (safety_stock, available);
+        self.levels.push(view);
     }
 }

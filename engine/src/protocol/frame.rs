@@ -8,8 +8,9 @@ use serde::Serialize;
 
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
-/// How much a reader asks for at a time.
-const READ_CHUNK_BYTES: usize = 64 << 10;
+/// How much a reader asks for at a time (the buffer grows beyond it only for a larger frame):
+/// small, because every open stream has one.
+const READ_CHUNK_BYTES: usize = 8 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

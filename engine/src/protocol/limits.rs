@@ -28,7 +28,7 @@ impl Default for Limits {
             frame_bytes_max: 1 << 20,
             batch_movements_max: 4096,
             requests_in_flight_max: 4096,
-            streams_max: 64,
+            streams_max: 16,
             request_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
             feed_buffer_events_max: 100_000,

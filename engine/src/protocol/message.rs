@@ -63,6 +63,7 @@ impl Role {
             | RequestBody::Levels { .. }
             | RequestBody::LowStock { .. }
             | RequestBody::GetSettings { .. }
+            | RequestBody::SkuLevels { .. }
             | RequestBody::Status => true,
             RequestBody::Submit { movements } => movements.iter().all(|m| self.may_submit(&m.kind)),
             RequestBody::Subscribe { .. } | RequestBody::Snapshot => matches!(self, Role::Admin | Role::Reader),
@@ -124,6 +125,8 @@ pub enum RequestBody {
     Subscribe { from_seq: Seq, filter: FeedFilter },
     /// Every level as of one sequence number; answered by [`ResponseBody::Snapshot`] chunks.
     Snapshot,
+    /// Every location's level of one SKU; answered by [`ResponseBody::Levels`] chunks.
+    SkuLevels { sku: String },
 }
 
 /// The result of one movement: the sequence number of the record that decided it, and its

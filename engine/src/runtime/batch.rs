@@ -41,8 +41,18 @@ impl BatchState {
     }
 
     pub fn complete(&self, part: u32, result: MovementResult) {
-        self.inner.lock().unwrap().0[part as usize] = result;
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        self.complete_all(&[(part, result)]);
+    }
+
+    /// Completes several parts under one lock.
+    pub fn complete_all(&self, parts: &[(u32, MovementResult)]) {
+        {
+            let mut inner = self.inner.lock().unwrap();
+            for &(part, result) in parts {
+                inner.0[part as usize] = result;
+            }
+        }
+        if self.remaining.fetch_sub(parts.len(), Ordering::AcqRel) == parts.len() {
             self.send();
         }
     }

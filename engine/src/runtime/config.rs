@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub idempotency_window: Duration,
     /// At most this many idempotency keys are remembered (the oldest go first).
     pub idempotency_keys_max: u64,
+    /// How often the engine-wide guards of forgotten idempotency keys are dropped (a pass over all
+    /// of them; also done whenever they exceed `idempotency_keys_max` by an eighth).
+    pub key_guard_prune_interval: Duration,
     /// How often expired holds and keys are dropped.
     pub expire_interval: Duration,
     /// Expired holds are dropped this long after their expiry, so that a commit that reached
@@ -83,7 +86,8 @@ impl EngineConfig {
             checkpoint_log_bytes: 1 << 30,
             log_retention_bytes: 1 << 30,
             idempotency_window: Duration::from_secs(24 * 3600),
-            idempotency_keys_max: 20_000_000,
+            idempotency_keys_max: 10_000_000,
+            key_guard_prune_interval: Duration::from_secs(60),
             expire_interval: Duration::from_millis(250),
             hold_sweep_grace: Duration::from_secs(1),
             shard_queue_depth_max: 4096,

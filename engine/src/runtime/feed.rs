@@ -91,6 +91,13 @@ impl Feed {
                 self.open_segment_with(self.next)?;
                 let before = self.next;
                 if !self.read_available(durable, max, &mut events)? && self.next == before {
+                    // Records a checkpoint covers can be missing from the log after a power loss
+                    // under `Fsync::Never`; the next segment then starts later. They are gone:
+                    // the subscriber restarts from a levels snapshot.
+                    let segments = list_segments(&self.wal_dir).map_err(|e| FeedError::Io(e.to_string()))?;
+                    if let Some(&(first, _)) = segments.iter().find(|(first, _)| *first > before) {
+                        return Err(FeedError::Truncated { asked: before, oldest_available: first });
+                    }
                     let path = self.segment.as_ref().map(|s| s.1.display().to_string()).unwrap_or_default();
                     return Err(FeedError::Corrupt(format!("sequence {before} is durable but not found in {path}")));
                 }

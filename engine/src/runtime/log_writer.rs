@@ -15,6 +15,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// The results of some parts of one submission, to complete once durable.
+pub type Acks = (Arc<BatchState>, Vec<(u32, MovementResult)>);
+
 /// What a shard hands to the log writer after applying a batch.
 pub struct ShardOutput {
     /// First sequence number of the range the shard claimed (records `first_seq..first_seq+count`).
@@ -24,7 +27,8 @@ pub struct ShardOutput {
     pub requires_seq: Seq,
     /// Framed records, in sequence order.
     pub bytes: Vec<u8>,
-    pub acks: Vec<(Arc<BatchState>, u32, MovementResult)>,
+    /// Per submission: its parts' results.
+    pub acks: Vec<Acks>,
 }
 
 impl ShardOutput {
@@ -186,8 +190,8 @@ fn release_acks(acks: &mut BTreeMap<Seq, Vec<ShardOutput>>, durable: Seq) {
             break;
         }
         for out in entry.remove() {
-            for (batch, part, result) in out.acks {
-                batch.complete(part, result);
+            for (batch, results) in out.acks {
+                batch.complete_all(&results);
             }
         }
     }
@@ -198,8 +202,9 @@ fn fail_all(waiting: &mut BTreeMap<Seq, ShardOutput>, acks: &mut BTreeMap<Seq, V
     let waiting = std::mem::take(waiting).into_values().map(|out| vec![out]);
     for outs in std::mem::take(acks).into_values().chain(waiting) {
         for out in outs {
-            for (batch, part, _) in out.acks {
-                batch.complete(part, failure);
+            for (batch, results) in out.acks {
+                let failed: Vec<_> = results.iter().map(|&(part, _)| (part, failure)).collect();
+                batch.complete_all(&failed);
             }
         }
     }

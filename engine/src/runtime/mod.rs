@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Why the engine could not open.
@@ -238,7 +238,8 @@ impl Engine {
                 .map_err(io("cannot create log segment", &wal_dir))?,
         };
 
-        let guards = DashMap::with_hasher(ahash::RandomState::new());
+        // Many submitters insert at once: more lock stripes than dashmap's default.
+        let guards = DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 128);
         for state in &recovered.shards {
             for (k, body_hash, seen_at, hold) in state.key_guards() {
                 let mut entry = guards.entry(k).or_insert(KeyGuard { body_hash, seen_at, hold: 0 });
@@ -539,6 +540,11 @@ impl Engine {
         totals
     }
 
+    /// Number of idempotency keys the engine-wide guard holds.
+    pub fn key_guard_count(&self) -> usize {
+        self.inner.guards.len()
+    }
+
     pub fn stats(&self) -> EngineStats {
         let log = &self.inner.log;
         let mut depths = [0; SHARDS_MAX];
@@ -766,21 +772,42 @@ impl Inner {
         }
     }
 
+    /// Drops key guards of keys the shards no longer remember: older than the window, or older
+    /// than the oldest key any shard still keeps (shards drop their oldest beyond `keys_max`).
     fn prune_guards(&self) {
-        let cutoff = self.config.clock.now().saturating_sub(self.config.idempotency_window.as_millis() as Millis);
+        let mut cutoff = self.config.clock.now().saturating_sub(self.config.idempotency_window.as_millis() as Millis);
+        let mut oldest_kept: Option<Millis> = None;
+        for tx in &self.shards {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(ShardMsg::Query(Query::OldestKey, reply)).is_err() {
+                return;
+            }
+            match rx.blocking_recv() {
+                Ok(Answer::OldestKey(Some(t))) => oldest_kept = Some(oldest_kept.map_or(t, |o| o.min(t))),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        // With no key kept anywhere, every guard can go; but never one younger than a minute: its
+        // movement may still be on its way to a shard.
+        const GUARD_AGE_MIN_MS: Millis = 60_000;
+        cutoff = cutoff
+            .max(oldest_kept.unwrap_or(Millis::MAX))
+            .min(self.config.clock.now().saturating_sub(GUARD_AGE_MIN_MS));
         self.guards.retain(|_, g| g.seen_at >= cutoff);
     }
 }
 
 /// Expires holds and keys, prunes key guards and takes periodic checkpoints until told to stop.
 fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
-    const GUARD_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
     let mut last_checkpoint = Instant::now();
     let mut last_prune = Instant::now();
     let mut log_bytes_at_checkpoint = 0;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(inner.config.expire_interval) {
         inner.expire();
-        if last_prune.elapsed() >= GUARD_PRUNE_INTERVAL {
+        let guards_over =
+            inner.guards.len() as u64 > inner.config.idempotency_keys_max + inner.config.idempotency_keys_max / 8;
+        if last_prune.elapsed() >= inner.config.key_guard_prune_interval || guards_over {
             inner.prune_guards();
             last_prune = Instant::now();
         }

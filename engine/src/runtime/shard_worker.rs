@@ -38,6 +38,8 @@ pub enum Query {
     },
     Holds,
     Stats,
+    /// When the oldest idempotency key this shard remembers was first seen.
+    OldestKey,
 }
 
 /// Answers to [`Query`].
@@ -48,6 +50,7 @@ pub enum Answer {
     Settings(Option<Settings>),
     Holds(Vec<HoldView>),
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
+    OldestKey(Option<Millis>),
 }
 
 /// What to copy at a barrier.
@@ -120,7 +123,7 @@ impl ShardWorker {
                 count: movements as u64,
                 requires_seq: 0,
                 bytes: Vec::with_capacity(movements * 160),
-                acks: Vec::with_capacity(movements),
+                acks: Vec::with_capacity(msgs.len()),
             };
             let mut seq = first_seq;
             let mut stop = false;
@@ -159,11 +162,15 @@ impl ShardWorker {
     fn handle(&mut self, msg: ShardMsg, seq: &mut Seq, out: &mut ShardOutput, fx: &mut Effects) {
         match msg {
             ShardMsg::Movements { items, batch } => {
+                let mut results = Vec::with_capacity(if batch.is_some() { items.len() } else { 0 });
                 for item in items {
                     let result = self.apply(item.now, item.body_hash, &item.movement, seq, out, fx);
-                    if let Some(batch) = &batch {
-                        out.acks.push((batch.clone(), item.part, result));
+                    if batch.is_some() {
+                        results.push((item.part, result));
                     }
+                }
+                if let Some(batch) = batch {
+                    out.acks.push((batch, results));
                 }
             }
             ShardMsg::Expire { now, holds_expired_by, keys_seen_before, keys_max, due } => {
@@ -228,6 +235,7 @@ impl ShardWorker {
             ),
             Query::Settings { sku, location } => Answer::Settings(self.state.settings(&sku, &location)),
             Query::Holds => Answer::Holds(self.state.holds().collect()),
+            Query::OldestKey => Answer::OldestKey(self.state.oldest_key_seen_at()),
             Query::Stats => Answer::Stats {
                 levels: self.state.level_count(),
                 keys: self.state.key_count(),

@@ -24,7 +24,10 @@ pub enum FsyncMode {
     Never,
 }
 
-/// How the server's async runtime runs.
+/// How the server's async runtime runs. Measured on the 2-core development machine with client
+/// and server on it: the two are within noise of each other (single-movement requests 200k to
+/// 300k/s durable either way; batches of 100, 1.1M to 1.4M movements/s), and current-thread uses
+/// less CPU, leaving the other core to the engine's threads: it is the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
@@ -79,7 +82,7 @@ pub struct Settings {
     /// Most requests of one connection in process at once. [default: 4096]
     #[arg(long, value_name = "N")]
     pub requests_in_flight_max: Option<u32>,
-    /// Most streams open at once on one connection. [default: 64]
+    /// Most streams open at once on one connection. [default: 16]
     #[arg(long, value_name = "N")]
     pub streams_max: Option<u32>,
     /// Most client connections at once; more are refused. [default: 1024]

@@ -12,7 +12,9 @@ use super::Shared;
 use crate::core::{LevelView, Settings};
 use crate::protocol::stream::{FrameReader, ReadFailure};
 use crate::protocol::*;
-use crate::runtime::{Answer, Query};
+use crate::runtime::{Answer, MovementResult, Query};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,112 +197,128 @@ async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }
 
-/// Serves the requests of one stream until the client finishes it, the connection ends or the
-/// server shuts down; then answers what is in flight and finishes the stream.
-async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut reader: FrameReader, first: bool) {
-    let _open = OpenStream(ctx.clone());
-    let mut send = Some(send);
-    // The writer starts with the first request that is not a subscription (at once on the
-    // hello stream, which already had its answer).
-    let mut writer: Option<(Tx, tokio::task::JoinHandle<()>)> = None;
-    let start_writer = |send: &mut Option<quinn::SendStream>| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (tx, tokio::spawn(write_loop(send.take().expect("the send side is still here"), rx)))
-    };
-    if first {
-        writer = Some(start_writer(&mut send));
-    }
-    let mut shutdown = ctx.shared.shutdown.clone();
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = super::stopping(&mut shutdown) => break,
-            frame = reader.next() => frame,
-        };
-        let tx = match &writer {
-            Some((tx, _)) => tx.clone(),
-            None => {
-                // Decide what this stream is from its first frame.
-                if let Ok(Some(payload)) = &frame {
-                    if let Ok(Request { id, body: body @ RequestBody::Subscribe { .. } }) = Request::decode(payload) {
-                        let mut send = send.take().expect("the send side is still here");
-                        if let Err((code, message)) = ctx.check(&body) {
-                            ctx.shared.metrics.error(code);
-                            let mut buf = Vec::new();
-                            encode_response(&mut buf, id, &ResponseBody::error(code, message));
-                            let _ = send.write_all(&buf).await;
-                            let _ = send.finish();
-                            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                            return;
-                        }
-                        let RequestBody::Subscribe { from_seq, filter } = body else { unreachable!() };
-                        return super::feed::serve(ctx.clone(), id, from_seq, filter, send, reader).await;
-                    }
-                }
-                let w = start_writer(&mut send);
-                let tx = w.0.clone();
-                writer = Some(w);
-                tx
-            }
-        };
-        match frame {
-            Ok(Some(payload)) => {
-                let started = Instant::now();
-                match Request::decode(payload) {
-                    Ok(req) => ctx.dispatch(req, started, &tx),
-                    Err(e) => ctx.reply_error(&tx, peek_id(payload).unwrap_or(0), ErrorCode::Malformed, e.to_string()),
-                }
-            }
-            Ok(None) => break,
-            Err(ReadFailure::TooLarge(e)) => {
-                ctx.reply_error(&tx, 0, ErrorCode::FrameTooLarge, format!("{e}; the stream is closed"));
-                let _ = reader.recv.stop(ErrorCode::FrameTooLarge.app_code().into());
-                break;
-            }
-            Err(ReadFailure::TooSlow(t)) => {
-                let code = ErrorCode::TooSlow;
-                ctx.shared.metrics.error(code);
-                tracing::info!(remote = %ctx.conn.remote_address(), "cut off a client that sent a frame too slowly");
-                let reason = format!("{code}: a frame did not arrive whole within {} ms", t.as_millis());
-                ctx.conn.close(code.app_code().into(), reason.as_bytes());
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-    if let Some((tx, handle)) = writer {
-        drop(tx);
-        let _ = handle.await;
-    }
+/// A submission being waited for on a stream: its request id, arrival time and in-flight slot.
+type Waiting = FuturesUnordered<WaitSubmission>;
+type WaitSubmission = std::pin::Pin<Box<dyn std::future::Future<Output = Decided> + Send>>;
+struct Decided {
+    id: u64,
+    started: Instant,
+    _guard: InFlight,
+    results: Vec<MovementResult>,
 }
 
-/// Writes answer frames as they come, coalescing those that wait; finishes the stream when every
-/// sender is gone.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    const WRITE_BYTES_MAX: usize = 256 << 10;
-    let mut batch = Vec::with_capacity(64 << 10);
-    while let Some(first) = rx.recv().await {
-        let Ok(next) = rx.try_recv() else {
-            if send.write_all(&first).await.is_err() {
-                return;
+/// Serves the requests of one stream until the client finishes it, the connection ends or the
+/// server shuts down; then answers what is in flight and finishes the stream.
+///
+/// Submissions are awaited here, in one set per stream, not in a task each: the answers that one
+/// group commit completes wake this task once, and go out in one write (and few QUIC packets).
+async fn serve_stream(ctx: Arc<ConnCtx>, mut send: quinn::SendStream, mut reader: FrameReader, first: bool) {
+    let _open = OpenStream(ctx.clone());
+    // Answers of requests that run as tasks of their own (reads, tokens): rare, so a channel.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let mut tx = Some(tx);
+    let mut waiting = Waiting::new();
+    let mut out: Vec<u8> = Vec::with_capacity(4 << 10);
+    let mut reading = true;
+    let mut rx_open = true;
+    let mut seen_frame = first;
+    let mut shutdown = ctx.shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            Some(decided) = waiting.next(), if !waiting.is_empty() => {
+                ctx.encode_decided(decided, &mut out);
+                while let Some(Some(decided)) = waiting.next().now_or_never() {
+                    ctx.encode_decided(decided, &mut out);
+                }
+                while let Ok(frame) = rx.try_recv() {
+                    out.extend_from_slice(&frame);
+                }
+                if send.write_all(&out).await.is_err() {
+                    break;
+                }
+                out.clear();
             }
-            continue;
-        };
-        batch.clear();
-        batch.extend_from_slice(&first);
-        batch.extend_from_slice(&next);
-        while batch.len() < WRITE_BYTES_MAX {
-            match rx.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
+            frame = rx.recv(), if rx_open => match frame {
+                Some(frame) => {
+                    out.extend_from_slice(&frame);
+                    while let Ok(frame) = rx.try_recv() {
+                        out.extend_from_slice(&frame);
+                    }
+                    if send.write_all(&out).await.is_err() {
+                        break;
+                    }
+                    out.clear();
+                }
+                // Every sender is gone: reading has ended and every task has answered.
+                None => rx_open = false,
+            },
+            _ = super::stopping(&mut shutdown), if reading => {
+                reading = false;
+                tx = None;
             }
-        }
-        if send.write_all(&batch).await.is_err() {
-            return;
+            frame = reader.next(), if reading => {
+                let Some(sender) = tx.clone() else { continue };
+                match frame {
+                    Ok(Some(payload)) => {
+                        let started = Instant::now();
+                        let request = Request::decode(payload);
+                        if !seen_frame {
+                            seen_frame = true;
+                            if let Ok(Request { id, body: body @ RequestBody::Subscribe { .. } }) = request {
+                                drop(sender);
+                                return subscribe(ctx, id, body, send, reader).await;
+                            }
+                        }
+                        match request {
+                            Ok(req) => ctx.dispatch(req, started, &sender, &mut waiting),
+                            Err(e) => ctx.reply_error(&sender, peek_id(payload).unwrap_or(0), ErrorCode::Malformed, e.to_string()),
+                        }
+                    }
+                    Ok(None) => {
+                        reading = false;
+                        tx = None;
+                    }
+                    Err(ReadFailure::TooLarge(e)) => {
+                        ctx.reply_error(&sender, 0, ErrorCode::FrameTooLarge, format!("{e}; the stream is closed"));
+                        let _ = reader.recv.stop(ErrorCode::FrameTooLarge.app_code().into());
+                        reading = false;
+                        tx = None;
+                    }
+                    Err(ReadFailure::TooSlow(t)) => {
+                        let code = ErrorCode::TooSlow;
+                        ctx.shared.metrics.error(code);
+                        tracing::info!(remote = %ctx.conn.remote_address(), "cut off a client that sent a frame too slowly");
+                        let reason = format!("{code}: a frame did not arrive whole within {} ms", t.as_millis());
+                        ctx.conn.close(code.app_code().into(), reason.as_bytes());
+                        return;
+                    }
+                    Err(_) => {
+                        reading = false;
+                        tx = None;
+                    }
+                }
+            }
+            else => break,
         }
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+}
+
+/// A stream whose first request is a subscription carries the feed (after the role check).
+async fn subscribe(ctx: Arc<ConnCtx>, id: u64, body: RequestBody, mut send: quinn::SendStream, reader: FrameReader) {
+    if let Err((code, message)) = ctx.check(&body) {
+        ctx.shared.metrics.error(code);
+        let mut buf = Vec::new();
+        encode_response(&mut buf, id, &ResponseBody::error(code, message));
+        let _ = send.write_all(&buf).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+        return;
+    }
+    let RequestBody::Subscribe { from_seq, filter } = body else { unreachable!("checked by the caller") };
+    super::feed::serve(ctx.clone(), id, from_seq, filter, send, reader).await
 }
 
 /// Levels per frame of a chunked answer (a level encodes to at most ~160 bytes).
@@ -309,6 +327,22 @@ const LEVELS_PER_CHUNK: usize = CHUNK_BYTES_TARGET / 256;
 impl ConnCtx {
     fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Appends the answer to a decided submission.
+    fn encode_decided(&self, decided: Decided, out: &mut Vec<u8>) {
+        let results = decided
+            .results
+            .into_iter()
+            .map(|r| {
+                if let Err(reason) = r.outcome {
+                    self.metrics().rejection(reason);
+                }
+                MovementOutcome { seq: r.seq, outcome: r.outcome }
+            })
+            .collect();
+        encode_response(out, decided.id, &ResponseBody::Outcomes { results });
+        self.metrics().request_done(decided.started.elapsed());
     }
 
     pub(super) fn reply(&self, tx: &Tx, id: u64, body: &ResponseBody, started: Instant) {
@@ -346,7 +380,7 @@ impl ConnCtx {
     }
 
     /// Checks a request and starts it; its answer goes to `tx`.
-    fn dispatch(self: &Arc<Self>, req: Request, started: Instant, tx: &Tx) {
+    fn dispatch(self: &Arc<Self>, req: Request, started: Instant, tx: &Tx, waiting: &mut Waiting) {
         let Request { id, body } = req;
         if let Err((code, message)) = self.check(&body) {
             return self.reply_error(tx, id, code, message);
@@ -376,20 +410,9 @@ impl ConnCtx {
                     self.metrics().movement(&m.kind);
                 }
                 let submission = engine.submit(movements);
-                tokio::spawn(async move {
-                    let results = submission.wait_async().await;
-                    let results = results
-                        .into_iter()
-                        .map(|r| {
-                            if let Err(reason) = r.outcome {
-                                ctx.metrics().rejection(reason);
-                            }
-                            MovementOutcome { seq: r.seq, outcome: r.outcome }
-                        })
-                        .collect();
-                    ctx.reply(&tx, id, &ResponseBody::Outcomes { results }, started);
-                    drop(guard);
-                });
+                waiting.push(Box::pin(async move {
+                    Decided { id, started, _guard: guard, results: submission.wait_async().await }
+                }));
             }
             RequestBody::Level { sku, location } => {
                 tokio::spawn(async move {
@@ -416,6 +439,18 @@ impl ConnCtx {
             RequestBody::Levels { location } => {
                 tokio::spawn(async move {
                     let levels = ctx.levels(location).await;
+                    ctx.reply_chunked(&tx, id, levels, started, |levels, last| ResponseBody::Levels { levels, last });
+                    drop(guard);
+                });
+            }
+            RequestBody::SkuLevels { sku } => {
+                tokio::spawn(async move {
+                    let q = Query::Levels { location: None };
+                    let mut levels = match ctx.shared.engine.query_async(&sku, q).await {
+                        Some(Answer::Levels(ls)) => ls.into_iter().filter(|l| l.sku == sku).collect(),
+                        _ => Vec::new(),
+                    };
+                    levels.sort_unstable_by(|a, b| a.location.cmp(&b.location));
                     ctx.reply_chunked(&tx, id, levels, started, |levels, last| ResponseBody::Levels { levels, last });
                     drop(guard);
                 });

@@ -34,6 +34,8 @@ enum FeedMsg {
 struct Bridge {
     buffered_events: AtomicUsize,
     stop: AtomicBool,
+    /// Set (and `slow` notified) when the subscriber fell too far behind.
+    too_slow: AtomicBool,
     slow: Notify,
 }
 
@@ -54,7 +56,19 @@ pub(super) async fn serve(
     mut reader: FrameReader,
 ) {
     let engine = ctx.shared.engine.clone();
-    let opened = tokio::task::spawn_blocking(move || engine.feed(from_seq)).await;
+    let opened = tokio::task::spawn_blocking(move || {
+        // A segment pruned between the engine listing it and opening it shows as an I/O error;
+        // asked again, the engine sees it gone and says `Truncated`.
+        let mut attempt = engine.feed(from_seq);
+        for _ in 0..2 {
+            if !matches!(attempt, Err(FeedError::Io(_))) {
+                break;
+            }
+            attempt = engine.feed(from_seq);
+        }
+        attempt
+    })
+    .await;
     let feed = match opened {
         Ok(Ok(feed)) => feed,
         Ok(Err(FeedError::Truncated { oldest_available, .. })) => {
@@ -73,8 +87,12 @@ pub(super) async fn serve(
     let metrics = ctx.shared.metrics.clone();
     metrics.feed_subscribers.fetch_add(1, Ordering::Relaxed);
     let limit = ctx.shared.limits.feed_buffer_events_max as usize;
-    let bridge =
-        Arc::new(Bridge { buffered_events: AtomicUsize::new(0), stop: AtomicBool::new(false), slow: Notify::new() });
+    let bridge = Arc::new(Bridge {
+        buffered_events: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        too_slow: AtomicBool::new(false),
+        slow: Notify::new(),
+    });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let thread_bridge = bridge.clone();
     let spawned = std::thread::Builder::new()
@@ -109,7 +127,12 @@ pub(super) async fn serve(
                     finish(send).await;
                     break;
                 }
-                None => break,
+                None => {
+                    if bridge.too_slow.load(Ordering::Acquire) {
+                        cut_off_slow(&ctx, &mut send, &mut reader, limit);
+                    }
+                    break;
+                }
             },
             _ = bridge.slow.notified() => {
                 cut_off_slow(&ctx, &mut send, &mut reader, limit);
@@ -163,7 +186,7 @@ fn feed_thread(
     let mut last_sent = Instant::now();
     let mut reported = feed.next_seq().saturating_sub(1);
     while !bridge.stop.load(Ordering::Acquire) && !tx.is_closed() {
-        let batch = match feed.next_batch(FEED_BATCH_MAX, FEED_POLL) {
+        let batch = match feed.next_batch(FEED_BATCH_MAX.min(limit), FEED_POLL) {
             Ok(b) => b,
             Err(e) => {
                 let body = match e {
@@ -191,6 +214,7 @@ fn feed_thread(
             continue;
         }
         if bridge.buffered_events.load(Ordering::Acquire) + events.len() > limit {
+            bridge.too_slow.store(true, Ordering::Release);
             bridge.slow.notify_one();
             return;
         }

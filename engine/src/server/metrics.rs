@@ -199,7 +199,7 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` until the listener is dropped with the task.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, engine: Arc<Engine>) {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, engine: Arc<super::EngineCell>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
         let (metrics, engine) = (metrics.clone(), engine.clone());

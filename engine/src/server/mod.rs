@@ -38,9 +38,33 @@ pub fn server_name() -> String {
     format!("stockd {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The engine as the server shares it. Dropping an `Engine` waits for its threads, which must not
+/// happen on a runtime thread: the last holder drops it on a plain thread instead.
+pub struct EngineCell(Option<Engine>);
+
+impl std::ops::Deref for EngineCell {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.0.as_ref().expect("the engine is there until the cell is dropped")
+    }
+}
+
+impl Drop for EngineCell {
+    fn drop(&mut self) {
+        if let Some(engine) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("engine-drop".into())
+                    .spawn(move || drop(engine))
+                    .map(|t| t.join());
+            }
+        }
+    }
+}
+
 /// What every connection shares.
 pub(crate) struct Shared {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<EngineCell>,
     pub tokens: TokenStore,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -66,11 +90,43 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     info: StartupInfo,
-    engine: Arc<Engine>,
+    engine: Arc<EngineCell>,
     shared: Option<Arc<Shared>>,
     shutdown_tx: watch::Sender<bool>,
     accept_task: tokio::task::JoinHandle<()>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
+    /// Held while the server runs, until its engine has stopped: one server per data directory.
+    lock: Option<std::fs::File>,
+}
+
+/// The lock file that keeps a second server off a data directory.
+pub const LOCK_FILE: &str = "stockd.lock";
+
+/// Takes the data directory's lock (an exclusive `flock`, released when the process ends however
+/// it ends) and writes our pid in it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| ServerError::Config(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(ServerError::Config(format!(
+            "another stockd (pid {}) is using the data directory {}; stop it first or choose another --data-dir",
+            holder.trim(),
+            data_dir.display()
+        )));
+    }
+    let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// Why a server could not start.
@@ -97,18 +153,14 @@ impl Server {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             ServerError::Config(format!("cannot create the data directory {}: {e}", data_dir.display()))
         })?;
+        let lock = lock_data_dir(&data_dir)?;
         let identity = tls::load_or_create(&data_dir, config.tls_cert.as_deref(), config.tls_key.as_deref())
             .map_err(ServerError::Tls)?;
         let crypto = tls::server_crypto(&identity).map_err(ServerError::Tls)?;
         let now = config.engine.clock.now();
         let (tokens, first) = TokenStore::open(&data_dir, now).map_err(ServerError::Tokens)?;
 
-        let engine_config = config.engine.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
-            .await
-            .map_err(|e| ServerError::Config(format!("the engine failed to open: {e}")))??;
-        let engine = Arc::new(engine);
-
+        // Bind everything that can fail before the engine opens.
         let limits = config.limits;
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
             .map_err(|e| ServerError::Tls(format!("TLS configuration unusable for QUIC: {e}")))?;
@@ -117,14 +169,25 @@ impl Server {
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
-
-        let metrics = Arc::new(Metrics::default());
-        let (metrics_addr, metrics_task) = match config.metrics_listen {
+        let metrics_listener = match config.metrics_listen {
             Some(addr) => {
                 let listener = metrics::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
                 let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr, source })?;
-                let task = tokio::spawn(metrics::serve(listener, metrics.clone(), engine.clone()));
-                (Some(bound), Some(task))
+                Some((listener, bound))
+            }
+            None => None,
+        };
+
+        let engine_config = config.engine.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
+            .await
+            .map_err(|e| ServerError::Config(format!("the engine failed to open: {e}")))??;
+        let engine = Arc::new(EngineCell(Some(engine)));
+
+        let metrics = Arc::new(Metrics::default());
+        let (metrics_addr, metrics_task) = match metrics_listener {
+            Some((listener, bound)) => {
+                (Some(bound), Some(tokio::spawn(metrics::serve(listener, metrics.clone(), engine.clone()))))
             }
             None => (None, None),
         };
@@ -157,6 +220,7 @@ impl Server {
             shutdown_tx,
             accept_task,
             metrics_task,
+            lock: Some(lock),
         })
     }
 
@@ -174,7 +238,7 @@ impl Server {
         &self.info
     }
 
-    pub fn engine(&self) -> &Arc<Engine> {
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -195,11 +259,14 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let engine = self.engine.clone();
+        let lock = self.lock.take();
         drop(self);
-        let engine = Arc::try_unwrap(engine)
+        let mut cell = Arc::try_unwrap(engine)
             .map_err(|_| "the engine is still in use; it checkpoints when released".to_string())?;
-        tokio::task::spawn_blocking(move || engine.shutdown())
-            .await
+        let engine = cell.0.take().expect("the engine is there until shut down");
+        let stopped = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        drop(lock);
+        stopped
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the final checkpoint failed (the log still has every movement): {e}"))
     }
@@ -250,10 +317,23 @@ fn transport_config(limits: &Limits) -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(0u32.into());
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     t.max_idle_timeout(Some(idle.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(u32::MAX)))));
-    t.stream_receive_window((4u32 << 20).into());
-    t.receive_window((16u32 << 20).into());
-    t.send_window(16 << 20);
+    // Flow control bounds what a client can make the server buffer: a stream takes a whole
+    // frame and some, a connection a few streams' worth.
+    let stream_window = (limits.frame_bytes_max + (64 << 10)).max(256 << 10);
+    t.stream_receive_window(stream_window.into());
+    t.receive_window(stream_window.saturating_mul(2).max(4 << 20).into());
+    t.send_window(8 << 20);
     t
+}
+
+/// Finishes the handshake of a connection over the limit and closes it with `too_many_connections`.
+async fn refuse_connection(incoming: quinn::Incoming, connections_max: u32) {
+    let Ok(connecting) = incoming.accept() else { return };
+    if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await {
+        let code = ErrorCode::TooManyConnections;
+        let reason = format!("{code}: the server has its {connections_max} connections; retry later");
+        conn.close(code.app_code().into(), reason.as_bytes());
+    }
 }
 
 async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections_max: u32) {
@@ -267,7 +347,8 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint, connections
                 if metrics.connections.load(Ordering::Relaxed) >= connections_max as i64 {
                     metrics.error(ErrorCode::TooManyConnections);
                     tracing::warn!(remote = %incoming.remote_address(), connections_max, "connection refused: too many connections");
-                    incoming.refuse();
+                    // Completed and closed with our code, so that the client learns why.
+                    tokio::spawn(refuse_connection(incoming, connections_max));
                     continue;
                 }
                 metrics.connections.fetch_add(1, Ordering::Relaxed);

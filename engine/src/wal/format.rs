@@ -6,7 +6,7 @@
 //! Record (RECORD_HEADER_LEN = 24 bytes, then payload_len bytes):
 //!   { payload_len u32 | record_type u8 | format_version u8 | shard u16 | seq u64 | payload_crc u32 | header_crc u32 }
 //!   header_crc = CRC32C of the header's first 20 bytes; payload_crc = CRC32C of the payload.
-//! Payload of a movement record (postcard): { recorded_at varint | Movement | Outcome | Effects }
+//! Payload of a movement record (postcard): { recorded_at varint | body_hash varint | Movement | Outcome | Effects }
 //! ```
 
 use crate::core::Seq;

@@ -173,8 +173,7 @@ fn scan_segments(
             None if *first_seq > covered + 1 => {
                 return Err(RecoveryError::MissingSegment { expected: covered + 1, found: path.display().to_string() })
             }
-            // A gap that the checkpoint covers is harmless (see `last_segment` above).
-            Some(e) if *first_seq != e && !(e < *first_seq && *first_seq <= covered + 1) => {
+            Some(e) if *first_seq != e => {
                 return Err(RecoveryError::MissingSegment { expected: e, found: path.display().to_string() })
             }
             _ => {}

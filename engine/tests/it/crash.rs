@@ -443,3 +443,64 @@ fn a_multi_shard_reservation_retried_after_a_restart_returns_the_same_hold() {
     assert_eq!(e.execute_one(cart(3)).outcome, Err(Reason::IdempotencyMismatch));
     assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 2, 3)));
 }
+
+#[test]
+fn after_a_crash_midway_through_a_multi_shard_reservation_nothing_outlives_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = skus_on_two_shards(2);
+    let expires_at = T0 + 60_000;
+    {
+        let (e, _) = open(dir.path(), 2);
+        e.execute(vec![receive(&a, "dc", 5), receive(&b, "dc", 1)]);
+        // The part on `a`'s shard is held; the part on `b`'s fails. The rollback of the held part
+        // is sent, but the engine stops before it is surely durable.
+        let r = e.execute_one(reserve(Some("cart"), &[(&a, "dc", 2), (&b, "dc", 2)], expires_at));
+        assert_eq!(r.outcome, Err(Reason::InsufficientStock));
+        e.halt();
+    }
+    let (mut c, clock) = config(dir.path(), 2);
+    c.expire_interval = Duration::from_millis(5);
+    let e = Engine::open(c).unwrap();
+    let held = oh_res_av(&e, &a, "dc").unwrap().1;
+    assert!(held == 0 || held == 2, "{held}");
+    clock.store(expires_at + 1_000, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !e.holds().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a hold outlived its expiry: {:?}", e.holds());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(oh_res_av(&e, &a, "dc"), Some((5, 0, 5)));
+    assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 0, 1)));
+}
+
+#[test]
+fn expiring_many_holds_at_once_keeps_each_record_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, clock) = config(dir.path(), 1);
+    c.fsync = Fsync::Never;
+    c.expire_interval = Duration::from_millis(5);
+    let e = Engine::open(c.clone()).unwrap();
+    e.execute_one(receive("A", "dc", 1_000_000));
+    let holds = 3 * EXPIRE_HOLDS_MAX + 7;
+    for chunk in (0..holds).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk.iter().map(|_| reserve(None, &[("A", "dc", 1)], T0 + 10)).collect();
+        assert!(e.execute(batch).iter().all(|r| r.outcome.is_ok()));
+    }
+    assert_eq!(oh_res_av(&e, "A", "dc").unwrap().1, holds as Qty);
+    clock.store(T0 + 2_000, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while oh_res_av(&e, "A", "dc").unwrap().1 != 0 {
+        assert!(std::time::Instant::now() < deadline, "holds never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let expires: Vec<usize> = read_log(&e)
+        .into_iter()
+        .filter(|ev| matches!(ev.record.movement.kind, MovementKind::Expire { .. }))
+        .map(|ev| ev.record.effects.holds_closed.len())
+        .collect();
+    assert_eq!(expires.iter().sum::<usize>(), holds);
+    assert!(expires.iter().all(|&n| n <= EXPIRE_HOLDS_MAX), "{expires:?}");
+    e.halt();
+    let e = Engine::open(c).unwrap();
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((1_000_000, 0, 1_000_000)));
+}

@@ -142,3 +142,35 @@ fn concurrent_sells_of_100_units_from_many_threads_exactly_100_win() {
     assert_eq!(wins, 100);
     assert_eq!(oh_res_av(&e, "HOT", "dc"), Some((0, 0, 0)));
 }
+
+#[test]
+fn idempotency_keys_are_bounded_by_count_and_forgotten_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, clock) = config(dir.path(), 2);
+    c.idempotency_keys_max = 10;
+    c.idempotency_window = std::time::Duration::from_secs(3600);
+    c.expire_interval = std::time::Duration::from_millis(5);
+    c.key_guard_prune_interval = std::time::Duration::from_millis(5);
+    let e = engine::runtime::Engine::open(c).unwrap();
+    e.execute_one(receive("A", "dc", 1000));
+    for i in 0..40 {
+        clock.fetch_add(1, Ordering::Relaxed);
+        e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
+    }
+    clock.fetch_add(120_000, Ordering::Relaxed); // guards younger than a minute are never dropped
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.memory_stats().1 > 10 || e.key_guard_count() > 12 {
+        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The newest key is still remembered; the oldest was forgotten and can be used again.
+    assert_eq!(e.execute_one(sell(Some("k39"), "A", "dc", 5)).outcome, Err(Reason::IdempotencyMismatch));
+    assert_eq!(e.execute_one(sell(Some("k0"), "A", "dc", 5)).outcome, Ok(Detail::None));
+    assert_eq!(oh_res_av(&e, "A", "dc"), Some((1000 - 40 - 5, 0, 955)));
+    // After the window, every key is forgotten.
+    clock.fetch_add(3_700_000, Ordering::Relaxed);
+    while e.memory_stats().1 > 0 || e.key_guard_count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

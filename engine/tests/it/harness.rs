@@ -160,11 +160,6 @@ impl Stockd {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
-
-    pub async fn admin(&self) -> Client {
-        let dir = self.data_dir();
-        Client::connect(client_config(&dir, self.addr, &admin_token(&dir))).await.expect("the admin connects")
-    }
 }
 
 impl Drop for Stockd {

@@ -256,3 +256,21 @@ async fn a_bad_hello_is_refused_with_its_code() {
     }
     still_serves(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let (_dir, server) = start(|c| c.limits.idle_timeout_ms = 300);
+    let ca = std::fs::read(server.dir.join("tls/cert.pem")).unwrap();
+    let mut config = engine::client::quic_client_config(&ca).unwrap();
+    config.transport_config(std::sync::Arc::new(quinn::TransportConfig::default())); // no keep-alives
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint.connect_with(config, server.addr, "localhost").unwrap().await.unwrap();
+    let started = std::time::Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.expect("closed");
+    assert!(matches!(reason, quinn::ConnectionError::TimedOut), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The library's client reconnects by itself when it needs the connection again.
+    let c = server.admin().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(c.status().await.is_ok());
+}

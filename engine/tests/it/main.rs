@@ -1,4 +1,5 @@
-//! Integration tests of the engine: real threads, real files in a temporary directory.
+//! Integration tests of the engine: real threads, real files in a temporary directory; and the
+//! core state machine against a reference model (`model`).
 
 mod common;
 mod crash;
@@ -6,6 +7,8 @@ mod engine_basics;
 mod engine_feed;
 mod feed;
 mod harness;
+mod kill;
 mod limits;
+mod model;
 mod server;
 mod stockctl;

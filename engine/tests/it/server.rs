@@ -303,3 +303,56 @@ async fn a_graceful_shutdown_answers_what_is_in_flight_and_a_keyed_retry_after_r
     assert!(on_hand >= 1_000_000 - 8 * 201, "{on_hand}");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_bind_says_so_and_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = InProcess::start(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let mut config = test_config(other.path());
+    config.listen = first.addr;
+    let err = engine::server::Server::start(config).await.err().expect("the address is taken");
+    assert!(err.to_string().contains(&format!("cannot listen on {}", first.addr)), "{err}");
+    assert!(!other.path().join("wal").exists(), "the engine was not opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = InProcess::start(dir.path());
+    let err = engine::server::Server::start(test_config(dir.path())).await.err().expect("refused");
+    assert!(err.to_string().contains("another stockd"), "{err}");
+    let c = first.admin().await;
+    assert!(c.status().await.is_ok(), "the first one is unharmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_certificate_is_used_and_a_client_trusting_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["stock.test".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("deploy.pem"), dir.path().join("deploy.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.tls_cert = Some(cert.clone());
+    config.tls_key = Some(key);
+    let server = InProcess::start_with(config);
+    assert!(!server.dir.join("tls/cert.pem").exists(), "no self-signed certificate when one is given");
+
+    let token = server.admin_token();
+    let mut good = engine::client::ClientConfig::new(server.addr.to_string(), std::fs::read(&cert).unwrap(), &token);
+    good.server_name = Some("stock.test".into());
+    good.connect_timeout = std::time::Duration::from_secs(2);
+    let c = Client::connect(good.clone()).await.expect("the deployment's certificate verifies");
+    assert!(c.status().await.is_ok());
+
+    // Another certificate, or the right one under another name: the handshake fails.
+    let other = rcgen::generate_simple_self_signed(vec!["stock.test".to_string()]).unwrap();
+    let mut wrong_ca = good.clone();
+    wrong_ca.ca_pem = other.cert.pem().into_bytes();
+    let e = Client::connect(wrong_ca).await.err().expect("refused");
+    assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    let mut wrong_name = good;
+    wrong_name.server_name = Some("elsewhere.test".into());
+    assert!(matches!(Client::connect(wrong_name).await, Err(ClientError::Connect { .. })));
+}

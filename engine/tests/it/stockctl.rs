@@ -97,6 +97,9 @@ fn stockctl_drives_every_movement_and_read_against_stockd_in_the_same_folder() {
     assert_eq!(l["available"], 6);
     assert_eq!(level(d, addr, "A", "store-1")["on_hand"], 2);
     assert_eq!(level(d, addr, "A", "nowhere"), Value::Null);
+    let of_sku = ctl(d, addr, &["--json", "level", "A"]).json();
+    let locations: Vec<&str> = of_sku.as_array().unwrap().iter().map(|l| l["location"].as_str().unwrap()).collect();
+    assert_eq!(locations, ["dc", "store-1"]);
     let levels = ctl(d, addr, &["--json", "levels"]).json();
     assert_eq!(levels.as_array().unwrap().len(), 2);
     let at_store = ctl(d, addr, &["--json", "levels", "--location", "store-1"]).json();
@@ -150,6 +153,8 @@ fn stockctl_drives_every_movement_and_read_against_stockd_in_the_same_folder() {
     let bad = ctl(d, addr, &["--token", &token, "level", "A", "dc"]);
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("unauthenticated"), "{}", bad.stderr);
+    let bad = ctl(d, addr, &["--json", "--token", &token, "level", "A", "dc"]);
+    assert_eq!(bad.json()["error"]["code"], "unauthenticated");
 
     // Elsewhere, with no flags: a clear error that says what to do.
     let empty = tempfile::tempdir().unwrap();
