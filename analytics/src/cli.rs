@@ -264,15 +264,19 @@ pub async fn run(args: Args) -> Result<()> {
             let opts = ImportOptions { data_dir: wal, chunk_rows, allow_gap, levels: !no_levels, progress: !quiet };
             let r = import(store.clone(), opts).await?;
             let secs = r.elapsed.as_secs_f64();
-            println!(
-                "import: {} records ({}..={}) in {secs:.2} s ({:.0} records/s); {} rows in all in {}",
-                r.records,
-                r.first_seq,
-                r.last_seq,
-                r.records as f64 / secs.max(1e-9),
-                r.rows,
-                store.show("")
-            );
+            if r.records == 0 {
+                println!("import: nothing new after sequence number {} in {}", r.last_seq, store.show(""));
+            } else {
+                println!(
+                    "import: {} records ({}..={}) in {secs:.2} s ({:.0} records/s); {} rows in all in {}",
+                    r.records,
+                    r.first_seq,
+                    r.last_seq,
+                    r.records as f64 / secs.max(1e-9),
+                    r.rows,
+                    store.show("")
+                );
+            }
             if let Some(f) = r.levels_file {
                 println!("import: levels snapshot {}", store.show(&f));
             }
