@@ -187,6 +187,16 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
         .count();
     assert_eq!(count("SELECT count(*) FROM settings WHERE reorder_point IS NOT NULL"), with_settings);
 
+    // Another reader: pyarrow, where it is installed (the script says when it skips).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_with_pyarrow.py");
+    if let Ok(out) =
+        Command::new("python3").arg(&script).arg(snaps.path()).arg(env!("CARGO_BIN_EXE_stock-analytics")).output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pyarrow disagrees: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("3 passed, 0 failed") || text.contains("skipped"), "{text}");
+    }
+
     // The same log, imported from the stopped engine's data directory, gives the same rows.
     server.stop();
     let imported = tempfile::tempdir().unwrap();
