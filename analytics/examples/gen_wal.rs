@@ -59,20 +59,17 @@ fn main() -> std::io::Result<()> {
             kind,
         };
         let on_hand = rng.gen_range(0..500);
-        let fx = Effects {
-            levels: vec![LevelView {
-                sku: sku.clone(),
-                location,
-                on_hand,
-                reserved: 0,
-                unsellable: 0,
-                incoming: 0,
-                safety_stock: 0,
-                available: on_hand,
-            }],
-            alerts: vec![],
-            holds_closed: vec![],
-        };
+        let mut fx = Effects::default();
+        fx.levels.push(LevelView {
+            sku: sku.clone(),
+            location,
+            on_hand,
+            reserved: 0,
+            unsellable: 0,
+            incoming: 0,
+            safety_stock: 0,
+            available: on_hand,
+        });
         let at = begin_record(&mut seg);
         encode_into(&mut seg, &recorded_at);
         encode_into(&mut seg, &body_hash(&m));

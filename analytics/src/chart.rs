@@ -98,7 +98,7 @@ where
                 .caption(title, (FONT_NAME, 22))
                 .margin(12)
                 .x_label_area_size(40)
-                .y_label_area_size(60)
+                .y_label_area_size(80)
                 .build_cartesian_2d(0usize..days.len().saturating_sub(1).max(1), 0f64..y_max)
                 .map_err(err)?;
             let labels = days.clone();
@@ -107,6 +107,7 @@ where
                 .x_labels(8)
                 .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
                 .y_desc("units")
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .label_style((FONT_NAME, 13))
                 .draw()
                 .map_err(err)?;
@@ -143,8 +144,8 @@ where
                 .caption(title, (FONT_NAME, 22))
                 .margin(12)
                 .x_label_area_size(60)
-                .y_label_area_size(60)
-                .build_cartesian_2d((0..skus.len()).into_segmented(), 0f64..y_max)
+                .y_label_area_size(80)
+                .build_cartesian_2d((0..skus.len().saturating_sub(1)).into_segmented(), 0f64..y_max)
                 .map_err(err)?;
             let labels = skus.clone();
             chart
@@ -156,6 +157,7 @@ where
                     _ => String::new(),
                 })
                 .y_desc("units")
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .label_style((FONT_NAME, 13))
                 .draw()
                 .map_err(err)?;

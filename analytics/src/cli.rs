@@ -213,6 +213,22 @@ async fn warn_if_empty(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes on one line, leaving out causes that only repeat the text before them
+/// (DataFusion's errors carry their message again in their source).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Runs the command line.
 pub async fn run(args: Args) -> Result<()> {
     let store = Store::open(&args.snapshots)?;
@@ -248,15 +264,19 @@ pub async fn run(args: Args) -> Result<()> {
             let opts = ImportOptions { data_dir: wal, chunk_rows, allow_gap, levels: !no_levels, progress: !quiet };
             let r = import(store.clone(), opts).await?;
             let secs = r.elapsed.as_secs_f64();
-            println!(
-                "import: {} records ({}..={}) in {secs:.2} s ({:.0} records/s); {} rows in all in {}",
-                r.records,
-                r.first_seq,
-                r.last_seq,
-                r.records as f64 / secs.max(1e-9),
-                r.rows,
-                store.show("")
-            );
+            if r.records == 0 {
+                println!("import: nothing new after sequence number {} in {}", r.last_seq, store.show(""));
+            } else {
+                println!(
+                    "import: {} records ({}..={}) in {secs:.2} s ({:.0} records/s); {} rows in all in {}",
+                    r.records,
+                    r.first_seq,
+                    r.last_seq,
+                    r.records as f64 / secs.max(1e-9),
+                    r.rows,
+                    store.show("")
+                );
+            }
             if let Some(f) = r.levels_file {
                 println!("import: levels snapshot {}", store.show(&f));
             }
@@ -270,6 +290,9 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         Command::Report { name, params, chart, html, show_sql } => {
+            if name != "all" {
+                report_by_name(&name)?;
+            }
             if !show_sql {
                 warn_if_empty(&store).await?;
             }

@@ -86,6 +86,22 @@ fn follow(mut sub: Subscription) -> tokio::sync::mpsc::Receiver<Result<FeedBatch
     rx
 }
 
+/// Commits the rows read so far as the chunk ending at `through` (nothing if nothing was read).
+async fn commit_through(sink: &mut Sink, conv: &mut Converter, rows: &mut DayRows, through: u64) -> Result<()> {
+    if through <= sink.state.last_seq {
+        return Ok(());
+    }
+    let chunk = Chunk {
+        first_seq: sink.state.last_seq + 1,
+        last_seq: through,
+        rows: std::mem::take(rows),
+        holds: conv.holds.clone(),
+        settings: conv.take_settings(),
+    };
+    let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
+    sink.commit(encoded).await
+}
+
 /// Follows the feed until stopped (Ctrl-C, SIGTERM) or, with `once`, caught up.
 pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     let mut sink = Sink::open(store.clone(), format!("ingest {}", opts.connect.server)).await?;
@@ -121,6 +137,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     let started = Instant::now();
     let start_seq = sink.state.last_seq;
     let mut last_print = Instant::now() - Duration::from_secs(1);
+    let mut said_caught_up = false;
     let mut stop = Box::pin(engine::server::wait_for_signal());
     let mut batches = follow(sub);
     if store.list(crate::schema::LEVELS_DIR).await?.is_empty() && opts.levels_every.is_some() {
@@ -129,21 +146,20 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
     loop {
         let caught_up = opts.once && through >= target;
         let flush_due = chunk_started.elapsed() >= opts.flush_every;
-        if (rows.rows() >= opts.chunk_rows || flush_due || caught_up) && through > sink.state.last_seq {
-            let chunk = Chunk {
-                first_seq: sink.state.last_seq + 1,
-                last_seq: through,
-                rows: std::mem::take(&mut rows),
-                holds: conv.holds.clone(),
-                settings: conv.take_settings(),
-            };
-            let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
-            sink.commit(encoded).await?;
-            chunk_started = Instant::now();
-        } else if flush_due {
+        if rows.rows() >= opts.chunk_rows || flush_due || caught_up {
+            commit_through(&mut sink, &mut conv, &mut rows, through).await?;
             chunk_started = Instant::now();
         }
-        if opts.progress && (last_print.elapsed() >= Duration::from_millis(500) || caught_up) {
+        // The progress line is for catching up; once there, one line says so.
+        let catching_up = through < target;
+        if opts.progress && !catching_up && !said_caught_up && !opts.once {
+            said_caught_up = true;
+            eprintln!("\ringest: caught up at sequence number {through}; following the change feed (Ctrl-C stops)");
+        }
+        if opts.progress
+            && (catching_up || caught_up)
+            && (last_print.elapsed() >= Duration::from_millis(500) || caught_up)
+        {
             last_print = Instant::now();
             let done = through.saturating_sub(start_seq);
             let todo = target.saturating_sub(start_seq).max(1);
@@ -170,17 +186,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
             _ = tokio::time::sleep(wait) => continue,
             _ = &mut stop => {
                 tracing::info!("stopping: committing what was read");
-                if through > sink.state.last_seq {
-                    let chunk = Chunk {
-                        first_seq: sink.state.last_seq + 1,
-                        last_seq: through,
-                        rows: std::mem::take(&mut rows),
-                        holds: conv.holds.clone(),
-                settings: conv.take_settings(),
-                    };
-                    let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
-                    sink.commit(encoded).await?;
-                }
+                commit_through(&mut sink, &mut conv, &mut rows, through).await?;
                 break;
             }
         };

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match runtime.block_on(analytics::cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stock-analytics: {e:#}");
+            eprintln!("stock-analytics: {}", analytics::cli::describe(&e));
             ExitCode::FAILURE
         }
     }

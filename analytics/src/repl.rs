@@ -43,7 +43,7 @@ pub async fn prompt(ctx: &SessionContext, format: Format) -> Result<()> {
             };
             match run_sql(ctx, &sql).await.and_then(|b| render(&b, format)) {
                 Ok(s) => print!("{s}"),
-                Err(e) => println!("error: {e:#}"),
+                Err(e) => println!("error: {}", crate::cli::describe(&e)),
             }
             continue;
         }
@@ -60,11 +60,11 @@ pub async fn prompt(ctx: &SessionContext, format: Format) -> Result<()> {
                 let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                 match render(&batches, format) {
                     Ok(s) => print!("{s}"),
-                    Err(e) => println!("error: {e:#}"),
+                    Err(e) => println!("error: {}", crate::cli::describe(&e)),
                 }
                 println!("{rows} rows in {:.3} s", started.elapsed().as_secs_f64());
             }
-            Err(e) => println!("error: {e:#}"),
+            Err(e) => println!("error: {}", crate::cli::describe(&e)),
         }
     }
     if let Some(h) = &history {

@@ -12,14 +12,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A server on a multi-thread runtime owned by the test, so that the test's threads can borrow
+/// its engine.
 struct Running {
-    addr: SocketAddr,
-    engine: Arc<Engine>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    rt: tokio::runtime::Runtime,
+    server: Server,
 }
 
 impl Running {
@@ -30,27 +29,23 @@ impl Running {
         c.engine.shards = 2;
         c.engine.fsync = engine::runtime::Fsync::Never;
         c.engine.segment_bytes_max = 256 * 1024; // several segments
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let server = Server::start(c).await.expect("the server starts");
-                ready_tx.send((server.local_addr(), server.engine().clone())).unwrap();
-                let _ = stop_rx.await;
-                server.shutdown().await.unwrap();
-            })
-        });
-        let (addr, engine) = ready_rx.recv().unwrap();
-        Running { addr, engine, stop: Some(stop_tx), thread: Some(thread) }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let server = rt.block_on(Server::start(c)).expect("the server starts");
+        Running { rt, server }
     }
 
-    /// Graceful shutdown (the engine checkpoints once the last handle is gone).
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn engine(&self) -> &Engine {
+        self.server.engine()
+    }
+
+    /// Graceful shutdown (the engine writes a checkpoint).
     fn stop(self) {
-        let Running { engine, stop, thread, .. } = self;
-        drop(engine);
-        let _ = stop.unwrap().send(());
-        thread.unwrap().join().unwrap();
+        let Running { rt, server } = self;
+        rt.block_on(server.shutdown()).unwrap();
     }
 }
 
@@ -60,7 +55,7 @@ fn mv(kind: MovementKind, channel: &str) -> Movement {
 
 /// Receives, sells (some against holds), transfers, counts and settings on a few SKUs, until
 /// `stop` or `max_batches`.
-fn load(engine: Arc<Engine>, stop: Arc<AtomicBool>, max_batches: usize, seed: u64) -> u64 {
+fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u64 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i:02}")).collect();
     let locs = ["dc", "store-1"];
@@ -121,12 +116,8 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
     let data = tempfile::tempdir().unwrap();
     let snaps = tempfile::tempdir().unwrap();
     let server = Running::start(data.path());
-    let addr = server.addr.to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = {
-        let (engine, stop) = (server.engine.clone(), stop.clone());
-        std::thread::spawn(move || load(engine, stop, batches, 7))
-    };
+    let addr = server.addr().to_string();
+    let stop = AtomicBool::new(false);
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let ingest = |once: bool| {
         let mut c = analytics(snaps.path());
@@ -139,26 +130,29 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
         c
     };
     let mut kills = 0;
-    for _ in 0..rounds {
-        let mut child = ingest(false).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(150..700)));
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!("the ingester stopped by itself ({status}): {}", String::from_utf8_lossy(&out.stderr));
+    let submitted = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load(server.engine(), &stop, batches, 7));
+        for _ in 0..rounds {
+            let mut child = ingest(false).spawn().unwrap();
+            std::thread::sleep(Duration::from_millis(rng.gen_range(150..700)));
+            if let Ok(Some(status)) = child.try_wait() {
+                let out = child.wait_with_output().unwrap();
+                panic!("the ingester stopped by itself ({status}): {}", String::from_utf8_lossy(&out.stderr));
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let submitted = loader.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        loader.join().unwrap()
+    });
     assert!(submitted > 0);
     // Catch up to the end.
     let started = Instant::now();
     let out = ingest(true).output().unwrap();
     assert!(out.status.success(), "ingest --once: {}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(60));
-    let expected = expected_rows(&server.engine);
+    let expected = expected_rows(server.engine());
     let got = read_movement_rows(snaps.path());
     assert!(!expected.is_empty());
     let mut dedup = got.clone();
@@ -168,6 +162,39 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
         let missing: Vec<_> = expected.iter().filter(|r| !got.contains(r)).take(5).collect();
         let extra: Vec<_> = got.iter().filter(|r| !expected.contains(r)).take(5).collect();
         panic!("{} rows, expected {}; missing {missing:?}; extra {extra:?}", got.len(), expected.len());
+    }
+
+    // A levels snapshot on demand holds every level of the engine; `settings` has the newest
+    // settings of every level that was given some.
+    let addr_arg = server.addr().to_string();
+    let out = analytics(snaps.path())
+        .args(["levels", "--server", &addr_arg, "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "levels: {}", String::from_utf8_lossy(&out.stderr));
+    let count = |sql: &str| {
+        let out = analytics(snaps.path()).args(["--format", "csv", "sql", sql]).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    assert_eq!(count("SELECT count(*) FROM levels"), server.engine().levels(None).len());
+    let with_settings = server
+        .engine()
+        .levels(None)
+        .iter()
+        .filter(|l| server.engine().settings(&l.sku, &l.location).is_some_and(|s| s.reorder_point.is_some()))
+        .count();
+    assert_eq!(count("SELECT count(*) FROM settings WHERE reorder_point IS NOT NULL"), with_settings);
+
+    // Another reader: pyarrow, where it is installed (the script says when it skips).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_with_pyarrow.py");
+    if let Ok(out) =
+        Command::new("python3").arg(&script).arg(snaps.path()).arg(env!("CARGO_BIN_EXE_stock-analytics")).output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pyarrow disagrees: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("3 passed, 0 failed") || text.contains("skipped"), "{text}");
     }
 
     // The same log, imported from the stopped engine's data directory, gives the same rows.
