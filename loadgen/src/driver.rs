@@ -120,34 +120,33 @@ impl Pacer {
         let every_ns = every.as_nanos().max(1);
         // Send times before `end`: slots 0..last.
         let last = end.map_or(u128::MAX, |e| e.saturating_duration_since(first).as_nanos().div_ceil(every_ns));
-        let thread =
-            std::thread::Builder::new()
-                .name("loadgen-pacer".into())
-                .spawn(move || {
-                    let mut released: u128 = 0;
-                    while !flag.load(Relaxed) && released < last {
-                        let now = Instant::now();
-                        let due = if now < first { 0 } else { ((now - first).as_nanos() / every_ns + 1).min(last) };
-                        if due > released {
-                            permits.add_permits(
+        let thread = std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || {
+                let mut released: u128 = 0;
+                while !flag.load(Relaxed) && released < last {
+                    let now = Instant::now();
+                    let due = if now < first { 0 } else { ((now - first).as_nanos() / every_ns + 1).min(last) };
+                    if due > released {
+                        permits.add_permits(
                                 (due - released).min(tokio::sync::Semaphore::MAX_PERMITS as u128 / 2) as usize
                             );
-                            released = due;
-                        }
-                        let next = first + Duration::from_nanos((released * every_ns).min(u64::MAX as u128) as u64);
-                        let now = Instant::now();
-                        if next > now {
-                            // Short sleeps so that a stop is seen within 10 ms.
-                            std::thread::sleep((next - now).min(Duration::from_millis(10)));
-                        }
+                        released = due;
                     }
-                    // Let the last requests leave, then end the waiting client tasks.
-                    while !flag.load(Relaxed) && end.is_some_and(|e| Instant::now() < e) {
-                        std::thread::sleep(Duration::from_millis(1));
+                    let next = first + Duration::from_nanos((released * every_ns).min(u64::MAX as u128) as u64);
+                    let now = Instant::now();
+                    if next > now {
+                        // Short sleeps so that a stop is seen within 10 ms.
+                        std::thread::sleep((next - now).min(Duration::from_millis(10)));
                     }
-                    permits.close();
-                })
-                .expect("a thread can be started");
+                }
+                // Let the last requests leave, then end the waiting client tasks.
+                while !flag.load(Relaxed) && end.is_some_and(|e| Instant::now() < e) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                permits.close();
+            })
+            .expect("a thread can be started");
         Pacer { stop, thread: Some(thread) }
     }
 }
