@@ -136,8 +136,9 @@ impl Pacer {
                     let next = first + Duration::from_nanos((released * every_ns).min(u64::MAX as u128) as u64);
                     let now = Instant::now();
                     if next > now {
-                        // Short sleeps so that a stop is seen within 10 ms.
-                        std::thread::sleep((next - now).min(Duration::from_millis(10)));
+                        // At least a tick (requests due within it leave together), and short enough
+                        // that a stop is seen within 10 ms.
+                        std::thread::sleep((next - now).clamp(PACER_TICK, Duration::from_millis(10)));
                     }
                 }
                 // Let the last requests leave, then end the waiting client tasks.
