@@ -538,8 +538,7 @@ mod tests {
             ],
             expires_at: 10,
         });
-        let mut fx = Effects::default();
-        fx.levels = vec![level("A", "s1", 10, 5), level("B", "s1", 4, 2)];
+        let fx = Effects { levels: vec![level("A", "s1", 10, 5), level("B", "s1", 4, 2)], ..Effects::default() };
         fn rec<'a>(seq: u64, m: &'a Movement, o: &'a Outcome, fx: &'a Effects) -> RecordIn<'a> {
             RecordIn { seq, shard: 1, recorded_at: 1000, movement: m, outcome: o, effects: fx }
         }
