@@ -128,18 +128,16 @@ impl Pacer {
                     let now = Instant::now();
                     let due = if now < first { 0 } else { ((now - first).as_nanos() / every_ns + 1).min(last) };
                     if due > released {
-                        permits.add_permits(
-                                (due - released).min(tokio::sync::Semaphore::MAX_PERMITS as u128 / 2) as usize
-                            );
+                        let n = (due - released).min(tokio::sync::Semaphore::MAX_PERMITS as u128 / 2);
+                        permits.add_permits(n as usize);
                         released = due;
                     }
                     let next = first + Duration::from_nanos((released * every_ns).min(u64::MAX as u128) as u64);
-                    let now = Instant::now();
-                    if next > now {
-                        // At least a tick (requests due within it leave together), and short enough
-                        // that a stop is seen within 10 ms.
-                        std::thread::sleep((next - now).clamp(PACER_TICK, Duration::from_millis(10)));
-                    }
+                    // At least PACER_TICK between wake-ups: each one wakes the runtime from
+                    // another thread, which costs more than a few microseconds of send lag.
+                    // At most 10 ms, so that a stop is seen soon.
+                    let wait = next.saturating_duration_since(Instant::now());
+                    std::thread::sleep(wait.clamp(PACER_TICK, Duration::from_millis(10)));
                 }
                 // Let the last requests leave, then end the waiting client tasks.
                 while !flag.load(Relaxed) && end.is_some_and(|e| Instant::now() < e) {
