@@ -12,7 +12,7 @@
 
 use engine::runtime::{Engine, EngineConfig, Fsync};
 use hdrhistogram::Histogram;
-use perpetua_benches::Catalogue;
+use perpetua_benches::{env_or as env, only_listing, Catalogue};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +20,9 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` asks for a list; this is not a criterion bench
+    if only_listing() {
+        return;
     }
     let fsync = if std::env::var("FSYNC").as_deref() == Ok("never") { Fsync::Never } else { Fsync::Always };
     let submitters: usize = env("SUBMITTERS", 4);

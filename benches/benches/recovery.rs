@@ -4,18 +4,14 @@
 //! Run: `cargo bench -p perpetua-benches --bench recovery` (RECORDS, SKUS to change the size).
 
 use engine::runtime::{Engine, EngineConfig, Fsync};
-use perpetua_benches::Catalogue;
+use perpetua_benches::{env_or as env, only_listing, Catalogue};
 use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if only_listing() {
         return;
     }
     let records: u64 = env("RECORDS", 2_000_000);

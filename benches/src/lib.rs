@@ -81,3 +81,14 @@ impl Catalogue {
 pub fn movement(key: Option<String>, kind: MovementKind) -> Movement {
     Movement { key, channel: "web".into(), reference: None, occurred_at: None, kind }
 }
+
+/// A setting from the environment variable `name`, or `default` when unset or unreadable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// True when the harness only asks for a list of benchmarks (`cargo test --benches`): the
+/// hand-written benchmarks then do nothing.
+pub fn only_listing() -> bool {
+    std::env::args().any(|a| a == "--list" || a == "--test")
+}
