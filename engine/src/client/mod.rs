@@ -245,22 +245,18 @@ impl Client {
 
     /// Every level, or every level of one location, sorted by SKU then location.
     pub async fn levels(&self, location: Option<&str>) -> Result<Vec<LevelView>, ClientError> {
-        let body = encode_body(&RequestBody::Levels { location: location.map(Into::into) });
-        let mut all = Vec::new();
-        for part in self.call_chunked(&body).await? {
-            match part {
-                ResponseBody::Levels { mut levels, .. } => all.append(&mut levels),
-                other => return Err(unexpected("levels", &other)),
-            }
-        }
-        Ok(all)
+        self.chunked_levels(&RequestBody::Levels { location: location.map(Into::into) }).await
     }
 
     /// Every location's level of one SKU, sorted by location.
     pub async fn sku_levels(&self, sku: &str) -> Result<Vec<LevelView>, ClientError> {
-        let body = encode_body(&RequestBody::SkuLevels { sku: sku.into() });
+        self.chunked_levels(&RequestBody::SkuLevels { sku: sku.into() }).await
+    }
+
+    /// Sends a request answered by `Levels` chunks and joins them.
+    async fn chunked_levels(&self, request: &RequestBody) -> Result<Vec<LevelView>, ClientError> {
         let mut all = Vec::new();
-        for part in self.call_chunked(&body).await? {
+        for part in self.call_chunked(&encode_body(request)).await? {
             match part {
                 ResponseBody::Levels { mut levels, .. } => all.append(&mut levels),
                 other => return Err(unexpected("levels", &other)),
