@@ -48,9 +48,16 @@ async fn main() -> anyhow::Result<()> {
                     unit_price: Some(rng.gen_range(500..5000)),
                     hold: None,
                     allow_negative: false,
+                    units: Units::ANY,
                 }
             } else {
-                MovementKind::Receive { sku: sku.clone(), location, qty: rng.gen_range(20..200), unit_cost: Some(300) }
+                MovementKind::Receive {
+                    sku: sku.clone(),
+                    location,
+                    qty: rng.gen_range(20..200),
+                    unit_cost: Some(300),
+                    units: Units::ANY,
+                }
             };
             let m = Movement { key: None, channel: "web".into(), reference: None, occurred_at: None, kind };
             let recorded_at = start_ms + seq * step;

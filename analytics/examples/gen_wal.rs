@@ -42,6 +42,7 @@ fn main() -> std::io::Result<()> {
                 unit_price: Some(rng.gen_range(500..5000)),
                 hold: None,
                 allow_negative: false,
+                units: Units::ANY,
             }
         } else {
             MovementKind::Receive {
@@ -49,6 +50,7 @@ fn main() -> std::io::Result<()> {
                 location: location.clone(),
                 qty: rng.gen_range(20..200),
                 unit_cost: Some(300),
+                units: Units::ANY,
             }
         };
         let m = Movement {

@@ -258,6 +258,8 @@ fn alerts_text(effects: &Effects) -> Option<String> {
             let kind = match a.kind {
                 engine::core::AlertKind::Reorder => "reorder",
                 engine::core::AlertKind::OutOfStock => "out_of_stock",
+                engine::core::AlertKind::LotExpiring => "lot_expiring",
+                engine::core::AlertKind::LotExpired => "lot_expired",
             };
             format!("{kind}:{}@{}", a.sku, a.location)
         })
@@ -300,7 +302,7 @@ impl Converter {
         let alerts = alerts.as_deref();
         let mut push = |row: Row<'_>| out.push(r, alerts, row);
         match &r.movement.kind {
-            MovementKind::Receive { sku, location, qty, unit_cost } => push(Row {
+            MovementKind::Receive { sku, location, qty, unit_cost, units: _ } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*qty),
@@ -311,7 +313,7 @@ impl Converter {
             MovementKind::Expect { sku, location, qty } => {
                 push(Row { sku: Some(sku), location: Some(location), qty: Some(*qty), ..Row::default() })
             }
-            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative } => {
+            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units: _ } => {
                 if ok {
                     if let Some(h) = hold {
                         self.consume(*h, r.shard, sku, location, *qty);
@@ -328,7 +330,7 @@ impl Converter {
                     ..Row::default()
                 })
             }
-            MovementKind::Return { sku, location, qty, condition, unit_price } => push(Row {
+            MovementKind::Return { sku, location, qty, condition, unit_price, units: _ } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*qty),
@@ -340,7 +342,7 @@ impl Converter {
                 }),
                 ..Row::default()
             }),
-            MovementKind::Adjust { sku, location, delta, reason, allow_negative } => push(Row {
+            MovementKind::Adjust { sku, location, delta, reason, allow_negative, units: _ } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*delta),
@@ -349,7 +351,7 @@ impl Converter {
                 allow_negative: Some(*allow_negative),
                 ..Row::default()
             }),
-            MovementKind::Count { sku, location, counted } => {
+            MovementKind::Count { sku, location, counted, units: _ } => {
                 let variance = match r.outcome {
                     Ok(Detail::Variance(v)) => Some(*v),
                     _ => None,
@@ -363,7 +365,7 @@ impl Converter {
                     ..Row::default()
                 })
             }
-            MovementKind::Transfer { sku, from, to, qty } => {
+            MovementKind::Transfer { sku, from, to, qty, units: _ } => {
                 push(Row {
                     line: 0,
                     sku: Some(sku),
@@ -444,7 +446,10 @@ impl Converter {
                     self.settings.push((r.seq, sku.clone(), location.clone(), *settings));
                 }
             }
-            MovementKind::Expire { .. } => push(Row::default()),
+            MovementKind::Expire { .. }
+            | MovementKind::Allocate { .. }
+            | MovementKind::SetSkuSettings { .. }
+            | MovementKind::CompleteCommit { .. } => push(Row::default()),
         }
         // Holds dropped by expiry (or closed by a sell that consumed their last line).
         if ok {
@@ -533,8 +538,22 @@ mod tests {
         let reserve = mv(MovementKind::Reserve {
             hold: 0,
             lines: vec![
-                Line { sku: "A".into(), location: "s1".into(), qty: 5, unit_price: Some(300) },
-                Line { sku: "B".into(), location: "s1".into(), qty: 2, unit_price: None },
+                Line {
+                    sku: "A".into(),
+                    location: "s1".into(),
+                    qty: 5,
+                    unit_price: Some(300),
+                    kit: None,
+                    units: engine::core::Units::ANY,
+                },
+                Line {
+                    sku: "B".into(),
+                    location: "s1".into(),
+                    qty: 2,
+                    unit_price: None,
+                    kit: None,
+                    units: engine::core::Units::ANY,
+                },
             ],
             expires_at: 10,
         });
@@ -553,6 +572,7 @@ mod tests {
             unit_price: Some(300),
             hold: Some(77),
             allow_negative: false,
+            units: engine::core::Units::ANY,
         });
         c.convert(&rec(2, &sell, &ok, &none), &mut b);
         // A commit on another shard knows nothing of this part.

@@ -1,6 +1,7 @@
 //! Workloads shared by Perpetua's benchmarks: a catalogue of SKUs whose popularity follows a Zipf
 //! law, and a checkout-like mix of movements over it.
 
+use engine::core::Units;
 use engine::core::{Line, Movement, MovementKind, Qty};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,7 +46,13 @@ impl Catalogue {
             self.locations.iter().map(move |loc| {
                 movement(
                     None,
-                    MovementKind::Receive { sku: sku_name(i), location: loc.clone(), qty, unit_cost: Some(500) },
+                    MovementKind::Receive {
+                        sku: sku_name(i),
+                        location: loc.clone(),
+                        qty,
+                        unit_cost: Some(500),
+                        units: Units::ANY,
+                    },
                 )
             })
         })
@@ -57,20 +64,27 @@ impl Catalogue {
         let sku = sku_name(self.pick());
         let location = self.location();
         let kind = match self.rng.gen_range(0..100) {
-            0..=69 => {
-                MovementKind::Sell { sku, location, qty: 1, unit_price: Some(1999), hold: None, allow_negative: false }
-            }
-            70..=84 => MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800) },
+            0..=69 => MovementKind::Sell {
+                sku,
+                location,
+                qty: 1,
+                unit_price: Some(1999),
+                hold: None,
+                allow_negative: false,
+                units: Units::ANY,
+            },
+            70..=84 => MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800), units: Units::ANY },
             85..=89 => MovementKind::Return {
                 sku,
                 location,
                 qty: 1,
                 condition: engine::core::ReturnCondition::Restock,
                 unit_price: Some(1999),
+                units: Units::ANY,
             },
             _ => MovementKind::Reserve {
                 hold: 0,
-                lines: vec![Line { sku, location, qty: 1, unit_price: Some(1999) }],
+                lines: vec![Line { sku, location, qty: 1, unit_price: Some(1999), kit: None, units: Units::ANY }],
                 expires_at: u64::MAX / 2,
             },
         };

@@ -9,6 +9,7 @@
 
 use clap::Parser;
 use engine::client::ConnectArgs;
+use engine::core::Units;
 use engine::core::{Movement, MovementKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,7 +80,13 @@ async fn run(args: Args) {
                                 channel: "web".into(),
                                 reference: None,
                                 occurred_at: None,
-                                kind: MovementKind::Receive { sku, location: "dc".into(), qty: 1, unit_cost: None },
+                                kind: MovementKind::Receive {
+                                    sku,
+                                    location: "dc".into(),
+                                    qty: 1,
+                                    unit_cost: None,
+                                    units: Units::ANY,
+                                },
                             }
                         })
                         .collect();

@@ -69,6 +69,8 @@ fn main() {
         location: location.into(),
         qty,
         unit_price,
+        kit: None,
+        units: Units::ANY,
     };
 
     let settings =
@@ -92,12 +94,22 @@ fn main() {
     let mut receive = mv(
         Some("rcv-PO-1"),
         Some("PO-1"),
-        MovementKind::Receive { sku: a.into(), location: "dc".into(), qty: 24, unit_cost: Some(1250) },
+        MovementKind::Receive {
+            sku: a.into(),
+            location: "dc".into(),
+            qty: 24,
+            unit_cost: Some(1250),
+            units: Units::ANY,
+        },
     );
     receive.channel = "erp".into();
     receive.occurred_at = Some(T0 - 5_000);
     run(receive);
-    run(mv(None, None, MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 10, unit_cost: None }));
+    run(mv(
+        None,
+        None,
+        MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 10, unit_cost: None, units: Units::ANY },
+    ));
     let mut sale = mv(
         Some("order-1"),
         Some("order-1"),
@@ -108,6 +120,7 @@ fn main() {
             unit_price: Some(1999),
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
     );
     sale.channel = "pos".into();
@@ -116,19 +129,51 @@ fn main() {
     run(mv(
         None,
         Some("RMA-7"),
-        MovementKind::Return { sku: a.into(), location: "dc".into(), qty: 1, condition, unit_price: Some(1999) },
+        MovementKind::Return {
+            sku: a.into(),
+            location: "dc".into(),
+            qty: 1,
+            condition,
+            unit_price: Some(1999),
+            units: Units::ANY,
+        },
     ));
     let reason = AdjustReason::Shrinkage;
     run(mv(
         None,
         None,
-        MovementKind::Adjust { sku: a.into(), location: "dc".into(), delta: -2, reason, allow_negative: false },
+        MovementKind::Adjust {
+            sku: a.into(),
+            location: "dc".into(),
+            delta: -2,
+            reason,
+            allow_negative: false,
+            units: Units::ANY,
+        },
     ));
-    run(mv(None, Some("count-sheet-3"), MovementKind::Count { sku: b.into(), location: "dc".into(), counted: 9 }));
-    run(mv(None, None, MovementKind::Transfer { sku: a.into(), from: "dc".into(), to: "store".into(), qty: 4 }));
+    run(mv(
+        None,
+        Some("count-sheet-3"),
+        MovementKind::Count { sku: b.into(), location: "dc".into(), counted: 9, units: Units::ANY },
+    ));
+    run(mv(
+        None,
+        None,
+        MovementKind::Transfer { sku: a.into(), from: "dc".into(), to: "store".into(), qty: 4, units: Units::ANY },
+    ));
 
     // Refused at submission (a SKU over 64 bytes): no record, no sequence number.
-    run(mv(None, None, MovementKind::Receive { sku: "X".repeat(65), location: "dc".into(), qty: 1, unit_cost: None }));
+    run(mv(
+        None,
+        None,
+        MovementKind::Receive {
+            sku: "X".repeat(65),
+            location: "dc".into(),
+            qty: 1,
+            unit_cost: None,
+            units: Units::ANY,
+        },
+    ));
 
     // A reservation over both shards (logged as one record per shard, same hold id), committed.
     let lines = vec![line(a, "dc", 2, Some(1999)), line(b, "dc", 3, None)];
@@ -170,6 +215,7 @@ fn main() {
             unit_price: None,
             hold: Some(hold_of(held)),
             allow_negative: false,
+            units: Units::ANY,
         },
     ));
     // A rejection (logged with its reason), a retry (a NOP record fills its sequence number) and
@@ -184,6 +230,7 @@ fn main() {
             unit_price: None,
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
     ));
     run(sale);
@@ -197,6 +244,7 @@ fn main() {
             unit_price: None,
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
     ));
     run(mv(
@@ -209,6 +257,7 @@ fn main() {
             unit_price: None,
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
     ));
     // A hold left to expire: the engine logs an `Expire` of its own.
@@ -220,13 +269,21 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Acknowledged after the expiry record, so that record is durable too.
-    run(mv(None, None, MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 1, unit_cost: None }));
+    run(mv(
+        None,
+        None,
+        MovementKind::Receive { sku: b.into(), location: "dc".into(), qty: 1, unit_cost: None, units: Units::ANY },
+    ));
     if take_checkpoints {
         let path = e.checkpoint().expect("checkpoint written");
         println!("took checkpoint {}", path.display());
     }
     // A record after the last checkpoint.
-    run(mv(None, None, MovementKind::Receive { sku: a.into(), location: "store".into(), qty: 2, unit_cost: None }));
+    run(mv(
+        None,
+        None,
+        MovementKind::Receive { sku: a.into(), location: "store".into(), qty: 2, unit_cost: None, units: Units::ANY },
+    ));
     e.halt();
 
     for (_, path) in list_segments(&std::path::Path::new(&dir).join("wal")).expect("wal directory lists") {

@@ -69,9 +69,15 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
             let sku = skus[rng.gen_range(0..skus.len())].clone();
             let location = locs[rng.gen_range(0..2)].to_string();
             let kind = match rng.gen_range(0..10) {
-                0 | 1 => MovementKind::Receive { sku, location, qty: rng.gen_range(5..50), unit_cost: Some(100) },
-                2 => MovementKind::Transfer { sku, from: "dc".into(), to: "store-1".into(), qty: 1 },
-                3 => MovementKind::Count { sku, location, counted: rng.gen_range(0..30) },
+                0 | 1 => MovementKind::Receive {
+                    sku,
+                    location,
+                    qty: rng.gen_range(5..50),
+                    unit_cost: Some(100),
+                    units: Units::ANY,
+                },
+                2 => MovementKind::Transfer { sku, from: "dc".into(), to: "store-1".into(), qty: 1, units: Units::ANY },
+                3 => MovementKind::Count { sku, location, counted: rng.gen_range(0..30), units: Units::ANY },
                 4 if b % 10 == 0 => MovementKind::SetSettings {
                     sku,
                     location,
@@ -84,6 +90,7 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
                     unit_price: Some(999),
                     hold: None,
                     allow_negative: rng.gen_bool(0.1),
+                    units: Units::ANY,
                 },
             };
             batch.push(mv(kind, "web"));
@@ -91,7 +98,14 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
         submitted += engine.execute(batch).len() as u64;
         // A checkout: hold, then commit or release.
         let sku = skus[rng.gen_range(0..skus.len())].clone();
-        let line = Line { sku: sku.clone(), location: "dc".into(), qty: 1, unit_price: Some(1500) };
+        let line = Line {
+            sku: sku.clone(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: Some(1500),
+            kit: None,
+            units: Units::ANY,
+        };
         let hold = mv(MovementKind::Reserve { hold: 0, lines: vec![line], expires_at: u64::MAX / 2 }, "web");
         if let Ok(Detail::Hold(h)) = engine.execute_one(hold).outcome {
             let end =

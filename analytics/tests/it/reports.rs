@@ -34,6 +34,7 @@ fn sell(sku: &str, qty: i64, price: i64, hold: Option<u64>) -> MovementKind {
         unit_price: Some(price),
         hold,
         allow_negative: false,
+        units: Units::ANY,
     }
 }
 
@@ -58,7 +59,14 @@ fn history() -> Vec<(&'static str, MovementKind, Outcome)> {
             "2026-03-12",
             MovementKind::Reserve {
                 hold: 0,
-                lines: vec![Line { sku: "C".into(), location: "dc".into(), qty: 10, unit_price: Some(200) }],
+                lines: vec![Line {
+                    sku: "C".into(),
+                    location: "dc".into(),
+                    qty: 10,
+                    unit_price: Some(200),
+                    kit: None,
+                    units: Units::ANY,
+                }],
                 expires_at: at("2026-03-13"),
             },
             Ok(Detail::Hold(4242)),

@@ -262,7 +262,7 @@ fn parse_line(s: &str) -> Result<Line, String> {
     let (rest, qty) = rest.rsplit_once(':').ok_or_else(bad)?;
     let (sku, location) = rest.rsplit_once(':').ok_or_else(bad)?;
     let qty = qty.parse().map_err(|_| bad())?;
-    Ok(Line { sku: sku.into(), location: location.into(), qty, unit_price })
+    Ok(Line { sku: sku.into(), location: location.into(), qty, unit_price, kit: None, units: Units::ANY })
 }
 
 fn main() -> ExitCode {
@@ -320,21 +320,26 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<ExitC
     use Command::*;
     let m = match command {
         Receive { sku, location, qty, unit_cost, common } => {
-            movement(common, MovementKind::Receive { sku, location, qty, unit_cost })
+            movement(common, MovementKind::Receive { sku, location, qty, unit_cost, units: Units::ANY })
         }
         Expect { sku, location, qty, common } => movement(common, MovementKind::Expect { sku, location, qty }),
-        Sell { sku, location, qty, unit_price, hold, allow_negative, common } => {
-            movement(common, MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative })
-        }
+        Sell { sku, location, qty, unit_price, hold, allow_negative, common } => movement(
+            common,
+            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units: Units::ANY },
+        ),
         Return { sku, location, qty, damaged, unit_price, common } => {
             let condition = if damaged { ReturnCondition::Damaged } else { ReturnCondition::Restock };
-            movement(common, MovementKind::Return { sku, location, qty, condition, unit_price })
+            movement(common, MovementKind::Return { sku, location, qty, condition, unit_price, units: Units::ANY })
         }
         Adjust { sku, location, delta, reason, allow_negative, common } => {
-            movement(common, MovementKind::Adjust { sku, location, delta, reason, allow_negative })
+            movement(common, MovementKind::Adjust { sku, location, delta, reason, allow_negative, units: Units::ANY })
         }
-        Count { sku, location, counted, common } => movement(common, MovementKind::Count { sku, location, counted }),
-        Transfer { sku, from, to, qty, common } => movement(common, MovementKind::Transfer { sku, from, to, qty }),
+        Count { sku, location, counted, common } => {
+            movement(common, MovementKind::Count { sku, location, counted, units: Units::ANY })
+        }
+        Transfer { sku, from, to, qty, common } => {
+            movement(common, MovementKind::Transfer { sku, from, to, qty, units: Units::ANY })
+        }
         Reserve { lines, expires_in, common } => {
             let expires_at = now_ms() + expires_in * 1000;
             movement(common, MovementKind::Reserve { hold: 0, lines, expires_at })
@@ -597,8 +602,8 @@ fn describe_movement(m: &Movement) -> String {
         MovementKind::Adjust { sku, location, delta, reason, .. } => {
             format!("adjust {delta:+} {sku}@{location} ({reason:?})")
         }
-        MovementKind::Count { sku, location, counted } => format!("count {sku}@{location} = {counted}"),
-        MovementKind::Transfer { sku, from, to, qty } => format!("transfer {qty} {sku} {from} -> {to}"),
+        MovementKind::Count { sku, location, counted, units: _ } => format!("count {sku}@{location} = {counted}"),
+        MovementKind::Transfer { sku, from, to, qty, units: _ } => format!("transfer {qty} {sku} {from} -> {to}"),
         MovementKind::Reserve { hold, lines, .. } => {
             let ls: Vec<String> = lines.iter().map(|l| format!("{} {}@{}", l.qty, l.sku, l.location)).collect();
             format!("reserve hold {hold}: {}", ls.join(", "))
@@ -606,7 +611,12 @@ fn describe_movement(m: &Movement) -> String {
         MovementKind::Commit { hold } => format!("commit hold {hold}"),
         MovementKind::Release { hold } => format!("release hold {hold}"),
         MovementKind::SetSettings { sku, location, .. } => format!("settings {sku}@{location}"),
-        MovementKind::Expire { .. } => "expire holds and keys".to_string(),
+        MovementKind::Expire { .. } => "expire holds, lots and keys".to_string(),
+        MovementKind::Allocate { sku, location, channel, qty } => {
+            format!("allocate {qty} {sku}@{location} to {channel}")
+        }
+        MovementKind::SetSkuSettings { sku, .. } => format!("sku settings {sku}"),
+        MovementKind::CompleteCommit { hold } => format!("complete commit of hold {hold}"),
     }
 }
 

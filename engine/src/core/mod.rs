@@ -2,12 +2,14 @@
 //! and effects out. No file, no clock, no thread (see `docs/ARCHITECTURE.md`).
 
 mod interner;
+mod kits;
 mod shard;
 mod types;
 
+pub use kits::{expand_kit_lines, kit_level};
 pub use shard::{
-    body_hash, check_sizes, key_hash, Applied, HoldRecord, LevelRecord, ShardSnapshot, ShardState, EXPIRE_HOLDS_MAX,
-    ORDER_QTY_MAX,
+    body_hash, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord, ShardSnapshot, ShardState,
+    EXPIRE_HOLDS_MAX, ORDER_QTY_MAX,
 };
 pub use types::*;
 

@@ -9,7 +9,7 @@ use super::interner::Interner;
 use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
 /// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
@@ -89,13 +89,88 @@ struct HoldLine {
     slot: u32,
     qty: Qty,
     unit_price: Option<i64>,
+    /// The lots held, in the order they are consumed: (lot code id, quantity).
+    lots: Vec<(u32, Qty)>,
+    /// The serial numbers held (ids in `serial_names`).
+    serials: Vec<u32>,
+    /// Units taken from the hold's channel allocation (given back on release).
+    from_alloc: Qty,
+    kit: Option<KitRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Hold {
     expires_at: Millis,
+    /// The channel that placed it (interned in `channels`).
+    channel: u32,
     lines: Vec<HoldLine>,
 }
+
+/// One lot at one level.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Lot {
+    /// Lot code id (in `lot_codes`).
+    code: u32,
+    expires_at: Millis,
+    on_hand: Qty,
+    reserved: Qty,
+    expired: bool,
+    warned: bool,
+}
+
+impl Lot {
+    fn free(&self) -> Qty {
+        self.on_hand - self.reserved
+    }
+}
+
+/// What only some levels have: lots (in first-expiry-first-out order) and channel allocations.
+/// Kept beside the 64-byte level (flag `FLAG_EXTRAS`), so plain levels pay nothing for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Extras {
+    /// The level's SKU id (levels do not store it: they are chained per SKU).
+    sku: u32,
+    lots: Vec<Lot>,
+    /// (channel id, units still ring-fenced for it).
+    allocations: Vec<(u32, Qty)>,
+}
+
+impl Extras {
+    fn lot(&self, code: u32) -> Option<&Lot> {
+        self.lots.iter().find(|l| l.code == code)
+    }
+
+    fn lot_mut(&mut self, code: u32) -> Option<&mut Lot> {
+        self.lots.iter_mut().find(|l| l.code == code)
+    }
+
+    fn allocation(&self, channel: u32) -> Qty {
+        self.allocations.iter().find(|a| a.0 == channel).map_or(0, |a| a.1)
+    }
+}
+
+/// One serial number of one SKU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SerialEntry {
+    location: u32,
+    status: SerialStatus,
+    /// (seq, time, movement kind, location id).
+    history: Vec<(Seq, Millis, &'static str, u32)>,
+}
+
+/// Which units a take (sell, hold, transfer, write-off) uses at one level.
+#[derive(Debug, Default)]
+struct Take {
+    lots: Vec<(u32, Qty)>,
+    serials: Vec<u32>,
+    from_alloc: Qty,
+}
+
+/// How long after a split hold's expiry a shard still remembers that it committed its part:
+/// recovery completes the other parts of a commit cut by a crash (see `CompleteCommit`).
+const COMMITTED_KEEP_MILLIS: Millis = 3_600_000;
+/// Level flag: the level has an entry in `ShardState::extras`.
+const FLAG_EXTRAS: u8 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyEntry {
@@ -143,6 +218,23 @@ pub struct ShardState {
     key_order: VecDeque<(Millis, u128)>,
     /// Level views given back by `recycle`, reused by the next effects (not state).
     spare_views: Vec<LevelView>,
+    channels: Interner,
+    lot_codes: Interner,
+    serial_names: Interner,
+    /// Lots and allocations of the levels that have any (by slot).
+    extras: AHashMap<u32, Extras>,
+    /// Expiry of every lot code seen, per (SKU id, lot code id): a lot's expiry is the same at
+    /// every location.
+    lot_expiry: AHashMap<(u32, u32), Millis>,
+    /// Lots by expiry time, and by the time their `expiring` warning is due: (time, slot, code).
+    lots_due: BTreeSet<(Millis, u32, u32)>,
+    lot_warnings_due: BTreeSet<(Millis, u32, u32)>,
+    /// SKU settings that differ from the default, by SKU id.
+    sku_settings: AHashMap<u32, SkuSettings>,
+    /// Serial numbers by (SKU id, serial id).
+    serials: AHashMap<(u32, u32), SerialEntry>,
+    /// Holds split over several shards whose part this shard committed, with their expiry.
+    committed_split_holds: BTreeMap<HoldId, Millis>,
 }
 
 /// Stable hash of an idempotency key (the key itself is not stored).
@@ -205,8 +297,8 @@ fn add(a: Qty, b: Qty) -> Result<Qty, Reason> {
     }
 }
 
-/// Checks every text field's length and the number of lines: what bounds a record's size. The
-/// engine refuses a movement that fails this before it reaches a shard.
+/// Checks every text field's length and the number of lines and serial numbers: what bounds a
+/// record's size. The engine refuses a movement that fails this before it reaches a shard.
 pub fn check_sizes(m: &Movement) -> Result<(), Reason> {
     if let Some(key) = &m.key {
         check_text(key, IDEMPOTENCY_KEY_BYTES_MAX)?;
@@ -216,30 +308,72 @@ pub fn check_sizes(m: &Movement) -> Result<(), Reason> {
         check_text(r, REFERENCE_BYTES_MAX)?;
     }
     match &m.kind {
-        MovementKind::Receive { sku, location, .. }
-        | MovementKind::Expect { sku, location, .. }
-        | MovementKind::Sell { sku, location, .. }
-        | MovementKind::Return { sku, location, .. }
-        | MovementKind::Adjust { sku, location, .. }
-        | MovementKind::Count { sku, location, .. }
-        | MovementKind::SetSettings { sku, location, .. } => check_level_key(sku, location),
-        MovementKind::Transfer { sku, from, to, .. } => {
+        MovementKind::Receive { sku, location, units, .. }
+        | MovementKind::Sell { sku, location, units, .. }
+        | MovementKind::Return { sku, location, units, .. }
+        | MovementKind::Adjust { sku, location, units, .. }
+        | MovementKind::Count { sku, location, units, .. } => {
+            check_level_key(sku, location)?;
+            check_unit_sizes(units)
+        }
+        MovementKind::Expect { sku, location, .. } | MovementKind::SetSettings { sku, location, .. } => {
+            check_level_key(sku, location)
+        }
+        MovementKind::Transfer { sku, from, to, units, .. } => {
             check_level_key(sku, from)?;
-            check_text(to, LOCATION_BYTES_MAX)
+            check_text(to, LOCATION_BYTES_MAX)?;
+            check_unit_sizes(units)
         }
         MovementKind::Reserve { lines, .. } => {
             if lines.len() > HOLD_LINES_MAX {
                 return Err(Reason::InvalidLines);
             }
-            lines.iter().try_for_each(|l| check_level_key(&l.sku, &l.location))
+            let serials: usize = lines.iter().map(|l| l.units.serials.len()).sum();
+            if serials > SERIALS_PER_LINE_MAX {
+                return Err(Reason::InvalidSerials);
+            }
+            lines.iter().try_for_each(|l| {
+                check_level_key(&l.sku, &l.location)?;
+                check_unit_sizes(&l.units)?;
+                l.kit.as_ref().map_or(Ok(()), |k| check_text(&k.sku, SKU_BYTES_MAX))
+            })
         }
-        MovementKind::Commit { .. } | MovementKind::Release { .. } | MovementKind::Expire { .. } => Ok(()),
+        MovementKind::Allocate { sku, location, channel, .. } => {
+            check_level_key(sku, location)?;
+            check_text(channel, CHANNEL_BYTES_MAX)
+        }
+        MovementKind::SetSkuSettings { sku, settings } => {
+            check_text(sku, SKU_BYTES_MAX)?;
+            if settings.components.len() > KIT_COMPONENTS_MAX {
+                return Err(Reason::InvalidKit);
+            }
+            settings.components.iter().try_for_each(|c| check_text(&c.sku, SKU_BYTES_MAX))
+        }
+        MovementKind::Commit { .. }
+        | MovementKind::Release { .. }
+        | MovementKind::Expire { .. }
+        | MovementKind::CompleteCommit { .. } => Ok(()),
     }
+}
+
+fn check_unit_sizes(units: &Units) -> Result<(), Reason> {
+    if let Some(lot) = &units.lot {
+        check_text(lot, LOT_BYTES_MAX)?;
+    }
+    if units.serials.len() > SERIALS_PER_LINE_MAX {
+        return Err(Reason::InvalidSerials);
+    }
+    units.serials.iter().try_for_each(|s| check_text(s, SERIAL_BYTES_MAX))
 }
 
 fn check_level_key(sku: &str, location: &str) -> Result<(), Reason> {
     check_text(sku, SKU_BYTES_MAX)?;
     check_text(location, LOCATION_BYTES_MAX)
+}
+
+/// Whether a hold id names parts on more than one shard.
+fn is_split(hold: HoldId) -> bool {
+    hold_shard_mask(hold).count_ones() > 1
 }
 
 impl ShardState {
@@ -270,7 +404,7 @@ impl ShardState {
             }
         }
         let levels_before = fx.levels.len();
-        let outcome = self.apply_kind(now, movement, fx);
+        let outcome = self.apply_kind(now, seq, movement, fx);
         debug_assert!(outcome.is_ok() || fx.levels.len() == levels_before, "a rejection changed a level");
         if let Some(k) = key {
             self.keys.insert(k, KeyEntry { body_hash, seen_at: now, seq, outcome });
@@ -285,123 +419,101 @@ impl ShardState {
         Applied::Recorded(outcome)
     }
 
-    fn apply_kind(&mut self, now: Millis, m: &Movement, fx: &mut Effects) -> Outcome {
+    fn apply_kind(&mut self, now: Millis, seq: Seq, m: &Movement, fx: &mut Effects) -> Outcome {
+        let kind_name = m.kind.name();
         match &m.kind {
-            MovementKind::Receive { sku, location, qty, .. } => {
-                check_level_key(sku, location)?;
-                check_qty(*qty)?;
-                let slot = self.slot_or_new(sku, location);
-                let l = &self.levels[slot as usize];
-                let on_hand = add(l.on_hand, *qty)?;
-                let incoming = if m.reference.is_some() { l.incoming - (*qty).min(l.incoming) } else { l.incoming };
-                let l = &mut self.levels[slot as usize];
-                l.on_hand = on_hand;
-                l.incoming = incoming;
-                self.changed(slot, sku, location, fx);
-                Ok(Detail::None)
+            MovementKind::Receive { sku, location, qty, units, .. } => {
+                self.put(now, seq, kind_name, sku, location, *qty, units, PutKind::Receive(m.reference.is_some()), fx)
             }
             MovementKind::Expect { sku, location, qty } => {
                 check_level_key(sku, location)?;
                 check_qty(*qty)?;
+                self.check_stocked(sku)?;
                 let slot = self.slot_or_new(sku, location);
                 let l = &mut self.levels[slot as usize];
                 l.incoming = add(l.incoming, *qty)?;
                 self.changed(slot, sku, location, fx);
                 Ok(Detail::None)
             }
-            MovementKind::Sell { sku, location, qty, hold, allow_negative, .. } => {
+            MovementKind::Sell { sku, location, qty, hold, allow_negative, units, .. } => {
                 check_level_key(sku, location)?;
                 check_qty(*qty)?;
+                self.check_stocked(sku)?;
+                self.check_serial_count(sku, units, *qty)?;
                 match hold {
-                    None => self.take(sku, location, *qty, *allow_negative, fx),
-                    Some(h) => self.sell_from_hold(now, *h, sku, location, *qty, *allow_negative, fx),
+                    None => {
+                        let channel = self.channels.intern(&m.channel);
+                        let out = TakeOut::Sold(seq, now, kind_name);
+                        self.take(now, sku, location, *qty, units, Some(channel), *allow_negative, out, fx)
+                    }
+                    Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
                 }
             }
-            MovementKind::Return { sku, location, qty, condition, .. } => {
-                check_level_key(sku, location)?;
-                check_qty(*qty)?;
-                let slot = self.slot_or_new(sku, location);
-                let l = &self.levels[slot as usize];
-                let on_hand = add(l.on_hand, *qty)?;
-                let unsellable = match condition {
-                    ReturnCondition::Restock => l.unsellable,
-                    ReturnCondition::Damaged => add(l.unsellable, *qty)?,
-                };
-                let l = &mut self.levels[slot as usize];
-                l.on_hand = on_hand;
-                l.unsellable = unsellable;
-                self.changed(slot, sku, location, fx);
-                Ok(Detail::None)
+            MovementKind::Return { sku, location, qty, condition, units, .. } => {
+                self.put(now, seq, kind_name, sku, location, *qty, units, PutKind::Return(*condition), fx)
             }
-            MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
+            MovementKind::Adjust { sku, location, delta, allow_negative, units, .. } => {
                 check_level_key(sku, location)?;
                 // `i64::MIN` has no absolute value: it is as invalid as any other too-large delta.
                 check_qty(delta.checked_abs().unwrap_or(Qty::MAX))?;
-                if *delta < 0 {
-                    return self.take(sku, location, -*delta, *allow_negative, fx);
+                if *delta > 0 {
+                    return self.put(now, seq, kind_name, sku, location, *delta, units, PutKind::Found, fx);
                 }
-                let slot = self.slot_or_new(sku, location);
-                let l = &mut self.levels[slot as usize];
-                l.on_hand = add(l.on_hand, *delta)?;
-                self.changed(slot, sku, location, fx);
-                Ok(Detail::None)
+                self.check_stocked(sku)?;
+                self.check_serial_count(sku, units, -*delta)?;
+                let out = TakeOut::WrittenOff(seq, now, kind_name);
+                self.take(now, sku, location, -*delta, units, None, *allow_negative, out, fx)
             }
-            MovementKind::Count { sku, location, counted } => {
+            MovementKind::Count { sku, location, counted, units } => {
                 check_level_key(sku, location)?;
                 if !(0..=MOVEMENT_QTY_MAX).contains(counted) {
                     return Err(Reason::InvalidQuantity);
                 }
-                let slot = self.slot_or_new(sku, location);
-                let l = &mut self.levels[slot as usize];
-                let variance = counted - l.on_hand;
-                l.on_hand = *counted;
-                l.unsellable = l.unsellable.min(*counted);
-                self.changed(slot, sku, location, fx);
-                Ok(Detail::Variance(variance))
+                self.check_stocked(sku)?;
+                if self.is_serial_tracked(sku) || !units.serials.is_empty() {
+                    // Serial-tracked stock is corrected unit by unit, with `adjust` naming serials.
+                    return Err(Reason::InvalidSerials);
+                }
+                if units.lot_expires_at.is_some() {
+                    return Err(Reason::InvalidLot);
+                }
+                self.count(sku, location, *counted, units.lot.as_deref(), fx)
             }
-            MovementKind::Transfer { sku, from, to, qty } => {
+            MovementKind::Transfer { sku, from, to, qty, units } => {
                 check_level_key(sku, from)?;
                 check_text(to, LOCATION_BYTES_MAX)?;
                 check_qty(*qty)?;
                 if from == to {
                     return Err(Reason::SameLocation);
                 }
-                let src = self.slot(sku, from).ok_or(Reason::InsufficientStock)?;
-                if self.levels[src as usize].available() < *qty {
-                    return Err(Reason::InsufficientStock);
-                }
-                let dst_on_hand = match self.slot(sku, to) {
-                    Some(dst) => add(self.levels[dst as usize].on_hand, *qty)?,
-                    None => *qty,
-                };
-                let dst = self.slot_or_new(sku, to);
-                self.levels[src as usize].on_hand -= qty;
-                self.levels[dst as usize].on_hand = dst_on_hand;
-                self.changed(src, sku, from, fx);
-                self.changed(dst, sku, to, fx);
-                Ok(Detail::None)
+                self.check_stocked(sku)?;
+                self.check_serial_count(sku, units, *qty)?;
+                self.transfer(now, seq, sku, from, to, *qty, units, fx)
             }
-            MovementKind::Reserve { hold, lines, expires_at } => self.reserve(now, *hold, lines, *expires_at, fx),
+            MovementKind::Reserve { hold, lines, expires_at } => {
+                let channel = self.channels.intern(&m.channel);
+                self.reserve(now, seq, *hold, channel, lines, *expires_at, fx)
+            }
             MovementKind::Commit { hold } => {
                 let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
                 if now >= h.expires_at {
                     return Err(Reason::HoldExpired);
                 }
-                let h = self.remove_hold(*hold).expect("hold exists");
-                for line in &h.lines {
-                    let l = &mut self.levels[line.slot as usize];
-                    l.on_hand -= line.qty;
-                    l.reserved -= line.qty;
-                    self.changed_ids(line.slot, line.sku, line.location, fx);
+                self.commit(now, seq, *hold, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::CompleteCommit { hold } => {
+                if !self.holds.contains_key(hold) {
+                    return Err(Reason::UnknownHold);
                 }
-                fx.holds_closed.push(*hold);
+                self.commit(now, seq, *hold, fx);
                 Ok(Detail::None)
             }
             MovementKind::Release { hold } => {
                 if !self.holds.contains_key(hold) {
                     return Err(Reason::UnknownHold);
                 }
-                self.release(*hold, fx);
+                self.release(now, seq, *hold, fx);
                 Ok(Detail::None)
             }
             MovementKind::SetSettings { sku, location, settings } => {
@@ -414,6 +526,7 @@ impl ShardState {
                 {
                     return Err(Reason::InvalidSettings);
                 }
+                self.check_stocked(sku)?;
                 let slot = self.slot_or_new(sku, location);
                 let l = &mut self.levels[slot as usize];
                 l.reorder_point = s.reorder_point.unwrap_or(NONE);
@@ -428,13 +541,19 @@ impl ShardState {
                 Ok(Detail::None)
             }
             MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => {
-                // At most EXPIRE_HOLDS_MAX holds per record, so that the record stays small; the
-                // rest are still due and go with the next expiry.
-                for _ in 0..EXPIRE_HOLDS_MAX {
+                // At most EXPIRE_HOLDS_MAX holds and lots per record, so that the record stays
+                // small; the rest are still due and go with the next expiry.
+                let mut budget = EXPIRE_HOLDS_MAX;
+                while budget > 0 {
                     match self.hold_expiry.first() {
-                        Some(&(at, hold)) if at <= *holds_expired_by => self.release(hold, fx),
+                        Some(&(at, hold)) if at <= *holds_expired_by => self.release(now, seq, hold, fx),
                         _ => break,
                     }
+                    budget -= 1;
+                }
+                // Lots only once every hold due is gone: a hold never outlives the lots it holds.
+                if budget > 0 {
+                    self.expire_lots(*holds_expired_by, budget, fx);
                 }
                 while let Some(&(seen_at, k)) = self.key_order.front() {
                     if seen_at >= *keys_seen_before && self.key_order.len() as u64 <= *keys_max {
@@ -443,41 +562,554 @@ impl ShardState {
                     self.key_order.pop_front();
                     self.keys.remove(&k);
                 }
+                let forget_before = holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS);
+                self.committed_split_holds.retain(|_, expires_at| *expires_at > forget_before);
                 Ok(Detail::None)
+            }
+            MovementKind::Allocate { sku, location, channel, qty } => {
+                check_level_key(sku, location)?;
+                check_text(channel, CHANNEL_BYTES_MAX)?;
+                if !(0..=MOVEMENT_QTY_MAX).contains(qty) {
+                    return Err(Reason::InvalidAllocation);
+                }
+                self.check_stocked(sku)?;
+                let channel = self.channels.intern(channel);
+                let slot = self.slot_or_new(sku, location);
+                let sku_id = self.skus.intern(sku);
+                let x = self.extras.entry(slot).or_insert_with(|| Extras { sku: sku_id, ..Extras::default() });
+                match x.allocations.iter().position(|a| a.0 == channel) {
+                    Some(i) if *qty == 0 => {
+                        x.allocations.remove(i);
+                    }
+                    Some(i) => x.allocations[i].1 = *qty,
+                    None if *qty == 0 => {}
+                    None if x.allocations.len() >= ALLOCATIONS_PER_LEVEL_MAX => {
+                        self.drop_extras_if_empty(slot);
+                        return Err(Reason::InvalidAllocation);
+                    }
+                    None => x.allocations.push((channel, *qty)),
+                }
+                self.levels[slot as usize].flags |= FLAG_EXTRAS;
+                self.drop_extras_if_empty(slot);
+                self.changed(slot, sku, location, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::SetSkuSettings { sku, settings } => self.set_sku_settings(sku, settings),
+        }
+    }
+
+    // ---- SKU settings ----
+
+    fn sku_settings_of(&self, sku: &str) -> Option<&SkuSettings> {
+        self.skus.get(sku).and_then(|id| self.sku_settings.get(&id))
+    }
+
+    fn is_serial_tracked(&self, sku: &str) -> bool {
+        self.sku_settings_of(sku).is_some_and(|s| s.serial_tracked)
+    }
+
+    /// Kits have no stock of their own: movements of stock name their components.
+    fn check_stocked(&self, sku: &str) -> Result<(), Reason> {
+        if self.sku_settings_of(sku).is_some_and(|s| s.is_kit()) {
+            Err(Reason::KitNotStocked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Serial numbers: exactly `qty` distinct ones for a serial-tracked SKU, none otherwise; and
+    /// no lot on a serial-tracked SKU.
+    fn check_serial_count(&self, sku: &str, units: &Units, qty: Qty) -> Result<(), Reason> {
+        if !self.is_serial_tracked(sku) {
+            return if units.serials.is_empty() { Ok(()) } else { Err(Reason::InvalidSerials) };
+        }
+        if units.lot.is_some() || units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        if units.serials.len() as Qty != qty {
+            return Err(Reason::InvalidSerials);
+        }
+        let mut seen: Vec<&str> = units.serials.iter().map(String::as_str).collect();
+        seen.sort_unstable();
+        if seen.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Reason::InvalidSerials);
+        }
+        Ok(())
+    }
+
+    fn set_sku_settings(&mut self, sku: &str, new: &SkuSettings) -> Outcome {
+        if new.is_kit() {
+            if new.serial_tracked || new.components.len() > KIT_COMPONENTS_MAX {
+                return Err(Reason::InvalidKit);
+            }
+            for (i, c) in new.components.iter().enumerate() {
+                if c.sku == sku
+                    || !(1..=KIT_COMPONENT_QTY_MAX).contains(&c.qty)
+                    || new.components[..i].iter().any(|d| d.sku == c.sku)
+                {
+                    return Err(Reason::InvalidKit);
+                }
+            }
+        }
+        let old = self.sku_settings_of(sku).cloned().unwrap_or_default();
+        let sku_id = self.skus.intern(sku);
+        let has_stock = self.sku_slots(sku_id).any(|slot| {
+            let l = &self.levels[slot as usize];
+            l.on_hand != 0
+                || l.reserved != 0
+                || l.incoming != 0
+                || self.extras.get(&slot).is_some_and(|x| !x.lots.is_empty())
+        });
+        if new.is_kit() && !old.is_kit() && (has_stock || self.serials.keys().any(|&(s, _)| s == sku_id)) {
+            return Err(Reason::InvalidKit);
+        }
+        if new.serial_tracked != old.serial_tracked && has_stock {
+            return Err(Reason::InvalidSettings);
+        }
+        if new.expiry_warning_days != old.expiry_warning_days {
+            // Warnings not raised yet follow the new setting.
+            let slots: Vec<u32> = self.sku_slots(sku_id).collect();
+            for slot in slots {
+                let Some(x) = self.extras.get(&slot) else { continue };
+                for lot in x.lots.iter().filter(|l| !l.warned && !l.expired) {
+                    if let Some(at) = warn_at(old.expiry_warning_days, lot.expires_at) {
+                        self.lot_warnings_due.remove(&(at, slot, lot.code));
+                    }
+                    if let Some(at) = warn_at(new.expiry_warning_days, lot.expires_at) {
+                        self.lot_warnings_due.insert((at, slot, lot.code));
+                    }
+                }
+            }
+        }
+        if *new == SkuSettings::default() {
+            self.sku_settings.remove(&sku_id);
+        } else {
+            self.sku_settings.insert(sku_id, new.clone());
+        }
+        Ok(Detail::None)
+    }
+
+    // ---- putting stock in: receive, return, found ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        kind_name: &'static str,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        units: &Units,
+        how: PutKind,
+        fx: &mut Effects,
+    ) -> Outcome {
+        check_level_key(sku, location)?;
+        check_qty(qty)?;
+        self.check_stocked(sku)?;
+        self.check_serial_count(sku, units, qty)?;
+        // Serial numbers: a receive or a find brings in units not in stock; a return, sold ones.
+        let sku_id_now = self.skus.get(sku);
+        for serial in &units.serials {
+            let entry = sku_id_now.zip(self.serial_names.get(serial)).and_then(|(s, n)| self.serials.get(&(s, n)));
+            match (how, entry.map(|e| e.status)) {
+                (_, Some(SerialStatus::InStock | SerialStatus::Reserved(_))) => return Err(Reason::SerialInStock),
+                (PutKind::Return(_), Some(SerialStatus::Sold)) => {}
+                (PutKind::Return(_), _) => return Err(Reason::SerialNotSold),
+                _ => {}
+            }
+        }
+        let lot = match &units.lot {
+            None if units.lot_expires_at.is_some() => return Err(Reason::InvalidLot),
+            None => None,
+            Some(code) => {
+                let known =
+                    sku_id_now.zip(self.lot_codes.get(code)).and_then(|(s, c)| self.lot_expiry.get(&(s, c))).copied();
+                let expires_at = match (known, units.lot_expires_at) {
+                    (Some(k), Some(given)) if k != given => return Err(Reason::InvalidLot),
+                    (Some(k), _) => k,
+                    (None, Some(given)) => given,
+                    (None, None) => return Err(Reason::InvalidLot),
+                };
+                if matches!(how, PutKind::Receive(_)) && expires_at <= now {
+                    return Err(Reason::LotExpired);
+                }
+                Some((code.as_str(), expires_at))
+            }
+        };
+        let slot = self.slot_or_new(sku, location);
+        let l = &self.levels[slot as usize];
+        let on_hand = add(l.on_hand, qty)?;
+        let mut unsellable = match how {
+            PutKind::Return(ReturnCondition::Damaged) => add(l.unsellable, qty)?,
+            _ => l.unsellable,
+        };
+        let incoming = match how {
+            PutKind::Receive(true) => l.incoming - qty.min(l.incoming),
+            _ => l.incoming,
+        };
+        if let Some((code, expires_at)) = lot {
+            let code = self.lot_codes.intern(code);
+            let x = self.extras.get(&slot);
+            let lot_now = x.and_then(|x| x.lot(code));
+            if lot_now.is_none() && x.is_some_and(|x| x.lots.len() >= LOTS_PER_LEVEL_MAX) {
+                return Err(Reason::InvalidLot);
+            }
+            if lot_now.is_some_and(|l| l.expired) && !matches!(how, PutKind::Return(ReturnCondition::Damaged)) {
+                unsellable = add(unsellable, qty)?; // units of an expired lot are unsellable
+            }
+            let sku_id = self.skus.intern(sku);
+            self.lot_add(slot, sku_id, code, expires_at, qty, fx);
+        }
+        let l = &mut self.levels[slot as usize];
+        (l.on_hand, l.unsellable, l.incoming) = (on_hand, unsellable, incoming);
+        let (sku_id, loc_id) = (self.skus.intern(sku), self.locations.intern(location));
+        for serial in &units.serials {
+            let id = self.serial_names.intern(serial);
+            let e = self.serials.entry((sku_id, id)).or_insert_with(|| SerialEntry {
+                location: loc_id,
+                status: SerialStatus::InStock,
+                history: Vec::new(),
+            });
+            e.location = loc_id;
+            e.status = SerialStatus::InStock;
+            e.history.push((seq, now, kind_name, loc_id));
+        }
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    /// Adds units to a lot of a level, creating the lot (and its expiry entries) if needed.
+    fn lot_add(&mut self, slot: u32, sku_id: u32, code: u32, expires_at: Millis, qty: Qty, fx: &mut Effects) {
+        self.lot_expiry.insert((sku_id, code), expires_at);
+        let warning = self.sku_settings.get(&sku_id).and_then(|s| s.expiry_warning_days);
+        self.levels[slot as usize].flags |= FLAG_EXTRAS;
+        let x = self.extras.entry(slot).or_insert_with(|| Extras { sku: sku_id, ..Extras::default() });
+        if x.lot(code).is_none() {
+            let at = x.lots.partition_point(|l| (l.expires_at, l.code) < (expires_at, code));
+            let lot = Lot { code, expires_at, on_hand: 0, reserved: 0, expired: false, warned: false };
+            x.lots.insert(at, lot);
+            self.lots_due.insert((expires_at, slot, code));
+            if let Some(at) = warn_at(warning, expires_at) {
+                self.lot_warnings_due.insert((at, slot, code));
+            }
+        }
+        let x = self.extras.get_mut(&slot).expect("just made");
+        x.lot_mut(code).expect("just made").on_hand += qty;
+        self.lot_changed(slot, code, fx);
+    }
+
+    // ---- taking stock out: sell, hold, write-off, transfer ----
+
+    /// Which units a take of `qty` at `slot` uses: the named lot or first-expiry-first-out over
+    /// the lots that are still usable after `usable_after`, then units in no lot; the channel's
+    /// allocation first. Checks `available` (for the channel) unless `allow_negative`; a named
+    /// expired lot is allowed only if `expired_ok` (writing off or moving expired stock).
+    #[allow(clippy::too_many_arguments)]
+    fn plan_take(
+        &self,
+        slot: u32,
+        qty: Qty,
+        lot: Option<&str>,
+        usable_after: Millis,
+        channel: Option<u32>,
+        allow_negative: bool,
+        expired_ok: bool,
+    ) -> Result<Take, Reason> {
+        let level = &self.levels[slot as usize];
+        let x = (level.flags & FLAG_EXTRAS != 0).then(|| &self.extras[&slot]);
+        let mut take = Take::default();
+        let named_expired = match lot {
+            None => false,
+            Some(code) => {
+                let lot = self.lot_codes.get(code).and_then(|c| x.and_then(|x| x.lot(c))).ok_or(Reason::UnknownLot)?;
+                let expired = lot.expired || lot.expires_at <= usable_after;
+                if expired && !expired_ok {
+                    return Err(Reason::LotExpired);
+                }
+                if lot.free() < qty {
+                    return Err(Reason::InsufficientStock);
+                }
+                take.lots.push((lot.code, qty));
+                lot.expired
+            }
+        };
+        // Expired units are `unsellable` already: writing them off does not need `available`.
+        if !allow_negative && !named_expired && self.available_for(slot, channel) < qty {
+            return Err(Reason::InsufficientStock);
+        }
+        if let (Some(x), None) = (x, lot) {
+            let mut rest = qty;
+            for l in x.lots.iter().filter(|l| !l.expired && l.expires_at > usable_after) {
+                let n = rest.min(l.free());
+                if n > 0 {
+                    take.lots.push((l.code, n));
+                    rest -= n;
+                }
+                if rest == 0 {
+                    break;
+                }
+            }
+            let (lots_on_hand, lots_reserved) = x.lots.iter().fold((0, 0), |(o, r), l| (o + l.on_hand, r + l.reserved));
+            let loose_free = (level.on_hand - lots_on_hand) - (level.reserved - lots_reserved);
+            if rest > 0 && !allow_negative && loose_free < rest {
+                return Err(Reason::InsufficientStock);
+            }
+        }
+        if let (Some(x), Some(channel)) = (x, channel) {
+            take.from_alloc = qty.min(x.allocation(channel));
+        }
+        Ok(take)
+    }
+
+    /// What a level's `available` is for a channel: its own allocation plus what no channel has
+    /// ring-fenced (never more than `available`).
+    fn available_for(&self, slot: u32, channel: Option<u32>) -> Qty {
+        let level = &self.levels[slot as usize];
+        let available = level.available();
+        if level.flags & FLAG_EXTRAS == 0 {
+            return available;
+        }
+        let x = &self.extras[&slot];
+        if x.allocations.is_empty() {
+            return available;
+        }
+        let fenced: Qty = x.allocations.iter().map(|a| a.1).sum();
+        let mine = channel.map_or(0, |c| x.allocation(c));
+        available.min(mine + (available - fenced).max(0))
+    }
+
+    /// Serial numbers to take: each in stock at this location.
+    fn plan_serials(&self, sku: &str, location: &str, serials: &[String]) -> Result<Vec<u32>, Reason> {
+        let (sku_id, loc_id) = (self.skus.get(sku), self.locations.get(location));
+        serials
+            .iter()
+            .map(|serial| {
+                let id = self.serial_names.get(serial).ok_or(Reason::SerialNotInStock)?;
+                match sku_id.and_then(|s| self.serials.get(&(s, id))) {
+                    Some(e) if e.status == SerialStatus::InStock && Some(e.location) == loc_id => Ok(id),
+                    _ => Err(Reason::SerialNotInStock),
+                }
+            })
+            .collect()
+    }
+
+    /// Takes `qty` off `on_hand` where `available` allows it (or regardless, if `allow_negative`).
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        now: Millis,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        units: &Units,
+        channel: Option<u32>,
+        allow_negative: bool,
+        out: TakeOut,
+        fx: &mut Effects,
+    ) -> Outcome {
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        let slot = match self.slot(sku, location) {
+            Some(slot) => slot,
+            None if units.lot.is_some() => return Err(Reason::UnknownLot),
+            None if !units.serials.is_empty() => return Err(Reason::SerialNotInStock),
+            None if allow_negative => self.slot_or_new(sku, location),
+            None => return Err(Reason::InsufficientStock),
+        };
+        let serials = self.plan_serials(sku, location, &units.serials)?;
+        let write_off = matches!(out, TakeOut::WrittenOff(..));
+        let mut take = self.plan_take(slot, qty, units.lot.as_deref(), now, channel, allow_negative, write_off)?;
+        let on_hand = add(self.levels[slot as usize].on_hand, -qty)?;
+        take.serials = serials;
+        self.levels[slot as usize].on_hand = on_hand;
+        self.take_lots(slot, &take.lots, false, fx);
+        if let Some(channel) = channel {
+            self.use_allocation(slot, channel, take.from_alloc);
+        }
+        let (seq, at, what, status) = match out {
+            TakeOut::Sold(seq, at, what) => (seq, at, what, SerialStatus::Sold),
+            TakeOut::WrittenOff(seq, at, what) => (seq, at, what, SerialStatus::WrittenOff),
+        };
+        self.serials_to(sku, &take.serials, status, None, (seq, at, what));
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    /// Removes units from lots (and, if `held`, from their reservations); units of an expired lot
+    /// leave `unsellable` too. Empty lots are dropped.
+    fn take_lots(&mut self, slot: u32, lots: &[(u32, Qty)], held: bool, fx: &mut Effects) {
+        for &(code, n) in lots {
+            let x = self.extras.get_mut(&slot).expect("level has lots");
+            let lot = x.lot_mut(code).expect("lot exists");
+            lot.on_hand -= n;
+            if held {
+                lot.reserved -= n;
+            }
+            if lot.expired {
+                let l = &mut self.levels[slot as usize];
+                l.unsellable = (l.unsellable - n).max(0);
+            }
+            self.lot_changed(slot, code, fx);
+        }
+    }
+
+    fn use_allocation(&mut self, slot: u32, channel: u32, n: Qty) {
+        if n > 0 {
+            let x = self.extras.get_mut(&slot).expect("level has allocations");
+            if let Some(a) = x.allocations.iter_mut().find(|a| a.0 == channel) {
+                a.1 -= n;
             }
         }
     }
 
-    /// Takes `qty` off `on_hand` where `available` allows it (or regardless, if `allow_negative`).
-    fn take(&mut self, sku: &str, location: &str, qty: Qty, allow_negative: bool, fx: &mut Effects) -> Outcome {
-        let slot = match self.slot(sku, location) {
+    fn serials_to(
+        &mut self,
+        sku: &str,
+        serials: &[u32],
+        status: SerialStatus,
+        location: Option<u32>,
+        (seq, at, what): (Seq, Millis, &'static str),
+    ) {
+        if serials.is_empty() {
+            return;
+        }
+        let sku_id = self.skus.get(sku).expect("serials belong to a known SKU");
+        self.serials_of_id_to(sku_id, serials, status, location, (seq, at, what));
+    }
+
+    fn serials_of_id_to(
+        &mut self,
+        sku_id: u32,
+        serials: &[u32],
+        status: SerialStatus,
+        location: Option<u32>,
+        (seq, at, what): (Seq, Millis, &'static str),
+    ) {
+        for id in serials {
+            let e = self.serials.get_mut(&(sku_id, *id)).expect("serial exists");
+            e.status = status;
+            if let Some(location) = location {
+                e.location = location;
+            }
+            e.history.push((seq, at, what, e.location));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        sku: &str,
+        from: &str,
+        to: &str,
+        qty: Qty,
+        units: &Units,
+        fx: &mut Effects,
+    ) -> Outcome {
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        let src = match self.slot(sku, from) {
             Some(slot) => slot,
-            None if allow_negative => self.slot_or_new(sku, location),
+            None if units.lot.is_some() => return Err(Reason::UnknownLot),
+            None if !units.serials.is_empty() => return Err(Reason::SerialNotInStock),
             None => return Err(Reason::InsufficientStock),
         };
-        let l = &mut self.levels[slot as usize];
-        if !allow_negative && l.available() < qty {
-            return Err(Reason::InsufficientStock);
+        let serials = self.plan_serials(sku, from, &units.serials)?;
+        // Expired stock may be moved (to a disposal area) when its lot is named.
+        let take = self.plan_take(src, qty, units.lot.as_deref(), now, None, false, true)?;
+        let dst_on_hand = match self.slot(sku, to) {
+            Some(dst) => add(self.levels[dst as usize].on_hand, qty)?,
+            None => qty,
+        };
+        let dst = self.slot_or_new(sku, to);
+        let lots_in_dst = self.extras.get(&dst).map_or(0, |x| x.lots.len());
+        let new_lots = take.lots.iter().filter(|(c, _)| self.extras.get(&dst).is_none_or(|x| x.lot(*c).is_none()));
+        if lots_in_dst + new_lots.count() > LOTS_PER_LEVEL_MAX {
+            return Err(Reason::InvalidLot);
         }
-        l.on_hand = add(l.on_hand, -qty)?;
-        self.changed(slot, sku, location, fx);
+        let moved: Vec<(u32, Millis, bool, Qty)> = take
+            .lots
+            .iter()
+            .map(|&(code, n)| {
+                let lot = self.extras[&src].lot(code).expect("lot exists");
+                (code, lot.expires_at, lot.expired, n)
+            })
+            .collect();
+        self.levels[src as usize].on_hand -= qty;
+        self.take_lots(src, &take.lots, false, fx);
+        self.levels[dst as usize].on_hand = dst_on_hand;
+        let sku_id = self.skus.intern(sku);
+        for (code, expires_at, expired, n) in moved {
+            self.lot_add(dst, sku_id, code, expires_at, n, fx);
+            if expired {
+                self.expire_lot(dst, code, None);
+                let l = &mut self.levels[dst as usize];
+                l.unsellable += n;
+            }
+        }
+        let to_id = self.locations.intern(to);
+        self.serials_to(sku, &serials, SerialStatus::InStock, Some(to_id), (seq, now, "transfer"));
+        self.changed(src, sku, from, fx);
+        self.changed(dst, sku, to, fx);
         Ok(Detail::None)
+    }
+
+    fn count(&mut self, sku: &str, location: &str, counted: Qty, lot: Option<&str>, fx: &mut Effects) -> Outcome {
+        let slot = self.slot(sku, location);
+        let has_lots = slot.is_some_and(|s| self.extras.get(&s).is_some_and(|x| !x.lots.is_empty()));
+        let Some(code) = lot else {
+            if has_lots {
+                return Err(Reason::LotRequired);
+            }
+            let slot = self.slot_or_new(sku, location);
+            let l = &mut self.levels[slot as usize];
+            let variance = counted - l.on_hand;
+            l.on_hand = counted;
+            l.unsellable = l.unsellable.min(counted);
+            self.changed(slot, sku, location, fx);
+            return Ok(Detail::Variance(variance));
+        };
+        let slot = slot.ok_or(Reason::UnknownLot)?;
+        let code = self.lot_codes.get(code).ok_or(Reason::UnknownLot)?;
+        let lot = self.extras.get(&slot).and_then(|x| x.lot(code)).ok_or(Reason::UnknownLot)?;
+        let variance = counted - lot.on_hand;
+        let expired = lot.expired;
+        let on_hand = add(self.levels[slot as usize].on_hand, variance)?;
+        let l = &mut self.levels[slot as usize];
+        l.on_hand = on_hand;
+        if expired {
+            l.unsellable = (l.unsellable + variance).max(0);
+        }
+        l.unsellable = l.unsellable.min(on_hand.max(0));
+        self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists").on_hand = counted;
+        self.lot_changed(slot, code, fx);
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::Variance(variance))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn sell_from_hold(
         &mut self,
         now: Millis,
+        seq: Seq,
         hold: HoldId,
         sku: &str,
         location: &str,
         qty: Qty,
         allow_negative: bool,
+        units: &Units,
         fx: &mut Effects,
     ) -> Outcome {
         let h = self.holds.get(&hold).ok_or(Reason::UnknownHold)?;
         if now >= h.expires_at {
             return Err(Reason::HoldExpired);
+        }
+        if units.lot.is_some() || units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot); // the hold decides the lots
         }
         let (sku_id, loc_id) = match (self.skus.get(sku), self.locations.get(location)) {
             (Some(s), Some(l)) => (s, l),
@@ -488,17 +1120,55 @@ impl ShardState {
         let line = &h.lines[idx];
         let consumed = qty.min(line.qty);
         let excess = qty - consumed;
-        let level = &self.levels[line.slot as usize];
-        if excess > 0 && !allow_negative && level.available() < excess {
-            return Err(Reason::InsufficientStock);
+        // Serial numbers: those named must be held by this line (a serial-tracked line sells only
+        // what it holds).
+        let serials: Vec<u32> = units
+            .serials
+            .iter()
+            .map(|s| self.serial_names.get(s).filter(|id| line.serials.contains(id)).ok_or(Reason::SerialNotInStock))
+            .collect::<Result<_, _>>()?;
+        if !line.serials.is_empty() && excess > 0 {
+            return Err(Reason::SerialNotInStock);
         }
-        let on_hand = add(level.on_hand, -qty)?;
+        let level = &self.levels[line.slot as usize];
         let slot = line.slot;
+        let mut lots = Vec::new();
+        let mut rest = consumed;
+        for &(code, n) in &line.lots {
+            if rest == 0 {
+                break;
+            }
+            lots.push((code, n.min(rest)));
+            rest -= n.min(rest);
+        }
+        let excess_take = if excess > 0 {
+            if !allow_negative && level.available() < excess {
+                return Err(Reason::InsufficientStock);
+            }
+            Some(self.plan_take(slot, excess, None, now, None, allow_negative, false)?)
+        } else {
+            None
+        };
+        let on_hand = add(level.on_hand, -qty)?;
         let l = &mut self.levels[slot as usize];
         l.on_hand = on_hand;
         l.reserved -= consumed;
+        self.take_lots(slot, &lots, true, fx);
+        if let Some(t) = &excess_take {
+            self.take_lots(slot, &t.lots, false, fx);
+        }
         let h = self.holds.get_mut(&hold).expect("hold exists");
-        h.lines[idx].qty -= consumed;
+        let line = &mut h.lines[idx];
+        line.qty -= consumed;
+        for (code, n) in &lots {
+            let held = line.lots.iter_mut().find(|l| l.0 == *code).expect("lot held");
+            held.1 -= n;
+        }
+        line.lots.retain(|l| l.1 > 0);
+        let sold: Vec<u32> =
+            if serials.is_empty() { line.serials.iter().take(consumed as usize).copied().collect() } else { serials };
+        line.serials.retain(|s| !sold.contains(s));
+        line.from_alloc = line.from_alloc.min(line.qty);
         if h.lines[idx].qty == 0 {
             h.lines.remove(idx);
         }
@@ -506,11 +1176,22 @@ impl ShardState {
             self.remove_hold(hold);
             fx.holds_closed.push(hold);
         }
+        self.serials_of_id_to(sku_id, &sold, SerialStatus::Sold, None, (seq, now, "sell"));
         self.changed(slot, sku, location, fx);
         Ok(Detail::None)
     }
 
-    fn reserve(&mut self, now: Millis, hold: HoldId, lines: &[Line], expires_at: Millis, fx: &mut Effects) -> Outcome {
+    #[allow(clippy::too_many_arguments)]
+    fn reserve(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        hold: HoldId,
+        channel: u32,
+        lines: &[Line],
+        expires_at: Millis,
+        fx: &mut Effects,
+    ) -> Outcome {
         if lines.is_empty() || lines.len() > HOLD_LINES_MAX {
             return Err(Reason::InvalidLines);
         }
@@ -525,31 +1206,78 @@ impl ShardState {
                 return Err(Reason::InvalidLines);
             }
         }
+        for line in lines {
+            self.check_stocked(&line.sku)?;
+            self.check_serial_count(&line.sku, &line.units, line.qty)?;
+            if line.units.lot_expires_at.is_some() {
+                return Err(Reason::InvalidLot);
+            }
+        }
         if expires_at <= now {
             return Err(Reason::InvalidExpiry);
         }
         if self.holds.contains_key(&hold) {
             return Err(Reason::InvalidLines);
         }
-        let mut slots = Vec::with_capacity(lines.len());
+        let mut plans = Vec::with_capacity(lines.len());
         for line in lines {
-            let slot = self.slot(&line.sku, &line.location).ok_or(Reason::InsufficientStock)?;
-            if self.levels[slot as usize].available() < line.qty {
-                return Err(Reason::InsufficientStock);
-            }
-            slots.push(slot);
+            let slot = match self.slot(&line.sku, &line.location) {
+                Some(slot) => slot,
+                None if line.units.lot.is_some() => return Err(Reason::UnknownLot),
+                None if !line.units.serials.is_empty() => return Err(Reason::SerialNotInStock),
+                None => return Err(Reason::InsufficientStock),
+            };
+            let serials = self.plan_serials(&line.sku, &line.location, &line.units.serials)?;
+            // A hold never outlives the lots it holds: lots expiring before the hold are skipped.
+            let mut take =
+                self.plan_take(slot, line.qty, line.units.lot.as_deref(), expires_at, Some(channel), false, false)?;
+            take.serials = serials;
+            plans.push((slot, take));
         }
         let mut held = Vec::with_capacity(lines.len());
-        for (line, &slot) in lines.iter().zip(&slots) {
+        for (line, (slot, take)) in lines.iter().zip(plans) {
             self.levels[slot as usize].reserved += line.qty;
+            for &(code, n) in &take.lots {
+                let lot = self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
+                lot.reserved += n;
+                self.lot_changed(slot, code, fx);
+            }
+            self.use_allocation(slot, channel, take.from_alloc);
+            self.serials_to(&line.sku, &take.serials, SerialStatus::Reserved(hold), None, (seq, now, "reserve"));
             let sku = self.skus.get(&line.sku).expect("slot exists");
             let location = self.locations.get(&line.location).expect("slot exists");
-            held.push(HoldLine { sku, location, slot, qty: line.qty, unit_price: line.unit_price });
+            held.push(HoldLine {
+                sku,
+                location,
+                slot,
+                qty: line.qty,
+                unit_price: line.unit_price,
+                lots: take.lots,
+                serials: take.serials,
+                from_alloc: take.from_alloc,
+                kit: line.kit.clone(),
+            });
             self.changed(slot, &line.sku, &line.location, fx);
         }
-        self.holds.insert(hold, Hold { expires_at, lines: held });
+        self.holds.insert(hold, Hold { expires_at, channel, lines: held });
         self.hold_expiry.insert((expires_at, hold));
         Ok(Detail::Hold(hold))
+    }
+
+    fn commit(&mut self, now: Millis, seq: Seq, hold: HoldId, fx: &mut Effects) {
+        let h = self.remove_hold(hold).expect("hold exists");
+        if is_split(hold) {
+            self.committed_split_holds.insert(hold, h.expires_at);
+        }
+        for line in &h.lines {
+            let l = &mut self.levels[line.slot as usize];
+            l.on_hand -= line.qty;
+            l.reserved -= line.qty;
+            self.take_lots(line.slot, &line.lots, true, fx);
+            self.serials_of_id_to(line.sku, &line.serials, SerialStatus::Sold, None, (seq, now, "commit"));
+            self.changed_ids(line.slot, line.sku, line.location, fx);
+        }
+        fx.holds_closed.push(hold);
     }
 
     fn remove_hold(&mut self, hold: HoldId) -> Option<Hold> {
@@ -558,13 +1286,148 @@ impl ShardState {
         Some(h)
     }
 
-    fn release(&mut self, hold: HoldId, fx: &mut Effects) {
+    fn release(&mut self, now: Millis, seq: Seq, hold: HoldId, fx: &mut Effects) {
         let h = self.remove_hold(hold).expect("hold exists");
         for line in &h.lines {
             self.levels[line.slot as usize].reserved -= line.qty;
+            for &(code, n) in &line.lots {
+                let lot = self.extras.get_mut(&line.slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
+                lot.reserved -= n;
+                self.lot_changed(line.slot, code, fx);
+            }
+            if line.from_alloc > 0 {
+                let x = self.extras.get_mut(&line.slot).expect("level has allocations");
+                if let Some(a) = x.allocations.iter_mut().find(|a| a.0 == h.channel) {
+                    a.1 += line.from_alloc;
+                }
+            }
+            self.serials_of_id_to(line.sku, &line.serials, SerialStatus::InStock, None, (seq, now, "release"));
             self.changed_ids(line.slot, line.sku, line.location, fx);
         }
         fx.holds_closed.push(hold);
+    }
+
+    // ---- lot expiry ----
+
+    /// Raises the warnings and expires the lots due by `by`, at most `budget` of them.
+    fn expire_lots(&mut self, by: Millis, mut budget: usize, fx: &mut Effects) {
+        while budget > 0 {
+            let Some(&(at, slot, code)) = self.lot_warnings_due.first() else { break };
+            if at > by {
+                break;
+            }
+            self.lot_warnings_due.pop_first();
+            let lot = self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
+            lot.warned = true;
+            let alert = (lot.expires_at, lot.on_hand - lot.reserved);
+            self.lot_alert(AlertKind::LotExpiring, slot, code, alert, fx);
+            budget -= 1;
+        }
+        while budget > 0 {
+            let Some(&(at, slot, code)) = self.lots_due.first() else { break };
+            if at > by {
+                break;
+            }
+            let units = self.expire_lot(slot, code, Some(fx));
+            let sku = self.sku_of_slot(slot);
+            let l = &mut self.levels[slot as usize];
+            l.unsellable += units;
+            let location = l.location;
+            self.lot_changed(slot, code, fx);
+            self.changed_ids(slot, sku, location, fx);
+            budget -= 1;
+        }
+    }
+
+    /// Marks a lot expired and drops its due entries; returns its units that leave `available`.
+    /// Raises the `lot_expired` alert when given effects.
+    fn expire_lot(&mut self, slot: u32, code: u32, fx: Option<&mut Effects>) -> Qty {
+        let lot = self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
+        lot.expired = true;
+        let (expires_at, units) = (lot.expires_at, lot.on_hand - lot.reserved);
+        self.lots_due.remove(&(expires_at, slot, code));
+        let warning = self.sku_settings.get(&self.sku_of_slot(slot)).and_then(|s| s.expiry_warning_days);
+        if let Some(at) = warn_at(warning, expires_at) {
+            self.lot_warnings_due.remove(&(at, slot, code));
+        }
+        if let Some(fx) = fx {
+            self.lot_alert(AlertKind::LotExpired, slot, code, (expires_at, units), fx);
+        }
+        units
+    }
+
+    fn lot_alert(
+        &mut self,
+        kind: AlertKind,
+        slot: u32,
+        code: u32,
+        (expires_at, units): (Millis, Qty),
+        fx: &mut Effects,
+    ) {
+        let sku = self.skus.name(self.sku_of_slot(slot)).to_owned();
+        let location = self.locations.name(self.levels[slot as usize].location).to_owned();
+        fx.alerts.push(Alert {
+            kind,
+            sku,
+            location,
+            available: units,
+            reorder_point: None,
+            lot: Some((self.lot_codes.name(code).to_owned(), expires_at)),
+        });
+    }
+
+    /// Reports a lot's new quantities; drops it once it has no units and no reservation.
+    fn lot_changed(&mut self, slot: u32, code: u32, fx: &mut Effects) {
+        let x = &self.extras[&slot];
+        let lot = x.lot(code).expect("lot exists").clone();
+        let view = self.lot_view(slot, &lot);
+        if lot.on_hand == 0 && lot.reserved == 0 {
+            let x = self.extras.get_mut(&slot).expect("level has lots");
+            x.lots.retain(|l| l.code != code);
+            self.lots_due.remove(&(lot.expires_at, slot, code));
+            let warning = self.sku_settings.get(&self.sku_of_slot(slot)).and_then(|s| s.expiry_warning_days);
+            if let Some(at) = warn_at(warning, lot.expires_at) {
+                self.lot_warnings_due.remove(&(at, slot, code));
+            }
+            self.drop_extras_if_empty(slot);
+        }
+        match fx.lots.iter_mut().find(|v| v.sku == view.sku && v.location == view.location && v.lot == view.lot) {
+            Some(v) => *v = view,
+            None => fx.lots.push(view),
+        }
+    }
+
+    fn drop_extras_if_empty(&mut self, slot: u32) {
+        if self.extras.get(&slot).is_some_and(|x| x.lots.is_empty() && x.allocations.is_empty()) {
+            self.extras.remove(&slot);
+            self.levels[slot as usize].flags &= !FLAG_EXTRAS;
+        }
+    }
+
+    fn lot_view(&self, slot: u32, lot: &Lot) -> LotView {
+        LotView {
+            sku: self.skus.name(self.sku_of_slot(slot)).to_owned(),
+            location: self.locations.name(self.levels[slot as usize].location).to_owned(),
+            lot: self.lot_codes.name(lot.code).to_owned(),
+            expires_at: lot.expires_at,
+            on_hand: lot.on_hand,
+            reserved: lot.reserved,
+            expired: lot.expired,
+        }
+    }
+
+    /// The SKU id of a level that has lots or allocations.
+    fn sku_of_slot(&self, slot: u32) -> u32 {
+        self.extras[&slot].sku
+    }
+
+    /// The levels (slots) of one SKU.
+    fn sku_slots(&self, sku: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.sku_first_level.get(sku as usize).copied().unwrap_or(NO_SLOT);
+        std::iter::successors((first != NO_SLOT).then_some(first), move |&slot| {
+            let next = self.levels[slot as usize].next_of_sku;
+            (next != NO_SLOT).then_some(next)
+        })
     }
 
     fn slot(&self, sku: &str, location: &str) -> Option<u32> {
@@ -630,6 +1493,7 @@ impl ShardState {
                     location: location.to_owned(),
                     available,
                     reorder_point: Some(l.reorder_point),
+                    lot: None,
                 });
             }
         } else {
@@ -644,6 +1508,7 @@ impl ShardState {
                     location: location.to_owned(),
                     available,
                     reorder_point: (l.reorder_point != NONE).then_some(l.reorder_point),
+                    lot: None,
                 });
             }
         } else {
@@ -710,6 +1575,9 @@ impl ShardState {
     /// Whether an `Expire` with these arguments would change anything.
     pub fn expire_due(&self, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64) -> bool {
         self.hold_expiry.first().is_some_and(|&(at, _)| at <= holds_expired_by)
+            || self.lots_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
+            || self.lot_warnings_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
+            || self.committed_split_holds.values().any(|&e| e <= holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS))
             || self.key_order.len() as u64 > keys_max
             || self.key_order.front().is_some_and(|&(seen, _)| seen < keys_seen_before)
     }
@@ -743,16 +1611,98 @@ impl ShardState {
             + self.locations.overhead_bytes()
     }
 
+    /// A level with its lots (first to expire first) and channel allocations.
+    pub fn level_detail(&self, sku: &str, location: &str) -> Option<LevelDetail> {
+        let slot = self.slot(sku, location)?;
+        let level = view(sku, location, &self.levels[slot as usize]);
+        let x = self.extras.get(&slot);
+        let lots: Vec<LotView> = x.map_or(Vec::new(), |x| x.lots.iter().map(|l| self.lot_view(slot, l)).collect());
+        let allocations = x.map_or(Vec::new(), |x| {
+            x.allocations.iter().map(|&(c, q)| (self.channels.name(c).to_owned(), q)).collect()
+        });
+        let loose_on_hand = level.on_hand - lots.iter().map(|l| l.on_hand).sum::<Qty>();
+        Some(LevelDetail { level, lots, allocations, loose_on_hand })
+    }
+
+    /// `available` of a level for one channel (its allocation plus the shared pool).
+    pub fn available_for_channel(&self, sku: &str, location: &str, channel: &str) -> Option<Qty> {
+        let slot = self.slot(sku, location)?;
+        Some(self.available_for(slot, Some(self.channels.get(channel).unwrap_or(u32::MAX))))
+    }
+
+    /// Where a serial number is and what happened to it.
+    pub fn serial(&self, sku: &str, serial: &str) -> Option<SerialView> {
+        let key = (self.skus.get(sku)?, self.serial_names.get(serial)?);
+        let e = self.serials.get(&key)?;
+        Some(self.serial_view(key, e))
+    }
+
+    fn serial_view(&self, (sku, serial): (u32, u32), e: &SerialEntry) -> SerialView {
+        SerialView {
+            sku: self.skus.name(sku).to_owned(),
+            serial: self.serial_names.name(serial).to_owned(),
+            location: self.locations.name(e.location).to_owned(),
+            status: e.status,
+            history: e
+                .history
+                .iter()
+                .map(|&(seq, at, what, location)| SerialEvent {
+                    seq,
+                    at,
+                    what: what.to_owned(),
+                    location: self.locations.name(location).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A SKU's settings (the default when never set).
+    pub fn sku_settings(&self, sku: &str) -> SkuSettings {
+        self.sku_settings_of(sku).cloned().unwrap_or_default()
+    }
+
+    /// Every SKU whose settings differ from the default.
+    pub fn all_sku_settings(&self) -> impl Iterator<Item = (&str, &SkuSettings)> + '_ {
+        self.sku_settings.iter().map(|(&id, s)| (self.skus.name(id), s))
+    }
+
+    /// Holds split over shards whose part this shard committed (see `CompleteCommit`).
+    pub fn committed_split_holds(&self) -> impl Iterator<Item = HoldId> + '_ {
+        self.committed_split_holds.keys().copied()
+    }
+
     // ---- checkpoints ----
 
     /// A complete copy of the state, in a stable serde shape (see `docs/wal.md`).
     pub fn snapshot(&self) -> ShardSnapshot {
         let mut levels: Vec<LevelRecord> = self
             .slots()
-            .map(|(s, l, slot)| LevelRecord {
-                sku: self.skus.name(s).to_owned(),
-                location: self.locations.name(l).to_owned(),
-                level: self.levels[slot as usize],
+            .map(|(s, l, slot)| {
+                let x = self.extras.get(&slot);
+                LevelRecord {
+                    sku: self.skus.name(s).to_owned(),
+                    location: self.locations.name(l).to_owned(),
+                    level: Level {
+                        flags: self.levels[slot as usize].flags & !FLAG_EXTRAS,
+                        ..self.levels[slot as usize]
+                    },
+                    lots: x.map_or(Vec::new(), |x| {
+                        x.lots
+                            .iter()
+                            .map(|l| LotRecord {
+                                lot: self.lot_codes.name(l.code).to_owned(),
+                                expires_at: l.expires_at,
+                                on_hand: l.on_hand,
+                                reserved: l.reserved,
+                                expired: l.expired,
+                                warned: l.warned,
+                            })
+                            .collect()
+                    }),
+                    allocations: x.map_or(Vec::new(), |x| {
+                        x.allocations.iter().map(|&(c, q)| (self.channels.name(c).to_owned(), q)).collect()
+                    }),
+                }
             })
             .collect();
         levels.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
@@ -762,30 +1712,90 @@ impl ShardState {
             .map(|(&id, h)| HoldRecord {
                 id,
                 expires_at: h.expires_at,
+                channel: self.channels.name(h.channel).to_owned(),
                 lines: h
                     .lines
                     .iter()
-                    .map(|l| Line {
+                    .map(|l| HoldLineRecord {
                         sku: self.skus.name(l.sku).to_owned(),
                         location: self.locations.name(l.location).to_owned(),
                         qty: l.qty,
                         unit_price: l.unit_price,
+                        lots: l.lots.iter().map(|&(c, q)| (self.lot_codes.name(c).to_owned(), q)).collect(),
+                        serials: l.serials.iter().map(|&n| self.serial_names.name(n).to_owned()).collect(),
+                        from_alloc: l.from_alloc,
+                        kit: l.kit.clone(),
                     })
                     .collect(),
             })
             .collect();
         holds.sort_by_key(|h| h.id);
         let keys = self.key_order.iter().map(|&(_, k)| (k, self.keys[&k])).collect();
-        ShardSnapshot { last_seq: self.last_seq, levels, holds, keys }
+        let mut sku_settings: Vec<(String, SkuSettings)> =
+            self.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())).collect();
+        sku_settings.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut lot_expiry: Vec<(String, String, Millis)> = self
+            .lot_expiry
+            .iter()
+            .map(|(&(s, c), &at)| (self.skus.name(s).to_owned(), self.lot_codes.name(c).to_owned(), at))
+            .collect();
+        lot_expiry.sort();
+        let mut serials: Vec<SerialView> = self.serials.iter().map(|(&k, e)| self.serial_view(k, e)).collect();
+        serials.sort_by(|a, b| (&a.sku, &a.serial).cmp(&(&b.sku, &b.serial)));
+        let committed_split_holds = self.committed_split_holds.iter().map(|(&h, &e)| (h, e)).collect();
+        ShardSnapshot {
+            last_seq: self.last_seq,
+            levels,
+            holds,
+            keys,
+            sku_settings,
+            lot_expiry,
+            serials,
+            committed_split_holds,
+        }
     }
 
     /// Rebuilds a shard from [`ShardState::snapshot`].
     pub fn from_snapshot(snap: ShardSnapshot) -> ShardState {
         let mut s = ShardState { last_seq: snap.last_seq, ..ShardState::default() };
+        for (sku, settings) in snap.sku_settings {
+            let id = s.skus.intern(&sku);
+            s.sku_settings.insert(id, settings);
+        }
+        for (sku, lot, at) in snap.lot_expiry {
+            let key = (s.skus.intern(&sku), s.lot_codes.intern(&lot));
+            s.lot_expiry.insert(key, at);
+        }
         for r in snap.levels {
             let slot = s.slot_or_new(&r.sku, &r.location);
             let l = &mut s.levels[slot as usize];
             *l = Level { next_of_sku: l.next_of_sku, location: l.location, ..r.level };
+            if r.lots.is_empty() && r.allocations.is_empty() {
+                continue;
+            }
+            let sku = s.skus.intern(&r.sku);
+            let warning = s.sku_settings.get(&sku).and_then(|x| x.expiry_warning_days);
+            let mut x = Extras { sku, ..Extras::default() };
+            for lot in r.lots {
+                let code = s.lot_codes.intern(&lot.lot);
+                if !lot.expired {
+                    s.lots_due.insert((lot.expires_at, slot, code));
+                    if let (false, Some(at)) = (lot.warned, warn_at(warning, lot.expires_at)) {
+                        s.lot_warnings_due.insert((at, slot, code));
+                    }
+                }
+                x.lots.push(Lot {
+                    code,
+                    expires_at: lot.expires_at,
+                    on_hand: lot.on_hand,
+                    reserved: lot.reserved,
+                    expired: lot.expired,
+                    warned: lot.warned,
+                });
+            }
+            x.allocations = r.allocations.iter().map(|(c, q)| (s.channels.intern(c), *q)).collect();
+            s.extras.insert(slot, x);
+            s.levels[slot as usize].flags |= FLAG_EXTRAS;
         }
         for h in snap.holds {
             let lines = h
@@ -799,18 +1809,56 @@ impl ShardState {
                         slot,
                         qty: l.qty,
                         unit_price: l.unit_price,
+                        lots: l.lots.iter().map(|(c, q)| (s.lot_codes.intern(c), *q)).collect(),
+                        serials: l.serials.iter().map(|n| s.serial_names.intern(n)).collect(),
+                        from_alloc: l.from_alloc,
+                        kit: l.kit.clone(),
                     }
                 })
                 .collect();
             s.hold_expiry.insert((h.expires_at, h.id));
-            s.holds.insert(h.id, Hold { expires_at: h.expires_at, lines });
+            let channel = s.channels.intern(&h.channel);
+            s.holds.insert(h.id, Hold { expires_at: h.expires_at, channel, lines });
         }
         for (k, e) in snap.keys {
             s.key_order.push_back((e.seen_at, k));
             s.keys.insert(k, e);
         }
+        for v in snap.serials {
+            let key = (s.skus.intern(&v.sku), s.serial_names.intern(&v.serial));
+            let history = v
+                .history
+                .iter()
+                .map(|e| (e.seq, e.at, static_kind_name(&e.what), s.locations.intern(&e.location)))
+                .collect();
+            let location = s.locations.intern(&v.location);
+            s.serials.insert(key, SerialEntry { location, status: v.status, history });
+        }
+        s.committed_split_holds = snap.committed_split_holds.into_iter().collect();
         s
     }
+}
+
+/// The `&'static` name of a movement kind, for serial histories read back from a checkpoint.
+fn static_kind_name(name: &str) -> &'static str {
+    const NAMES: [&str; 15] = [
+        "receive",
+        "expect",
+        "sell",
+        "return",
+        "adjust",
+        "count",
+        "transfer",
+        "reserve",
+        "commit",
+        "release",
+        "set_settings",
+        "expire",
+        "allocate",
+        "set_sku_settings",
+        "complete_commit",
+    ];
+    NAMES.iter().find(|n| **n == name).copied().unwrap_or("unknown")
 }
 
 fn view(sku: &str, location: &str, l: &Level) -> LevelView {
@@ -832,6 +1880,19 @@ pub struct LevelRecord {
     pub sku: String,
     pub location: String,
     level: Level,
+    lots: Vec<LotRecord>,
+    allocations: Vec<(String, Qty)>,
+}
+
+/// A lot as stored in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LotRecord {
+    lot: String,
+    expires_at: Millis,
+    on_hand: Qty,
+    reserved: Qty,
+    expired: bool,
+    warned: bool,
 }
 
 /// A hold as stored in a checkpoint.
@@ -839,7 +1900,21 @@ pub struct LevelRecord {
 pub struct HoldRecord {
     pub id: HoldId,
     pub expires_at: Millis,
-    pub lines: Vec<Line>,
+    pub channel: String,
+    pub lines: Vec<HoldLineRecord>,
+}
+
+/// A hold's line as stored in a checkpoint: what it holds, down to lots and serial numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldLineRecord {
+    pub sku: String,
+    pub location: String,
+    pub qty: Qty,
+    pub unit_price: Option<i64>,
+    pub lots: Vec<(String, Qty)>,
+    pub serials: Vec<String>,
+    pub from_alloc: Qty,
+    pub kit: Option<KitRef>,
 }
 
 /// The whole state of one shard, as a checkpoint stores it. Two shards with equal snapshots
@@ -850,4 +1925,30 @@ pub struct ShardSnapshot {
     pub levels: Vec<LevelRecord>,
     pub holds: Vec<HoldRecord>,
     keys: Vec<(u128, KeyEntry)>,
+    sku_settings: Vec<(String, SkuSettings)>,
+    lot_expiry: Vec<(String, String, Millis)>,
+    serials: Vec<SerialView>,
+    committed_split_holds: Vec<(HoldId, Millis)>,
+}
+
+/// How units come in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PutKind {
+    /// A receive; `true` when it names a purchase order (so `incoming` goes down).
+    Receive(bool),
+    Return(ReturnCondition),
+    /// A positive adjustment.
+    Found,
+}
+
+/// Where taken units go (for serial numbers): sold or written off, with (seq, time, kind).
+#[derive(Clone, Copy, Debug)]
+enum TakeOut {
+    Sold(Seq, Millis, &'static str),
+    WrittenOff(Seq, Millis, &'static str),
+}
+
+/// When the `lot_expiring` warning of a lot expiring at `expires_at` is due.
+fn warn_at(days: Option<u16>, expires_at: Millis) -> Option<Millis> {
+    days.map(|d| expires_at.saturating_sub(d as Millis * DAY_MILLIS))
 }

@@ -38,6 +38,22 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 pub const REFERENCE_BYTES_MAX: usize = 128;
 /// Lines of one reservation.
 pub const HOLD_LINES_MAX: usize = 256;
+/// Lot codes: 1 to 32 bytes.
+pub const LOT_BYTES_MAX: usize = 32;
+/// Serial numbers: 1 to 64 bytes.
+pub const SERIAL_BYTES_MAX: usize = 64;
+/// Serial numbers one movement line may name (its quantity must equal their count).
+pub const SERIALS_PER_LINE_MAX: usize = 1_000;
+/// Lots one level may hold at once.
+pub const LOTS_PER_LEVEL_MAX: usize = 64;
+/// Channels with an allocation at one level.
+pub const ALLOCATIONS_PER_LEVEL_MAX: usize = 16;
+/// Components of one kit.
+pub const KIT_COMPONENTS_MAX: usize = 16;
+/// Largest quantity of one component per kit.
+pub const KIT_COMPONENT_QTY_MAX: Qty = 10_000;
+/// Milliseconds in a day (expiry warnings are set in days).
+pub const DAY_MILLIS: Millis = 86_400_000;
 
 /// The mask of shards in a hold id.
 pub fn hold_shard_mask(hold: HoldId) -> u64 {
@@ -66,6 +82,80 @@ pub struct Line {
     pub qty: Qty,
     /// Minor units (cents); kept so a commit sells at the hold's prices.
     pub unit_price: Option<i64>,
+    /// Which lot or serial numbers to hold (none: first-expiry-first-out over the lots).
+    pub units: Units,
+    /// Set by the engine on the component lines it expands a kit into: the kit SKU and how many
+    /// kits the line is part of. A client leaves it `None` (and names the kit as `sku`).
+    pub kit: Option<KitRef>,
+}
+
+/// Which units of a SKU a movement line is about: a lot, serial numbers, or (the default) any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Units {
+    /// A lot code. On a `receive`: the lot the units belong to (new lots need `lot_expires_at`).
+    /// Elsewhere: take from (or put back into) this lot only. `None`: first-expiry-first-out.
+    pub lot: Option<String>,
+    /// On a `receive` of a new lot: when it expires (ms since the epoch). Must match an existing lot.
+    pub lot_expires_at: Option<Millis>,
+    /// Serial numbers, for a serial-tracked SKU: exactly `qty` distinct ones. Empty otherwise.
+    pub serials: Vec<String>,
+}
+
+impl Units {
+    /// Any units (no lot, no serials).
+    pub const ANY: Units = Units { lot: None, lot_expires_at: None, serials: Vec::new() };
+
+    /// Units of one lot.
+    pub fn lot(code: &str) -> Units {
+        Units { lot: Some(code.to_owned()), ..Units::ANY }
+    }
+
+    /// Units of a new lot that expires at `expires_at`.
+    pub fn new_lot(code: &str, expires_at: Millis) -> Units {
+        Units { lot: Some(code.to_owned()), lot_expires_at: Some(expires_at), ..Units::ANY }
+    }
+
+    /// These serial numbers.
+    pub fn serials<S: AsRef<str>>(serials: &[S]) -> Units {
+        Units { serials: serials.iter().map(|s| s.as_ref().to_owned()).collect(), ..Units::ANY }
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.lot.is_none() && self.lot_expires_at.is_none() && self.serials.is_empty()
+    }
+}
+
+/// The kit a component line was expanded from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KitRef {
+    pub sku: String,
+    /// Kits sold or held (the line's `qty` is this times the component's quantity per kit).
+    pub qty: Qty,
+}
+
+/// One component of a kit: `qty` units of `sku` per kit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub sku: String,
+    pub qty: Qty,
+}
+
+/// Settings of a SKU at every location.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuSettings {
+    /// Every unit has a serial number; movements must name them. Can be switched only while the
+    /// SKU has no stock.
+    pub serial_tracked: bool,
+    /// An `expiring` alert is raised this many days before a lot of the SKU expires. `None`: none.
+    pub expiry_warning_days: Option<u16>,
+    /// Non-empty: the SKU is a kit (bundle) of these components, which have stock; the kit has none.
+    pub components: Vec<Component>,
+}
+
+impl SkuSettings {
+    pub fn is_kit(&self) -> bool {
+        !self.components.is_empty()
+    }
 }
 
 /// The condition of returned goods.
@@ -102,14 +192,18 @@ pub struct Settings {
 }
 
 /// What a movement does. Variant order is part of the log format.
+///
+/// `units` names a lot or serial numbers (see [`Units`]); `Units::ANY` for plain stock. A `sell`,
+/// `reserve` or `return` of a kit SKU is expanded by the engine into its components.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MovementKind {
     /// `on_hand += qty`; with a `reference` (a purchase order), `incoming -= min(qty, incoming)`.
-    Receive { sku: String, location: String, qty: Qty, unit_cost: Option<i64> },
+    Receive { sku: String, location: String, qty: Qty, unit_cost: Option<i64>, units: Units },
     /// `incoming += qty`: a purchase order was placed.
     Expect { sku: String, location: String, qty: Qty },
     /// `on_hand -= qty`. Consumes from `hold` when named; otherwise needs `available >= qty`
-    /// unless `allow_negative` (point of sale, goods in the customer's hand).
+    /// (for the movement's channel, see [`MovementKind::Allocate`]) unless `allow_negative`
+    /// (point of sale, goods in the customer's hand).
     Sell {
         sku: String,
         location: String,
@@ -117,15 +211,26 @@ pub enum MovementKind {
         unit_price: Option<i64>,
         hold: Option<HoldId>,
         allow_negative: bool,
+        units: Units,
     },
     /// `on_hand += qty`; `Damaged` also `unsellable += qty`.
-    Return { sku: String, location: String, qty: Qty, condition: ReturnCondition, unit_price: Option<i64> },
-    /// `on_hand += delta`. A negative delta needs `available >= -delta` unless `allow_negative`.
-    Adjust { sku: String, location: String, delta: Qty, reason: AdjustReason, allow_negative: bool },
-    /// A physical count: `on_hand := counted`; the outcome carries the variance.
-    Count { sku: String, location: String, counted: Qty },
-    /// Moves `qty` of one SKU from one location to another, atomically.
-    Transfer { sku: String, from: String, to: String, qty: Qty },
+    Return {
+        sku: String,
+        location: String,
+        qty: Qty,
+        condition: ReturnCondition,
+        unit_price: Option<i64>,
+        units: Units,
+    },
+    /// `on_hand += delta`. A negative delta needs `available >= -delta` unless `allow_negative`
+    /// (or, naming an expired lot, that lot's units: writing off expired stock).
+    Adjust { sku: String, location: String, delta: Qty, reason: AdjustReason, allow_negative: bool, units: Units },
+    /// A physical count: `on_hand := counted` (of the named lot, when the level has lots); the
+    /// outcome carries the variance.
+    Count { sku: String, location: String, counted: Qty, units: Units },
+    /// Moves `qty` of one SKU from one location to another, atomically; lots and serial numbers
+    /// move with their units.
+    Transfer { sku: String, from: String, to: String, qty: Qty, units: Units },
     /// Holds every line or none, until `expires_at`. `hold` is assigned by the engine.
     Reserve { hold: HoldId, lines: Vec<Line>, expires_at: Millis },
     /// Turns a hold into sales at the hold's prices.
@@ -135,9 +240,19 @@ pub enum MovementKind {
     /// Replaces the replenishment settings of one (SKU, location).
     SetSettings { sku: String, location: String, settings: Settings },
     /// Housekeeping the engine logs periodically: drops holds that expired at or before
-    /// `holds_expired_by` (the earliest first, at most `EXPIRE_HOLDS_MAX` per record), and
-    /// idempotency keys first seen before `keys_seen_before` (and the oldest beyond `keys_max`).
+    /// `holds_expired_by` (the earliest first, at most `EXPIRE_HOLDS_MAX` per record), expires
+    /// lots (and raises their warnings) due by then, and forgets idempotency keys first seen
+    /// before `keys_seen_before` (and the oldest beyond `keys_max`).
     Expire { holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64 },
+    /// Ring-fences `qty` units of a level for `channel` (0 removes the allocation). Sales from
+    /// that channel use the allocation first, then the shared pool; other channels cannot take
+    /// allocated units.
+    Allocate { sku: String, location: String, channel: String, qty: Qty },
+    /// Replaces a SKU's settings at every location: serial tracking, expiry warning, kit.
+    SetSkuSettings { sku: String, settings: SkuSettings },
+    /// Engine-internal: finishes a commit of a hold split over several shards that another
+    /// shard already committed (after a crash between the parts), whatever the hold's expiry.
+    CompleteCommit { hold: HoldId },
 }
 
 impl MovementKind {
@@ -156,6 +271,9 @@ impl MovementKind {
             MovementKind::Release { .. } => "release",
             MovementKind::SetSettings { .. } => "set_settings",
             MovementKind::Expire { .. } => "expire",
+            MovementKind::Allocate { .. } => "allocate",
+            MovementKind::SetSkuSettings { .. } => "set_sku_settings",
+            MovementKind::CompleteCommit { .. } => "complete_commit",
         }
     }
 }
@@ -192,6 +310,32 @@ pub enum Reason {
     StorageFailure,
     /// The engine is shutting down.
     ShuttingDown,
+    /// The named lot has no units at this level.
+    UnknownLot,
+    /// The named lot has expired (or, for a reservation, expires before the hold would).
+    LotExpired,
+    /// A lot code on a SKU that cannot have lots, a new lot without an expiry, an existing lot
+    /// with another expiry, or too many lots at one level.
+    InvalidLot,
+    /// A count of a level that has lots must name the lot counted.
+    LotRequired,
+    /// Serial numbers missing (serial-tracked SKU), present (SKU not serial-tracked), not as
+    /// many as the quantity, repeated, or too long.
+    InvalidSerials,
+    /// A serial number received (or returned) that is already in stock.
+    SerialInStock,
+    /// A serial number to sell, hold, move or write off that is not in stock at that location
+    /// (unknown, sold, elsewhere, or held by a reservation).
+    SerialNotInStock,
+    /// A serial number returned that was not sold.
+    SerialNotSold,
+    /// A stock movement on a kit SKU: kits have no stock of their own (move the components).
+    KitNotStocked,
+    /// A kit definition that is empty, too long, names the kit itself or another kit, repeats a
+    /// component, has a quantity out of range, or a SKU that has stock, lots or serials.
+    InvalidKit,
+    /// An allocation quantity out of range, or too many channels allocated at one level.
+    InvalidAllocation,
 }
 
 impl Reason {
@@ -212,6 +356,17 @@ impl Reason {
             Reason::InvalidSettings => "invalid_settings",
             Reason::StorageFailure => "storage_failure",
             Reason::ShuttingDown => "shutting_down",
+            Reason::UnknownLot => "unknown_lot",
+            Reason::LotExpired => "lot_expired",
+            Reason::InvalidLot => "invalid_lot",
+            Reason::LotRequired => "lot_required",
+            Reason::InvalidSerials => "invalid_serials",
+            Reason::SerialInStock => "serial_in_stock",
+            Reason::SerialNotInStock => "serial_not_in_stock",
+            Reason::SerialNotSold => "serial_not_sold",
+            Reason::KitNotStocked => "kit_not_stocked",
+            Reason::InvalidKit => "invalid_kit",
+            Reason::InvalidAllocation => "invalid_allocation",
         }
     }
 }
@@ -258,9 +413,13 @@ pub enum AlertKind {
     Reorder,
     /// `available` reached zero.
     OutOfStock,
+    /// A lot expires within the SKU's `expiry_warning_days` (`lot` says which, `available` its units).
+    LotExpiring,
+    /// A lot expired: its units left `available` for `unsellable` (`available` is their number).
+    LotExpired,
 }
 
-/// An alert raised once per crossing.
+/// An alert raised once per crossing (lot alerts: once per lot).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub kind: AlertKind,
@@ -268,6 +427,64 @@ pub struct Alert {
     pub location: String,
     pub available: Qty,
     pub reorder_point: Option<Qty>,
+    /// Lot alerts: the lot and its expiry.
+    pub lot: Option<(String, Millis)>,
+}
+
+/// One lot of a level.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotView {
+    pub sku: String,
+    pub location: String,
+    pub lot: String,
+    pub expires_at: Millis,
+    pub on_hand: Qty,
+    pub reserved: Qty,
+    /// Expired: its units count as `unsellable` at the level.
+    pub expired: bool,
+}
+
+/// Where a serial number is and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialView {
+    pub sku: String,
+    pub serial: String,
+    /// Where it is (or was last).
+    pub location: String,
+    pub status: SerialStatus,
+    /// Every movement that named it, oldest first.
+    pub history: Vec<SerialEvent>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SerialStatus {
+    InStock,
+    /// Held by this reservation.
+    Reserved(HoldId),
+    Sold,
+    /// Written off by an adjustment.
+    WrittenOff,
+}
+
+/// One movement that named a serial number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialEvent {
+    pub seq: Seq,
+    pub at: Millis,
+    /// The movement's kind ("receive", "sell", "reserve", "commit", "release", ...).
+    pub what: String,
+    pub location: String,
+}
+
+/// A level with its lots and channel allocations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelDetail {
+    pub level: LevelView,
+    pub lots: Vec<LotView>,
+    /// (channel, units still ring-fenced for it).
+    pub allocations: Vec<(String, Qty)>,
+    /// Units not in any lot.
+    pub loose_on_hand: Qty,
 }
 
 /// Events a movement produced, beside its outcome: the levels it changed and the alerts it raised.
@@ -277,6 +494,8 @@ pub struct Effects {
     pub alerts: Vec<Alert>,
     /// Holds dropped by an `Expire` (or released by a commit or release).
     pub holds_closed: Vec<HoldId>,
+    /// Lots the movement changed, after the change (which lots a first-expiry-first-out sale took).
+    pub lots: Vec<LotView>,
 }
 
 impl Effects {
@@ -284,5 +503,6 @@ impl Effects {
         self.levels.clear();
         self.alerts.clear();
         self.holds_closed.clear();
+        self.lots.clear();
     }
 }

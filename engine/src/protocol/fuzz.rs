@@ -13,11 +13,11 @@ fn arb_movement() -> impl Strategy<Value = Movement> {
         reference: None,
         occurred_at: at,
         kind: match k {
-            0 => MovementKind::Receive { sku, location: loc, qty, unit_cost: at.map(|v| v as i64) },
-            1 => MovementKind::Transfer { sku, from: loc.clone(), to: loc, qty },
+            0 => MovementKind::Receive { sku, location: loc, qty, unit_cost: at.map(|v| v as i64), units: Units::ANY },
+            1 => MovementKind::Transfer { sku, from: loc.clone(), to: loc, qty, units: Units::ANY },
             2 => MovementKind::Reserve {
                 hold: 0,
-                lines: vec![Line { sku, location: loc, qty, unit_price: None }],
+                lines: vec![Line { sku, location: loc, qty, unit_price: None, kit: None, units: Units::ANY }],
                 expires_at: at.unwrap_or(0),
             },
             3 => MovementKind::Commit { hold: qty as u64 },
@@ -27,6 +27,7 @@ fn arb_movement() -> impl Strategy<Value = Movement> {
                 delta: qty,
                 reason: AdjustReason::Found,
                 allow_negative: true,
+                units: Units::ANY,
             },
         },
     })

@@ -393,6 +393,7 @@ mod tests {
                 unit_price: Some(1250),
                 hold: None,
                 allow_negative: false,
+                units: Units::ANY,
             },
         };
         let submit = RequestBody::Submit { movements: vec![sell] };
@@ -456,10 +457,16 @@ mod tests {
         let kind = |name: &str| -> MovementKind {
             let (sku, location) = ("A".to_string(), "dc".to_string());
             match name {
-                "receive" => MovementKind::Receive { sku, location, qty: 1, unit_cost: None },
-                "sell" => {
-                    MovementKind::Sell { sku, location, qty: 1, unit_price: None, hold: None, allow_negative: false }
-                }
+                "receive" => MovementKind::Receive { sku, location, qty: 1, unit_cost: None, units: Units::ANY },
+                "sell" => MovementKind::Sell {
+                    sku,
+                    location,
+                    qty: 1,
+                    unit_price: None,
+                    hold: None,
+                    allow_negative: false,
+                    units: Units::ANY,
+                },
                 "reserve" => MovementKind::Reserve { hold: 0, lines: vec![], expires_at: 0 },
                 "settings" => MovementKind::SetSettings { sku, location, settings: Settings::default() },
                 _ => unreachable!(),

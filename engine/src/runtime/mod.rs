@@ -19,14 +19,15 @@ use crate::core::*;
 use crate::wal::checkpoint::{list_checkpoints, read_checkpoint, write_checkpoint, CheckpointBody};
 use crate::wal::recovery::{recover, RecoveryError, RecoveryReport};
 use crate::wal::segment::{list_segments, SegmentWriter};
+use ahash::AHashMap;
 use batch::BatchState;
 use crossbeam_channel::{bounded, unbounded, Sender};
 use dashmap::DashMap;
 use log_writer::{LogShared, LogWriter};
 use shard_worker::{Copied, CopyKind, Item, ShardMsg, ShardWorker};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -72,7 +73,18 @@ struct Inner {
     barrier_lock: Mutex<()>,
     wal_dir: PathBuf,
     checkpoint_dir: PathBuf,
+    /// SKU settings that differ from the default, mirrored from the shards: kits span shards, so
+    /// their definitions and the rules between SKUs (no kit of kits) are checked here.
+    sku_settings: RwLock<AHashMap<String, SkuSettings>>,
+    /// Kits defined: while zero, no movement pays for a kit lookup.
+    kit_count: AtomicUsize,
+    /// Serializes `set_sku_settings` checks against the mirror.
+    sku_settings_lock: Mutex<()>,
 }
+
+/// How long the hold behind a kit sale lives (it is committed at once; should the engine stall
+/// longer, the sale fails as a whole and the hold expires).
+const KIT_SALE_HOLD_MILLIS: Millis = 60_000;
 
 /// The stock engine. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Engine {
@@ -98,6 +110,17 @@ enum Plan {
         hold: HoldId,
         is_reserve: bool,
     },
+    /// A kit sale: its reservation (this plan), then a commit of the hold (this movement).
+    KitSale {
+        reserve: Box<Plan>,
+        commit: Movement,
+    },
+    /// New SKU settings, already in the engine's mirror: put back `previous` if the shard refuses.
+    SkuSettings {
+        part: u32,
+        sku: String,
+        previous: Option<SkuSettings>,
+    },
 }
 
 /// Movements on their way; [`Submission::wait`] returns one result per movement, in order.
@@ -111,47 +134,295 @@ impl Submission {
     /// Blocks until every movement is decided and, if accepted, durable.
     pub fn wait(self) -> Vec<MovementResult> {
         let parts = self.rx.blocking_recv().ok();
-        finish(&self.inner, self.plans, parts)
+        let (mut results, commits) = finish(&self.inner, self.plans, parts);
+        if !commits.is_empty() {
+            let (at, movements): (Vec<usize>, Vec<Movement>) = commits.into_iter().unzip();
+            let committed = submit_on(&self.inner, movements).wait();
+            finish_kit_sales(&mut results, at, committed);
+        }
+        results
     }
 
     /// [`Submission::wait`] for async code.
     pub async fn wait_async(self) -> Vec<MovementResult> {
         let parts = self.rx.await.ok();
-        finish(&self.inner, self.plans, parts)
+        let (mut results, commits) = finish(&self.inner, self.plans, parts);
+        if !commits.is_empty() {
+            let (at, movements): (Vec<usize>, Vec<Movement>) = commits.into_iter().unzip();
+            let committed = Box::pin(submit_on(&self.inner, movements).wait_async()).await;
+            finish_kit_sales(&mut results, at, committed);
+        }
+        results
     }
 }
 
-fn finish(inner: &Inner, plans: Vec<Plan>, parts: Option<Vec<MovementResult>>) -> Vec<MovementResult> {
+/// A kit sale's result is its commit's (its reservation's, if that failed).
+fn finish_kit_sales(results: &mut [MovementResult], at: Vec<usize>, committed: Vec<MovementResult>) {
+    for (i, r) in at.into_iter().zip(committed) {
+        results[i] = r;
+    }
+}
+
+/// Results of a submission's movements from their parts' results, and the commits of the kit
+/// sales whose reservation succeeded (with the index of their movement).
+fn finish(
+    inner: &Inner,
+    plans: Vec<Plan>,
+    parts: Option<Vec<MovementResult>>,
+) -> (Vec<MovementResult>, Vec<(usize, Movement)>) {
+    let mut commits = Vec::new();
+    let results = plans.into_iter().enumerate().map(|(i, plan)| match plan {
+        Plan::KitSale { reserve, commit } => {
+            let r = finish_plan(inner, *reserve, &parts);
+            if r.outcome.is_ok() {
+                commits.push((i, commit));
+            }
+            r
+        }
+        plan => finish_plan(inner, plan, &parts),
+    });
+    let results = results.collect();
+    (results, commits)
+}
+
+fn finish_plan(inner: &Inner, plan: Plan, parts: &Option<Vec<MovementResult>>) -> MovementResult {
     let part = |i: u32| parts.as_ref().map_or(MovementResult::SHUTTING_DOWN, |p| p[i as usize]);
-    plans
-        .into_iter()
-        .map(|plan| match plan {
-            Plan::Done(r) => r,
-            Plan::Single(i) => part(i),
-            Plan::Multi { parts: ps, hold, is_reserve } => {
-                let results: Vec<(usize, MovementResult)> = ps.iter().map(|&(shard, i)| (shard, part(i))).collect();
-                let failed = results.iter().find(|(_, r)| r.outcome.is_err());
-                match failed {
-                    None => MovementResult {
-                        seq: results.iter().filter_map(|(_, r)| r.seq).max(),
-                        outcome: results[0].1.outcome,
-                    },
-                    Some(&(_, failure)) => {
-                        if is_reserve {
-                            // All or none: release the parts that were held. Should the engine stop
-                            // before this is durable, those parts still end at the hold's expiry.
-                            for (shard, r) in &results {
-                                if r.outcome.is_ok() {
-                                    inner.send_internal(*shard, release_movement(hold));
-                                }
+    match plan {
+        Plan::Done(r) => r,
+        Plan::Single(i) => part(i),
+        Plan::KitSale { reserve, .. } => finish_plan(inner, *reserve, parts),
+        Plan::SkuSettings { part: i, sku, previous } => {
+            let r = part(i);
+            if r.outcome.is_err() {
+                inner.put_sku_settings(&sku, previous);
+            }
+            r
+        }
+        Plan::Multi { parts: ps, hold, is_reserve } => {
+            let results: Vec<(usize, MovementResult)> = ps.iter().map(|&(shard, i)| (shard, part(i))).collect();
+            let failed = results.iter().find(|(_, r)| r.outcome.is_err());
+            match failed {
+                None => MovementResult {
+                    seq: results.iter().filter_map(|(_, r)| r.seq).max(),
+                    outcome: results[0].1.outcome,
+                },
+                Some(&(_, failure)) => {
+                    if is_reserve {
+                        // All or none: release the parts that were held. Should the engine stop
+                        // before this is durable, those parts still end at the hold's expiry.
+                        for (shard, r) in &results {
+                            if r.outcome.is_ok() {
+                                inner.send_internal(*shard, release_movement(hold));
                             }
                         }
-                        failure
                     }
+                    failure
                 }
             }
-        })
-        .collect()
+        }
+    }
+}
+
+fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>) -> Submission {
+    let n = inner.shards.len();
+    let now = inner.config.clock.now();
+    let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    let mut plans = Vec::with_capacity(movements.len());
+    let mut parts = 0u32;
+    let mut add_part = |shard: usize, movement: Movement, body_hash: u64, per_shard: &mut Vec<Vec<Item>>| {
+        per_shard[shard].push(Item { part: parts, now, body_hash, movement });
+        parts += 1;
+        parts - 1
+    };
+    let failed = inner.log.failed.load(Ordering::Acquire);
+    for mut m in movements {
+        if failed {
+            plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::StorageFailure) }));
+            continue;
+        }
+        if matches!(m.kind, MovementKind::Expire { .. } | MovementKind::CompleteCommit { .. }) {
+            // Engine-internal movements.
+            plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::InvalidField) }));
+            continue;
+        }
+        if let Err(reason) = check_sizes(&m) {
+            // Refused before any shard sees it: no record, no sequence number.
+            plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(reason) }));
+            continue;
+        }
+        if let MovementKind::Reserve { hold, .. } = &mut m.kind {
+            *hold = 0; // the client form, for the body hash
+        }
+        let mut reuse_hold = 0;
+        let body_hash = if m.key.is_some() { body_hash(&m) } else { 0 };
+        // Kits become their components here (the hash above is of the movement as sent).
+        let mut kit_sale = false;
+        if inner.kit_count.load(Ordering::Relaxed) > 0 {
+            match inner.expand_kits(&mut m, now) {
+                Ok(KitExpansion::None) => {}
+                Ok(KitExpansion::Sale) => kit_sale = true,
+                Ok(KitExpansion::Parts(parts)) => {
+                    if let Some(reject) = inner.check_key(&m, body_hash, now) {
+                        plans.push(Plan::Done(reject));
+                        continue;
+                    }
+                    let ps = parts
+                        .into_iter()
+                        .map(|part| {
+                            let (shard, hash) = (shard_of(routing_sku(&part.kind), n), body_hash_of_part(&part));
+                            (shard, add_part(shard, part, hash, &mut per_shard))
+                        })
+                        .collect();
+                    plans.push(Plan::Multi { parts: ps, hold: 0, is_reserve: false });
+                    continue;
+                }
+                Err(reason) => {
+                    plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(reason) }));
+                    continue;
+                }
+            }
+        }
+        if let Some(key) = &m.key {
+            let mut guard = inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
+            if guard.body_hash != body_hash {
+                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
+                continue;
+            }
+            if let MovementKind::Reserve { lines, .. } = &m.kind {
+                if guard.hold == 0 {
+                    guard.hold = inner.new_hold_id(lines, n);
+                }
+                reuse_hold = guard.hold;
+            }
+        }
+        if let MovementKind::SetSkuSettings { sku, settings } = &m.kind {
+            let plan = match inner.claim_sku_settings(sku, settings) {
+                Err(reason) => Plan::Done(MovementResult { seq: None, outcome: Err(reason) }),
+                Ok(previous) => {
+                    let (sku, shard) = (sku.clone(), shard_of(sku, n));
+                    Plan::SkuSettings { part: add_part(shard, m, body_hash, &mut per_shard), sku, previous }
+                }
+            };
+            plans.push(plan);
+            continue;
+        }
+        let mut commit = None;
+        if let MovementKind::Reserve { hold, lines, .. } = &mut m.kind {
+            *hold = if reuse_hold != 0 { reuse_hold } else { inner.new_hold_id(lines, n) };
+            let hold = *hold;
+            if kit_sale {
+                commit = Some(kit_commit(&m, hold));
+            }
+        }
+        let plan = match &mut m.kind {
+            MovementKind::Reserve { hold, lines, .. } => {
+                let mask = hold_shard_mask(*hold);
+                if mask.count_ones() <= 1 {
+                    Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, body_hash, &mut per_shard))
+                } else {
+                    let hold = *hold;
+                    let all_lines = std::mem::take(lines);
+                    let mut ps = Vec::new();
+                    for shard in shards_in(mask) {
+                        let mut part = m.clone();
+                        if let MovementKind::Reserve { lines, .. } = &mut part.kind {
+                            *lines = all_lines.iter().filter(|l| shard_of(&l.sku, n) == shard).cloned().collect();
+                        }
+                        ps.push((shard, add_part(shard, part, body_hash, &mut per_shard)));
+                    }
+                    Plan::Multi { parts: ps, hold, is_reserve: true }
+                }
+            }
+            MovementKind::Commit { hold } | MovementKind::Release { hold } => {
+                let hold = *hold;
+                let mask = hold_shard_mask(hold);
+                let shards: Vec<usize> = shards_in(mask).filter(|&s| s < n).collect();
+                if shards.len() <= 1 || shards.len() != mask.count_ones() as usize {
+                    Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, body_hash, &mut per_shard))
+                } else {
+                    let ps = shards.iter().map(|&s| (s, add_part(s, m.clone(), body_hash, &mut per_shard))).collect();
+                    Plan::Multi { parts: ps, hold, is_reserve: false }
+                }
+            }
+            kind => {
+                let shard = shard_of(routing_sku(kind), n);
+                Plan::Single(add_part(shard, m, body_hash, &mut per_shard))
+            }
+        };
+        let plan = match commit {
+            Some(commit) => Plan::KitSale { reserve: Box::new(plan), commit },
+            None => plan,
+        };
+        plans.push(plan);
+    }
+    let (state, rx) = BatchState::new(parts as usize);
+    let batch = Arc::new(state);
+    for (shard, items) in per_shard.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let parts: Vec<u32> = items.iter().map(|i| i.part).collect();
+        if inner.shards[shard].send(ShardMsg::Movements { items, batch: Some(batch.clone()) }).is_err() {
+            for p in parts {
+                batch.complete(p, MovementResult::SHUTTING_DOWN);
+            }
+        }
+    }
+    if inner.stopped.load(Ordering::Acquire) {
+        inner.drain_inboxes(); // the shards are gone: fail what was just queued
+    }
+    Submission { rx, plans, inner: inner.clone() }
+}
+
+/// Where a kit expansion leaves a movement.
+enum KitExpansion {
+    /// Not about a kit (or a reservation whose kit lines were expanded in place).
+    None,
+    /// A kit sale, turned into the reservation of its components: commit it once held.
+    Sale,
+    /// Independent parts, one per component (a kit return, or a point-of-sale kit sale).
+    Parts(Vec<Movement>),
+}
+
+/// The commit that ends a kit sale held as `hold`; its idempotency key derives from the sale's.
+fn kit_commit(sale: &Movement, hold: HoldId) -> Movement {
+    Movement {
+        key: sale.key.as_deref().map(|k| format!("kit-commit:{:032x}", key_hash(k))),
+        channel: sale.channel.clone(),
+        reference: sale.reference.clone(),
+        occurred_at: sale.occurred_at,
+        kind: MovementKind::Commit { hold },
+    }
+}
+
+/// Part `i` of a kit movement: the same channel, reference and time; a key derived from its key.
+fn kit_part(m: &Movement, i: usize, kind: MovementKind) -> Movement {
+    Movement {
+        key: m.key.as_deref().map(|k| format!("kit:{:032x}:{i}", key_hash(k))),
+        channel: m.channel.clone(),
+        reference: m.reference.clone(),
+        occurred_at: m.occurred_at,
+        kind,
+    }
+}
+
+/// The body hash a part of a kit movement is logged with (its own: parts have their own keys).
+fn body_hash_of_part(part: &Movement) -> u64 {
+    if part.key.is_some() {
+        body_hash(part)
+    } else {
+        0
+    }
+}
+
+fn complete_commit_movement(hold: HoldId) -> Movement {
+    Movement {
+        key: None,
+        channel: "engine".into(),
+        reference: Some(format!("completion of the commit of hold {hold}")),
+        occurred_at: None,
+        kind: MovementKind::CompleteCommit { hold },
+    }
 }
 
 fn release_movement(hold: HoldId) -> Movement {
@@ -247,6 +518,21 @@ impl Engine {
             }
         }
 
+        let mut sku_settings = AHashMap::new();
+        let mut committed = std::collections::HashSet::new();
+        for state in &recovered.shards {
+            sku_settings.extend(state.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())));
+            committed.extend(state.committed_split_holds());
+        }
+        let kit_count = sku_settings.values().filter(|s: &&SkuSettings| s.is_kit()).count();
+        let unfinished_commits: Vec<(usize, HoldId)> = recovered
+            .shards
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, state)| state.holds().map(move |(hold, _, _)| (shard, hold)))
+            .filter(|(_, hold)| committed.contains(hold))
+            .collect();
+
         let log = Arc::new(LogShared::default());
         log.durable_seq.store(recovered.next_seq - 1, Ordering::Release); // all recovered records are on disk
         let next_seq = Arc::new(AtomicU64::new(recovered.next_seq));
@@ -306,7 +592,16 @@ impl Engine {
             barrier_lock: Mutex::new(()),
             wal_dir,
             checkpoint_dir,
+            sku_settings: RwLock::new(sku_settings),
+            kit_count: AtomicUsize::new(kit_count),
+            sku_settings_lock: Mutex::new(()),
         });
+        // A commit of a hold split over shards that a crash cut in two: finish the parts still
+        // open, before any new movement and before the housekeeper could expire them.
+        for &(shard, hold) in &unfinished_commits {
+            tracing::warn!(hold, shard, "completing a split commit cut by a crash");
+            inner.send_internal(shard, complete_commit_movement(hold));
+        }
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let hk = inner.clone();
         let handle = std::thread::Builder::new().name("housekeeper".into()).spawn(move || housekeeper(hk, stop_rx));
@@ -331,107 +626,7 @@ impl Engine {
     /// Sends movements on their way; each is decided by its shard and acknowledged once durable.
     /// A reservation's `hold` is assigned here (whatever the caller put there).
     pub fn submit(&self, movements: Vec<Movement>) -> Submission {
-        let inner = &self.inner;
-        let n = inner.shards.len();
-        let now = inner.config.clock.now();
-        let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
-        let mut plans = Vec::with_capacity(movements.len());
-        let mut parts = 0u32;
-        let mut add_part = |shard: usize, movement: Movement, body_hash: u64, per_shard: &mut Vec<Vec<Item>>| {
-            per_shard[shard].push(Item { part: parts, now, body_hash, movement });
-            parts += 1;
-            parts - 1
-        };
-        let failed = inner.log.failed.load(Ordering::Acquire);
-        for mut m in movements {
-            if failed {
-                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::StorageFailure) }));
-                continue;
-            }
-            if matches!(m.kind, MovementKind::Expire { .. }) {
-                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::InvalidField) }));
-                continue;
-            }
-            if let Err(reason) = check_sizes(&m) {
-                // Refused before any shard sees it: no record, no sequence number.
-                plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(reason) }));
-                continue;
-            }
-            if let MovementKind::Reserve { hold, .. } = &mut m.kind {
-                *hold = 0; // the client form, for the body hash
-            }
-            let mut reuse_hold = 0;
-            let body_hash = if m.key.is_some() { body_hash(&m) } else { 0 };
-            if let Some(key) = &m.key {
-                let mut guard =
-                    inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
-                if guard.body_hash != body_hash {
-                    plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
-                    continue;
-                }
-                if let MovementKind::Reserve { lines, .. } = &m.kind {
-                    if guard.hold == 0 {
-                        guard.hold = inner.new_hold_id(lines, n);
-                    }
-                    reuse_hold = guard.hold;
-                }
-            }
-            let plan = match &mut m.kind {
-                MovementKind::Reserve { hold, lines, .. } => {
-                    *hold = if reuse_hold != 0 { reuse_hold } else { inner.new_hold_id(lines, n) };
-                    let mask = hold_shard_mask(*hold);
-                    if mask.count_ones() <= 1 {
-                        Plan::Single(add_part(mask.trailing_zeros() as usize % n, m, body_hash, &mut per_shard))
-                    } else {
-                        let hold = *hold;
-                        let all_lines = std::mem::take(lines);
-                        let mut ps = Vec::new();
-                        for shard in shards_in(mask) {
-                            let mut part = m.clone();
-                            if let MovementKind::Reserve { lines, .. } = &mut part.kind {
-                                *lines = all_lines.iter().filter(|l| shard_of(&l.sku, n) == shard).cloned().collect();
-                            }
-                            ps.push((shard, add_part(shard, part, body_hash, &mut per_shard)));
-                        }
-                        Plan::Multi { parts: ps, hold, is_reserve: true }
-                    }
-                }
-                MovementKind::Commit { hold } | MovementKind::Release { hold } => {
-                    let hold = *hold;
-                    let mask = hold_shard_mask(hold);
-                    let shards: Vec<usize> = shards_in(mask).filter(|&s| s < n).collect();
-                    if shards.len() <= 1 || shards.len() != mask.count_ones() as usize {
-                        Plan::Single(add_part(shards.first().copied().unwrap_or(0), m, body_hash, &mut per_shard))
-                    } else {
-                        let ps =
-                            shards.iter().map(|&s| (s, add_part(s, m.clone(), body_hash, &mut per_shard))).collect();
-                        Plan::Multi { parts: ps, hold, is_reserve: false }
-                    }
-                }
-                kind => {
-                    let shard = shard_of(routing_sku(kind), n);
-                    Plan::Single(add_part(shard, m, body_hash, &mut per_shard))
-                }
-            };
-            plans.push(plan);
-        }
-        let (state, rx) = BatchState::new(parts as usize);
-        let batch = Arc::new(state);
-        for (shard, items) in per_shard.into_iter().enumerate() {
-            if items.is_empty() {
-                continue;
-            }
-            let parts: Vec<u32> = items.iter().map(|i| i.part).collect();
-            if inner.shards[shard].send(ShardMsg::Movements { items, batch: Some(batch.clone()) }).is_err() {
-                for p in parts {
-                    batch.complete(p, MovementResult::SHUTTING_DOWN);
-                }
-            }
-        }
-        if inner.stopped.load(Ordering::Acquire) {
-            inner.drain_inboxes(); // the shards are gone: fail what was just queued
-        }
-        Submission { rx, plans, inner: self.inner.clone() }
+        submit_on(&self.inner, movements)
     }
 
     /// Submits and waits (blocking).
@@ -479,7 +674,12 @@ impl Engine {
     }
 
     /// The level of one (SKU, location): reflects every movement acknowledged before the call.
+    /// A kit's level is derived from its components' (see [`kit_level`]).
     pub fn level(&self, sku: &str, location: &str) -> Option<LevelView> {
+        if let Some(components) = self.kit_components(sku) {
+            let levels: Vec<Option<LevelView>> = components.iter().map(|c| self.level(&c.sku, location)).collect();
+            return kit_level(sku, location, &components, &levels);
+        }
         let q = Query::Level { sku: sku.into(), location: location.into() };
         match self.ask(shard_of(sku, self.shard_count()), q) {
             Some(Answer::Level(l)) => l,
@@ -494,6 +694,41 @@ impl Engine {
             Some(Answer::Settings(s)) => s,
             _ => None,
         }
+    }
+
+    /// A level with its lots (first to expire first), channel allocations and loose units.
+    pub fn level_detail(&self, sku: &str, location: &str) -> Option<LevelDetail> {
+        match self.query(sku, Query::LevelDetail { sku: sku.into(), location: location.into() }) {
+            Some(Answer::LevelDetail(d)) => d,
+            _ => None,
+        }
+    }
+
+    /// `available` of a level for one channel: its allocation plus the units no channel ring-fenced.
+    pub fn available_for_channel(&self, sku: &str, location: &str, channel: &str) -> Option<Qty> {
+        let q = Query::AvailableFor { sku: sku.into(), location: location.into(), channel: channel.into() };
+        match self.query(sku, q) {
+            Some(Answer::AvailableFor(a)) => a,
+            _ => None,
+        }
+    }
+
+    /// Where a serial number is, its state, and every movement that named it.
+    pub fn serial(&self, sku: &str, serial: &str) -> Option<SerialView> {
+        match self.query(sku, Query::Serial { sku: sku.into(), serial: serial.into() }) {
+            Some(Answer::Serial(s)) => s,
+            _ => None,
+        }
+    }
+
+    /// A SKU's settings (serial tracking, expiry warning, kit components); the default if never set.
+    pub fn sku_settings(&self, sku: &str) -> SkuSettings {
+        self.inner.sku_settings.read().expect("settings lock").get(sku).cloned().unwrap_or_default()
+    }
+
+    /// The components of a kit, or `None` if `sku` is not a kit.
+    pub fn kit_components(&self, sku: &str) -> Option<Vec<Component>> {
+        self.inner.kit_components(sku)
     }
 
     /// Every level (of one location, if given), sorted by SKU then location.
@@ -646,9 +881,14 @@ fn routing_sku(kind: &MovementKind) -> &str {
         | MovementKind::Adjust { sku, .. }
         | MovementKind::Count { sku, .. }
         | MovementKind::Transfer { sku, .. }
-        | MovementKind::SetSettings { sku, .. } => sku,
+        | MovementKind::SetSettings { sku, .. }
+        | MovementKind::Allocate { sku, .. }
+        | MovementKind::SetSkuSettings { sku, .. } => sku,
         MovementKind::Reserve { lines, .. } => lines.first().map_or("", |l| &l.sku),
-        MovementKind::Commit { .. } | MovementKind::Release { .. } | MovementKind::Expire { .. } => "",
+        MovementKind::Commit { .. }
+        | MovementKind::Release { .. }
+        | MovementKind::Expire { .. }
+        | MovementKind::CompleteCommit { .. } => "",
     }
 }
 
@@ -657,6 +897,143 @@ fn shards_in(mask: u64) -> impl Iterator<Item = usize> {
 }
 
 impl Inner {
+    /// The components of a kit, or `None`.
+    fn kit_components(&self, sku: &str) -> Option<Vec<Component>> {
+        if self.kit_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let settings = self.sku_settings.read().expect("settings lock");
+        settings.get(sku).filter(|s| s.is_kit()).map(|s| s.components.clone())
+    }
+
+    /// Turns a movement naming a kit into movements of its components (see
+    /// `docs/complex-inventory.md`): a sale into a reservation (committed once held), reservation
+    /// lines into component lines, a return or a point-of-sale sale into one part per component.
+    fn expand_kits(&self, m: &mut Movement, now: Millis) -> Result<KitExpansion, Reason> {
+        let settings = self.sku_settings.read().expect("settings lock");
+        let kit_of = |sku: &str| settings.get(sku).filter(|s| s.is_kit()).map(|s| s.components.as_slice());
+        match &mut m.kind {
+            MovementKind::Reserve { lines, .. } => {
+                if lines.iter().any(|l| kit_of(&l.sku).is_some()) {
+                    *lines = expand_kit_lines(std::mem::take(lines), kit_of)?;
+                }
+                Ok(KitExpansion::None)
+            }
+            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units } => {
+                if kit_of(sku).is_none() {
+                    return Ok(KitExpansion::None);
+                }
+                if hold.is_some() {
+                    return Err(Reason::HoldLineMissing); // a hold holds the components, not the kit
+                }
+                if !units.is_any() {
+                    return Err(Reason::InvalidLot);
+                }
+                let line = Line {
+                    sku: sku.clone(),
+                    location: location.clone(),
+                    qty: *qty,
+                    unit_price: *unit_price,
+                    units: Units::ANY,
+                    kit: None,
+                };
+                let lines = expand_kit_lines(vec![line], kit_of)?;
+                if *allow_negative {
+                    // Goods in the customer's hand: every component is sold whatever the stock.
+                    let parts = lines.into_iter().enumerate().map(|(i, l)| {
+                        let kind = MovementKind::Sell {
+                            sku: l.sku,
+                            location: l.location,
+                            qty: l.qty,
+                            unit_price: None,
+                            hold: None,
+                            allow_negative: true,
+                            units: Units::ANY,
+                        };
+                        kit_part(m, i, kind)
+                    });
+                    return Ok(KitExpansion::Parts(parts.collect()));
+                }
+                m.kind = MovementKind::Reserve { hold: 0, lines, expires_at: now + KIT_SALE_HOLD_MILLIS };
+                Ok(KitExpansion::Sale)
+            }
+            MovementKind::Return { sku, location, qty, condition, units, .. } => {
+                let Some(components) = kit_of(sku) else { return Ok(KitExpansion::None) };
+                let (location, qty, condition) = (location.clone(), *qty, *condition);
+                if !units.is_any() {
+                    return Err(Reason::InvalidLot);
+                }
+                let mut parts = Vec::with_capacity(components.len());
+                for (i, c) in components.iter().enumerate() {
+                    let qty =
+                        qty.checked_mul(c.qty).filter(|&q| q <= MOVEMENT_QTY_MAX).ok_or(Reason::InvalidQuantity)?;
+                    let kind = MovementKind::Return {
+                        sku: c.sku.clone(),
+                        location: location.clone(),
+                        qty,
+                        condition,
+                        unit_price: None,
+                        units: Units::ANY,
+                    };
+                    parts.push(kit_part(m, i, kind));
+                }
+                Ok(KitExpansion::Parts(parts))
+            }
+            _ => Ok(KitExpansion::None),
+        }
+    }
+
+    /// The engine-wide idempotency check of a movement split into independent parts: `Some` is
+    /// the rejection of a key reused with another body.
+    fn check_key(&self, m: &Movement, body_hash: u64, now: Millis) -> Option<MovementResult> {
+        let key = m.key.as_deref()?;
+        let guard = self.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
+        (guard.body_hash != body_hash)
+            .then_some(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) })
+    }
+
+    /// Checks new SKU settings against the other SKUs' (no kit of kits, no serial-tracked
+    /// component) and puts them in the mirror at once, so that a concurrent change is checked
+    /// against them. Returns the previous settings, to put back if the shard refuses.
+    fn claim_sku_settings(&self, sku: &str, new: &SkuSettings) -> Result<Option<SkuSettings>, Reason> {
+        let _serial = self.sku_settings_lock.lock().expect("settings lock");
+        let settings = self.sku_settings.read().expect("settings lock");
+        let is_component = |s: &str| settings.values().any(|k| k.components.iter().any(|c| c.sku == s));
+        if new.is_kit() {
+            for c in &new.components {
+                let component = settings.get(&c.sku);
+                if component.is_some_and(|x| x.is_kit() || x.serial_tracked) {
+                    return Err(Reason::InvalidKit);
+                }
+            }
+            if is_component(sku) {
+                return Err(Reason::InvalidKit);
+            }
+        }
+        if new.serial_tracked && is_component(sku) {
+            return Err(Reason::InvalidKit);
+        }
+        let previous = settings.get(sku).cloned();
+        drop(settings);
+        self.put_sku_settings(sku, Some(new.clone()));
+        Ok(previous)
+    }
+
+    /// Puts a SKU's settings in the mirror (`None` or the default: removes them).
+    fn put_sku_settings(&self, sku: &str, new: Option<SkuSettings>) {
+        let mut settings = self.sku_settings.write().expect("settings lock");
+        let old = match new.filter(|s| *s != SkuSettings::default()) {
+            Some(s) => settings.insert(sku.to_owned(), s),
+            None => settings.remove(sku),
+        };
+        let now_kit = settings.get(sku).is_some_and(|s| s.is_kit());
+        match (old.is_some_and(|s| s.is_kit()), now_kit) {
+            (false, true) => self.kit_count.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.kit_count.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
     /// Drops whatever is still queued to the stopped shards; their submitters get `shutting_down`.
     fn drain_inboxes(&self) {
         for rx in &self.shard_inboxes {

@@ -40,6 +40,28 @@ pub enum Query {
     Stats,
     /// When the oldest idempotency key this shard remembers was first seen.
     OldestKey,
+    /// A level with its lots and allocations.
+    LevelDetail {
+        sku: String,
+        location: String,
+    },
+    /// `available` of a level for one channel.
+    AvailableFor {
+        sku: String,
+        location: String,
+        channel: String,
+    },
+    Serial {
+        sku: String,
+        serial: String,
+    },
+    SkuSettings {
+        sku: String,
+    },
+    /// Every SKU whose settings differ from the default.
+    AllSkuSettings,
+    /// Holds split over shards whose part this shard committed.
+    CommittedSplitHolds,
 }
 
 /// Answers to [`Query`].
@@ -51,6 +73,12 @@ pub enum Answer {
     Holds(Vec<HoldView>),
     Stats { levels: usize, keys: usize, overhead_bytes: usize },
     OldestKey(Option<Millis>),
+    LevelDetail(Option<LevelDetail>),
+    AvailableFor(Option<Qty>),
+    Serial(Option<SerialView>),
+    SkuSettings(SkuSettings),
+    AllSkuSettings(Vec<(String, SkuSettings)>),
+    CommittedSplitHolds(Vec<HoldId>),
 }
 
 /// What to copy at a barrier.
@@ -236,6 +264,16 @@ impl ShardWorker {
             Query::Settings { sku, location } => Answer::Settings(self.state.settings(&sku, &location)),
             Query::Holds => Answer::Holds(self.state.holds().collect()),
             Query::OldestKey => Answer::OldestKey(self.state.oldest_key_seen_at()),
+            Query::LevelDetail { sku, location } => Answer::LevelDetail(self.state.level_detail(&sku, &location)),
+            Query::AvailableFor { sku, location, channel } => {
+                Answer::AvailableFor(self.state.available_for_channel(&sku, &location, &channel))
+            }
+            Query::Serial { sku, serial } => Answer::Serial(self.state.serial(&sku, &serial)),
+            Query::SkuSettings { sku } => Answer::SkuSettings(self.state.sku_settings(&sku)),
+            Query::AllSkuSettings => Answer::AllSkuSettings(
+                self.state.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())).collect(),
+            ),
+            Query::CommittedSplitHolds => Answer::CommittedSplitHolds(self.state.committed_split_holds().collect()),
             Query::Stats => Answer::Stats {
                 levels: self.state.level_count(),
                 keys: self.state.key_count(),

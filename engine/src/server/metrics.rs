@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 15] = [
     "receive",
     "expect",
     "sell",
@@ -25,6 +25,9 @@ const KINDS: [&str; 12] = [
     "release",
     "set_settings",
     "expire",
+    "allocate",
+    "set_sku_settings",
+    "complete_commit",
 ];
 
 fn kind_index(kind: &MovementKind) -> usize {
@@ -41,10 +44,13 @@ fn kind_index(kind: &MovementKind) -> usize {
         MovementKind::Release { .. } => 9,
         MovementKind::SetSettings { .. } => 10,
         MovementKind::Expire { .. } => 11,
+        MovementKind::Allocate { .. } => 12,
+        MovementKind::SetSkuSettings { .. } => 13,
+        MovementKind::CompleteCommit { .. } => 14,
     }
 }
 
-const REASONS: [Reason; 14] = [
+const REASONS: [Reason; 25] = [
     Reason::InsufficientStock,
     Reason::UnknownHold,
     Reason::HoldExpired,
@@ -59,6 +65,17 @@ const REASONS: [Reason; 14] = [
     Reason::InvalidSettings,
     Reason::StorageFailure,
     Reason::ShuttingDown,
+    Reason::UnknownLot,
+    Reason::LotExpired,
+    Reason::InvalidLot,
+    Reason::LotRequired,
+    Reason::InvalidSerials,
+    Reason::SerialInStock,
+    Reason::SerialNotInStock,
+    Reason::SerialNotSold,
+    Reason::KitNotStocked,
+    Reason::InvalidKit,
+    Reason::InvalidAllocation,
 ];
 
 fn reason_index(r: Reason) -> usize {
@@ -78,6 +95,17 @@ fn reason_index(r: Reason) -> usize {
         Reason::InvalidSettings => 11,
         Reason::StorageFailure => 12,
         Reason::ShuttingDown => 13,
+        Reason::UnknownLot => 14,
+        Reason::LotExpired => 15,
+        Reason::InvalidLot => 16,
+        Reason::LotRequired => 17,
+        Reason::InvalidSerials => 18,
+        Reason::SerialInStock => 19,
+        Reason::SerialNotInStock => 20,
+        Reason::SerialNotSold => 21,
+        Reason::KitNotStocked => 22,
+        Reason::InvalidKit => 23,
+        Reason::InvalidAllocation => 24,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::core::Seq;
 pub const SEGMENT_MAGIC: &[u8; 8] = b"PRPTWAL1";
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"PRPTCKP1";
 /// Version of the segment, record and checkpoint layouts and of the payload types.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 24;
 /// Largest payload a record may declare; anything larger is corruption.

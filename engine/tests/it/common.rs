@@ -27,7 +27,7 @@ pub fn mv(key: Option<&str>, kind: MovementKind) -> Movement {
 }
 
 pub fn receive(sku: &str, loc: &str, qty: Qty) -> Movement {
-    mv(None, MovementKind::Receive { sku: sku.into(), location: loc.into(), qty, unit_cost: None })
+    mv(None, MovementKind::Receive { sku: sku.into(), location: loc.into(), qty, unit_cost: None, units: Units::ANY })
 }
 
 pub fn sell(key: Option<&str>, sku: &str, loc: &str, qty: Qty) -> Movement {
@@ -40,6 +40,7 @@ pub fn sell(key: Option<&str>, sku: &str, loc: &str, qty: Qty) -> Movement {
             unit_price: None,
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
     )
 }
@@ -47,7 +48,14 @@ pub fn sell(key: Option<&str>, sku: &str, loc: &str, qty: Qty) -> Movement {
 pub fn reserve(key: Option<&str>, lines: &[(&str, &str, Qty)], expires_at: Millis) -> Movement {
     let lines = lines
         .iter()
-        .map(|&(sku, location, qty)| Line { sku: sku.into(), location: location.into(), qty, unit_price: None })
+        .map(|&(sku, location, qty)| Line {
+            sku: sku.into(),
+            location: location.into(),
+            qty,
+            unit_price: None,
+            kit: None,
+            units: Units::ANY,
+        })
         .collect();
     mv(key, MovementKind::Reserve { hold: 0, lines, expires_at })
 }

@@ -22,7 +22,9 @@ fn random_movement(rng: &mut impl Rng, thread: usize, i: usize, holds: &[HoldId]
     let q = rng.gen_range(1..5);
     let key = Some(format!("t{thread}-{i}"));
     let kind = match rng.gen_range(0..10) {
-        0..=2 => MovementKind::Receive { sku: sku.into(), location: loc.into(), qty: q, unit_cost: None },
+        0..=2 => {
+            MovementKind::Receive { sku: sku.into(), location: loc.into(), qty: q, unit_cost: None, units: Units::ANY }
+        }
         3..=4 => MovementKind::Sell {
             sku: sku.into(),
             location: loc.into(),
@@ -30,13 +32,30 @@ fn random_movement(rng: &mut impl Rng, thread: usize, i: usize, holds: &[HoldId]
             unit_price: None,
             hold: None,
             allow_negative: false,
+            units: Units::ANY,
         },
-        5 => MovementKind::Transfer { sku: sku.into(), from: "dc".into(), to: "store".into(), qty: q },
+        5 => {
+            MovementKind::Transfer { sku: sku.into(), from: "dc".into(), to: "store".into(), qty: q, units: Units::ANY }
+        }
         6..=7 => {
             let other = SKUS[rng.gen_range(0..SKUS.len())];
-            let mut lines = vec![Line { sku: sku.into(), location: loc.into(), qty: q, unit_price: None }];
+            let mut lines = vec![Line {
+                sku: sku.into(),
+                location: loc.into(),
+                qty: q,
+                unit_price: None,
+                kit: None,
+                units: Units::ANY,
+            }];
             if other != sku {
-                lines.push(Line { sku: other.into(), location: loc.into(), qty: 1, unit_price: None });
+                lines.push(Line {
+                    sku: other.into(),
+                    location: loc.into(),
+                    qty: 1,
+                    unit_price: None,
+                    kit: None,
+                    units: Units::ANY,
+                });
             }
             MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 3_600_000 }
         }
@@ -68,7 +87,7 @@ fn levels_from_movements(events: &[engine::runtime::FeedEvent]) -> BTreeMap<(Str
                 levels.entry(at(sku, location)).or_default();
             }
             MovementKind::Sell { sku, location, qty, .. } => levels.entry(at(sku, location)).or_default().0 -= qty,
-            MovementKind::Transfer { sku, from, to, qty } => {
+            MovementKind::Transfer { sku, from, to, qty, units: _ } => {
                 levels.entry(at(sku, from)).or_default().0 -= qty;
                 levels.entry(at(sku, to)).or_default().0 += qty;
             }

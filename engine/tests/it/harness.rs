@@ -175,7 +175,7 @@ pub fn mv(key: Option<&str>, kind: MovementKind) -> Movement {
 }
 
 pub fn receive(sku: &str, loc: &str, qty: Qty) -> MovementKind {
-    MovementKind::Receive { sku: sku.into(), location: loc.into(), qty, unit_cost: None }
+    MovementKind::Receive { sku: sku.into(), location: loc.into(), qty, unit_cost: None, units: Units::ANY }
 }
 
 pub fn sell(sku: &str, loc: &str, qty: Qty) -> MovementKind {
@@ -186,11 +186,12 @@ pub fn sell(sku: &str, loc: &str, qty: Qty) -> MovementKind {
         unit_price: None,
         hold: None,
         allow_negative: false,
+        units: Units::ANY,
     }
 }
 
 pub fn reserve(sku: &str, loc: &str, qty: Qty) -> MovementKind {
-    let line = Line { sku: sku.into(), location: loc.into(), qty, unit_price: None };
+    let line = Line { sku: sku.into(), location: loc.into(), qty, unit_price: None, kit: None, units: Units::ANY };
     MovementKind::Reserve { hold: 0, lines: vec![line], expires_at: now_ms() + 600_000 }
 }
 

@@ -31,6 +31,7 @@ async fn every_movement_kind_through_the_client_library() {
             location: "dc".into(),
             qty: 10,
             unit_cost: Some(500),
+            units: Units::ANY,
         }))
         .await
         .unwrap();
@@ -47,10 +48,18 @@ async fn every_movement_kind_through_the_client_library() {
         unit_price: Some(1000),
         hold: None,
         allow_negative: false,
+        units: Units::ANY,
     };
     ok(&c.submit_one(&one(s)).await.unwrap());
     for condition in [ReturnCondition::Restock, ReturnCondition::Damaged] {
-        let k = MovementKind::Return { sku: "A".into(), location: "dc".into(), qty: 1, condition, unit_price: None };
+        let k = MovementKind::Return {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 1,
+            condition,
+            unit_price: None,
+            units: Units::ANY,
+        };
         ok(&c.submit_one(&one(k)).await.unwrap());
     }
     assert_eq!(level(&c.level("A", "dc").await.unwrap()), (12, 0, 1, 2, 0, 11));
@@ -60,11 +69,13 @@ async fn every_movement_kind_through_the_client_library() {
         delta: -1,
         reason: AdjustReason::Shrinkage,
         allow_negative: false,
+        units: Units::ANY,
     };
     ok(&c.submit_one(&one(adj)).await.unwrap());
-    let count = MovementKind::Count { sku: "A".into(), location: "dc".into(), counted: 20 };
+    let count = MovementKind::Count { sku: "A".into(), location: "dc".into(), counted: 20, units: Units::ANY };
     assert_eq!(ok(&c.submit_one(&one(count)).await.unwrap()), Detail::Variance(9));
-    let t = MovementKind::Transfer { sku: "A".into(), from: "dc".into(), to: "store".into(), qty: 5 };
+    let t =
+        MovementKind::Transfer { sku: "A".into(), from: "dc".into(), to: "store".into(), qty: 5, units: Units::ANY };
     ok(&c.submit_one(&one(t)).await.unwrap());
     let Detail::Hold(h1) = ok(&c.submit_one(&one(reserve("A", "dc", 2))).await.unwrap()) else { panic!("a hold") };
     assert_eq!(level(&c.level("A", "dc").await.unwrap()), (15, 2, 1, 2, 0, 12));

@@ -7,6 +7,7 @@ use crate::step::{Step, StepBody, StepOutcome};
 use crate::verify::{HistoryCheck, LevelState, EXAMPLES_MAX};
 use crate::workload::{Catalogue, LevelIx};
 use engine::client::{Client, ClientConfig, ClientError};
+use engine::core::Units;
 use engine::core::{AlertKind, Line, Movement, MovementKind, ReturnCondition, Settings};
 use engine::protocol::FeedFilter;
 use std::sync::Arc;
@@ -86,6 +87,8 @@ impl Perpetua {
                             location: loc(l),
                             qty,
                             unit_price: Some(unit_price(cat.sku_of(l))),
+                            kit: None,
+                            units: Units::ANY,
                         })
                         .collect(),
                     expires_at: *expires_at_ms,
@@ -103,6 +106,7 @@ impl Perpetua {
                     unit_price: Some(unit_price(cat.sku_of(*level))),
                     hold: None,
                     allow_negative: true,
+                    units: Units::ANY,
                 },
             ),
             StepBody::Return { level, qty, damaged } => (
@@ -114,6 +118,7 @@ impl Perpetua {
                     qty: *qty,
                     condition: if *damaged { ReturnCondition::Damaged } else { ReturnCondition::Restock },
                     unit_price: Some(unit_price(cat.sku_of(*level))),
+                    units: Units::ANY,
                 },
             ),
             StepBody::Receive { level, qty } => (
@@ -124,15 +129,24 @@ impl Perpetua {
                     location: loc(*level),
                     qty: *qty,
                     unit_cost: Some(unit_price(cat.sku_of(*level)) / 2),
+                    units: Units::ANY,
                 },
             ),
-            StepBody::Count { level, counted } => {
-                ("warehouse", None, MovementKind::Count { sku: sku(*level), location: loc(*level), counted: *counted })
-            }
+            StepBody::Count { level, counted } => (
+                "warehouse",
+                None,
+                MovementKind::Count { sku: sku(*level), location: loc(*level), counted: *counted, units: Units::ANY },
+            ),
             StepBody::Transfer { from, to, qty } => (
                 "warehouse",
                 None,
-                MovementKind::Transfer { sku: sku(*from), from: loc(*from), to: loc(*to), qty: *qty },
+                MovementKind::Transfer {
+                    sku: sku(*from),
+                    from: loc(*from),
+                    to: loc(*to),
+                    qty: *qty,
+                    units: Units::ANY,
+                },
             ),
         };
         Movement {
@@ -182,7 +196,12 @@ impl Target for Perpetua {
                 channel: "loadgen".into(),
                 reference: Some("seed".into()),
                 occurred_at: None,
-                kind: MovementKind::Count { sku: sku.clone(), location: location.clone(), counted: s.stock },
+                kind: MovementKind::Count {
+                    sku: sku.clone(),
+                    location: location.clone(),
+                    counted: s.stock,
+                    units: Units::ANY,
+                },
             });
             batch.push(Movement {
                 key: None,
