@@ -1,5 +1,6 @@
 //! Command-line flags of `stock-loadgen`, with their defaults, and their checks.
 
+use crate::complex::{ComplexConfig, ALLOCATED_SKUS_DEFAULT};
 use crate::workload::Mix;
 use clap::Parser;
 use engine::client::ConnectArgs;
@@ -100,6 +101,37 @@ pub struct Args {
     #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION", help_heading = "Workload")]
     pub receipt_delay: Duration,
 
+    /// Complex inventory (engine only; off by default). Seed every SKU but the serial-tracked
+    /// ones as N lots with staggered expiry dates (30 days apart; the codes are the dates)
+    /// instead of loose stock. Sales and reservations take first-expiry-first-out, a tenth of
+    /// them (and of returns) naming a seeded lot; receipts bring a new lot; a count becomes an
+    /// adjustment of one lot. At most 16.
+    #[arg(long, default_value_t = 0, value_name = "N", help_heading = "Complex inventory")]
+    pub lots: u8,
+    /// Share of SKUs that are serial-tracked (engine only): seeded with serial numbers (at most
+    /// 32 units per level), and every movement of them names its serials, which the load
+    /// generator hands out so that no two movements in flight name the same one; returns name
+    /// sold serials; a count becomes an adjustment naming the serials found or missing.
+    #[arg(long, default_value_t = 0.0, value_name = "F", help_heading = "Complex inventory")]
+    pub serial_share: f64,
+    /// Define N kits of 2 or 3 components (engine only), drawn by popularity among the SKUs that
+    /// are not serial-tracked; a fifth of one-line checkouts buy a kit instead (the engine holds
+    /// and sells its components).
+    #[arg(long, default_value_t = 0, value_name = "N", help_heading = "Complex inventory")]
+    pub kits: u32,
+    /// Online sales channels (engine only), e.g. `web,amazon`: checkouts are split evenly over
+    /// them; every channel after the first gets an allocation (ring-fenced stock) of
+    /// --allocation-share of each level of the --allocated-skus most popular SKUs. [default: all
+    /// online traffic is `web`, no allocation]
+    #[arg(long, value_name = "LIST", help_heading = "Complex inventory")]
+    pub channels: Option<String>,
+    /// Share of a level's seeded stock ring-fenced for each allocated channel.
+    #[arg(long, default_value_t = 0.2, value_name = "F", help_heading = "Complex inventory")]
+    pub allocation_share: f64,
+    /// The N most popular SKUs get allocations. [default: --hot-skus, or 100]
+    #[arg(long, value_name = "N", help_heading = "Complex inventory")]
+    pub allocated_skus: Option<u32>,
+
     /// Open loop: movements per second to send on schedule. Without it: closed loop.
     #[arg(long, value_name = "MV/S", help_heading = "Load")]
     pub rate: Option<f64>,
@@ -184,7 +216,28 @@ impl Args {
         if self.p99_max_ms <= 0.0 {
             return Err("--p99-max-ms must be above 0".into());
         }
+        if self.complex()?.is_on() && self.no_seed {
+            return Err("--lots, --serial-share, --kits and --channels need the seeding (the serial numbers the load \
+                 generator may sell, the kits, the allocations): leave out --no-seed"
+                .into());
+        }
         Ok(())
+    }
+
+    /// The complex-inventory options.
+    pub fn complex(&self) -> Result<ComplexConfig, String> {
+        let channels = match &self.channels {
+            Some(text) => ComplexConfig::parse_channels(text)?,
+            None => Vec::new(),
+        };
+        Ok(ComplexConfig {
+            lots: self.lots,
+            serial_share: self.serial_share,
+            kits: self.kits,
+            channels,
+            allocation_share: self.allocation_share,
+            allocated_skus: self.allocated_skus.or(self.hot_skus).unwrap_or(ALLOCATED_SKUS_DEFAULT),
+        })
     }
 }
 

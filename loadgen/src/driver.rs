@@ -9,12 +9,13 @@
 //! (the commit or release of a placed hold, the receipt that answers a reorder alert), then
 //! fresh operations from the generator.
 
+use crate::complex::{OpExtras, Plan};
 use crate::stats::{Interval, IntervalPart, Recorder};
-use crate::step::{Step, StepBody, StepOutcome};
+use crate::step::{Step, StepBody, StepExtra, StepOutcome};
 use crate::target::{Target, TargetError};
 use crate::verify::{Ledger, LevelState};
 use crate::workload::{Catalogue, Generator, LevelIx, Op, Then};
-use engine::core::Detail;
+use engine::core::{Detail, Qty, Units};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -196,24 +197,106 @@ impl<T: Target> Run<T> {
         self.next_step.fetch_add(1, Relaxed)
     }
 
-    /// The step that starts an operation.
-    fn first_step(&self, op: Op) -> Step {
+    /// The step that starts operation `index` (none for a recount that finds nothing to correct).
+    fn first_step(&self, index: u64, op: Op) -> Option<Step> {
+        if let Some(plan) = &self.generator.plan {
+            let extras = self.generator.extras(index, &op).unwrap_or_default();
+            return self.complex_step(plan, op, extras);
+        }
         let cat = &self.catalogue;
         let body = match op {
-            Op::Checkout { lines, then } => {
-                StepBody::Reserve { lines, then, expires_at_ms: now_ms() + self.config.hold_ttl.as_millis() as u64 }
-            }
+            Op::Checkout { lines, then } => StepBody::Reserve { lines, then, expires_at_ms: self.hold_expiry() },
             Op::PosSell { level, qty } => StepBody::SellPos { level, qty },
             Op::Return { level, qty, damaged } => StepBody::Return { level, qty, damaged },
-            Op::Count { level, variance } => {
-                let base = self.baseline[level as usize].map_or(0, |b| b.on_hand);
-                StepBody::Count { level, counted: (base + self.ledger.on_hand_delta(level) + variance).max(0) }
-            }
+            Op::Count { level, variance } => StepBody::Count { level, counted: self.expected_count(level, variance) },
             Op::Transfer { sku, from, to, qty } => {
                 StepBody::Transfer { from: cat.level(sku, from), to: cat.level(sku, to), qty }
             }
         };
-        Step { id: self.step_id(), body }
+        Some(Step::new(self.step_id(), body))
+    }
+
+    fn hold_expiry(&self) -> u64 {
+        now_ms() + self.config.hold_ttl.as_millis() as u64
+    }
+
+    /// What a count expecting the ledger's quantity, off by `variance`, finds.
+    fn expected_count(&self, level: LevelIx, variance: Qty) -> Qty {
+        let base = self.baseline[level as usize].map_or(0, |b| b.on_hand);
+        (base + self.ledger.on_hand_delta(level) + variance).max(0)
+    }
+
+    /// The step of an operation with complex inventory: the lots and serial numbers its lines
+    /// name, the kit it buys, its channel. Serials are taken from the book now (the operation
+    /// says how many; the book which ones).
+    fn complex_step(&self, plan: &Plan, op: Op, x: OpExtras) -> Option<Step> {
+        let cat = &self.catalogue;
+        let book = self.ledger.units().expect("a run with a plan keeps a book");
+        let mut extra =
+            StepExtra { channel: x.channel.map(|c| Arc::from(plan.channel_name(Some(c)))), ..StepExtra::default() };
+        // The units a take of `qty` at `level` names.
+        let take = |level: LevelIx, qty: Qty, lot: Option<u8>| {
+            if plan.is_serial(cat.sku_of(level)) {
+                Units::serials(&book.take_in_stock(level, qty))
+            } else {
+                lot.map_or(Units::ANY, |k| Units::lot(&plan.seeded_lot(k).0))
+            }
+        };
+        let body = match op {
+            Op::Checkout { lines, then } => {
+                let expires_at_ms = self.hold_expiry();
+                match x.kit {
+                    Some(k) => {
+                        let (level, kits) = lines[0];
+                        let location = cat.location_of(level);
+                        let components = &plan.kits[k as usize].components;
+                        extra.kit = Some((k, location, kits));
+                        let lines = components.iter().map(|&(sku, q)| (cat.level(sku, location), q * kits)).collect();
+                        StepBody::Reserve { lines, then, expires_at_ms }
+                    }
+                    None => {
+                        extra.units = lines.iter().enumerate().map(|(i, &(l, q))| take(l, q, x.lot(i))).collect();
+                        StepBody::Reserve { lines, then, expires_at_ms }
+                    }
+                }
+            }
+            Op::PosSell { level, qty } => {
+                extra.units = vec![take(level, qty, x.lot(0))];
+                StepBody::SellPos { level, qty }
+            }
+            Op::Return { level, qty, damaged } => {
+                extra.units = vec![if plan.is_serial(cat.sku_of(level)) {
+                    Units::serials(&book.take_sold(level, qty))
+                } else {
+                    x.lot(0).map_or(Units::ANY, |k| Units::lot(&plan.seeded_lot(k).0))
+                }];
+                StepBody::Return { level, qty, damaged }
+            }
+            Op::Count { level, variance } => {
+                let sku = cat.sku_of(level);
+                if !plan.is_serial(sku) && !plan.has_lots(sku) {
+                    StepBody::Count { level, counted: self.expected_count(level, variance) }
+                } else if variance == 0 {
+                    return None; // nothing to correct
+                } else {
+                    // Counts of lots or serials are corrected unit by unit: an adjustment naming
+                    // the lot recounted, or the serials found or missing.
+                    extra.units = vec![match (plan.is_serial(sku), variance > 0) {
+                        (true, true) => Units::serials(&book.new_serials(level, variance)),
+                        (true, false) => Units::serials(&book.take_in_stock(level, -variance)),
+                        // A count of a level with lots always names one (see `Plan::extras`).
+                        (false, _) => Units::lot(&plan.seeded_lot(x.lot(0).unwrap_or(0)).0),
+                    }];
+                    StepBody::Adjust { level, delta: variance }
+                }
+            }
+            Op::Transfer { sku, from, to, qty } => {
+                let (from, to) = (cat.level(sku, from), cat.level(sku, to));
+                extra.units = vec![take(from, qty, None)];
+                StepBody::Transfer { from, to, qty }
+            }
+        };
+        Some(Step { id: self.step_id(), body, extra: Some(Box::new(extra)) })
     }
 
     /// Up to `n` steps for a request: follow-ups first, then fresh operations numbered below
@@ -240,7 +323,9 @@ impl<T: Target> Run<T> {
                 self.next_op.fetch_min(ops_end, Relaxed);
                 break;
             }
-            out.push(self.first_step(self.generator.op(i)));
+            if let Some(step) = self.first_step(i, self.generator.op(i)) {
+                out.push(step);
+            }
         }
         out
     }
@@ -261,7 +346,22 @@ impl<T: Target> Run<T> {
             return;
         }
         let qty = self.catalogue.seed(level).reorder_qty;
-        let step = Step { id: self.step_id(), body: StepBody::Receive { level, qty } };
+        let id = self.step_id();
+        let mut step = Step::new(id, StepBody::Receive { level, qty });
+        if let Some(plan) = &self.generator.plan {
+            // A receipt brings a new lot, or new serial numbers.
+            let sku = self.catalogue.sku_of(level);
+            let units = if plan.is_serial(sku) {
+                let book = self.ledger.units().expect("a run with a plan keeps a book");
+                Units::serials(&book.new_serials(level, qty))
+            } else if plan.has_lots(sku) {
+                let (code, expires_at) = plan.receipt_lot(id);
+                Units::new_lot(&code, expires_at)
+            } else {
+                Units::ANY
+            };
+            step.extra = Some(Box::new(StepExtra { units: vec![units], ..StepExtra::default() }));
+        }
         let at = Instant::now() + self.config.receipt_delay;
         self.queue.lock().unwrap().delayed.push_back((at, step));
     }
@@ -318,7 +418,9 @@ impl<T: Target> Run<T> {
                     Then::Commit => StepBody::Commit { hold, lines },
                     Then::Release => StepBody::Release { hold, lines },
                 };
-                self.queue.lock().unwrap().ready.push_back(Step { id: self.step_id(), body });
+                // The commit or release keeps the reservation's extras (its serials, channel, kit).
+                let step = Step { id: self.step_id(), body, extra: s.extra.clone() };
+                self.queue.lock().unwrap().ready.push_back(step);
             }
             (StepBody::Receive { level, .. }, _) => self.receipt_open[*level as usize].store(false, Relaxed),
             _ => {}

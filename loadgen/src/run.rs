@@ -2,15 +2,21 @@
 //! or the steps of `--find-max`), finish open checkouts, verify, report (text and JSON).
 
 use crate::cli::Args;
+use crate::complex::{ComplexConfig, Kit, Plan, COMPLEX_REASONS};
 use crate::driver::{DriverConfig, Mode, Phase, Run};
 use crate::stats::{cpu_seconds, thousands, PhaseReport};
 use crate::target::perpetua::Perpetua;
 use crate::target::postgres::Postgres;
 use crate::target::redis::Redis;
 use crate::target::{Target, TargetInfo, TargetSpec};
+use crate::verify::book::{UnitsBook, UnitsCounts};
+use crate::verify::units::{
+    check_units, planned_allocations, read_allocations, read_snapshot, replay_allocations, UnitsReads, UnitsSnapshot,
+};
 use crate::verify::{verify, Ledger, Verification};
 use crate::workload::{Catalogue, CatalogueConfig, Generator, Mix};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +90,29 @@ pub struct Report {
     pub settled_in_doubt: u64,
     pub left_in_doubt: u64,
     pub verification: Option<Verification>,
+    /// Complex inventory (`--lots`, `--serial-share`, `--kits`, `--channels`), if any.
+    pub complex: Option<ComplexReport>,
+}
+
+/// What the run did with complex inventory.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComplexReport {
+    pub config: ComplexConfig,
+    pub serial_skus: usize,
+    pub kits: Vec<Kit>,
+    pub allocated_levels: usize,
+    /// Movements of the new kinds (seeding and run) and each channel's traffic.
+    pub counts: UnitsCounts,
+    /// Refusals for the new reasons, over every phase (each listed, even at 0).
+    pub rejections: BTreeMap<String, u64>,
+}
+
+/// What tests may put in place of the real thing.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Reads of lots, serial numbers and allocations other than the engine client's (an
+    /// in-process engine's).
+    pub units_reads: Option<Arc<dyn UnitsReads>>,
 }
 
 /// How the engine's log met the disk over the run.
@@ -113,20 +142,44 @@ fn unix_ms() -> u64 {
 
 /// Runs the load described by `args`; the report is printed and, with `--json`, written.
 pub async fn execute(args: Args) -> Result<Report, RunError> {
+    execute_with(args, Hooks::default()).await
+}
+
+/// [`execute`] with [`Hooks`].
+pub async fn execute_with(args: Args, hooks: Hooks) -> Result<Report, RunError> {
     args.validate().map_err(RunError)?;
     let spec = TargetSpec::parse(&args.target).map_err(RunError)?;
-    let catalogue = Arc::new(
-        Catalogue::new(CatalogueConfig {
-            skus: args.skus,
-            locations: args.locations,
-            zipf_exponent: args.zipf,
-            hot_skus: args.hot_skus,
-            stock: args.stock,
-            stock_popular: args.stock_popular,
-            sku_prefix: args.sku_prefix.clone(),
-        })
-        .map_err(RunError)?,
-    );
+    let mut catalogue = Catalogue::new(CatalogueConfig {
+        skus: args.skus,
+        locations: args.locations,
+        zipf_exponent: args.zipf,
+        hot_skus: args.hot_skus,
+        stock: args.stock,
+        stock_popular: args.stock_popular,
+        sku_prefix: args.sku_prefix.clone(),
+    })
+    .map_err(RunError)?;
+    let complex = args.complex().map_err(RunError)?;
+    let plan = if complex.is_on() {
+        if spec != TargetSpec::Perpetua {
+            return Err(RunError(format!(
+                "--lots, --serial-share, --kits and --channels are Perpetua-only: the Redis and PostgreSQL targets \
+                 keep plain stock levels (no lots, serial numbers, kits or allocations). Leave them out with \
+                 --target {}, or drop --target to load the engine",
+                crate::target::redact(&args.target)
+            )));
+        }
+        let plan = Plan::new(&catalogue, complex, args.seed, unix_ms()).map_err(RunError)?;
+        plan.cap_serial_stock(&mut catalogue);
+        Some(Arc::new(plan))
+    } else {
+        None
+    };
+    let catalogue = Arc::new(catalogue);
+    let units = plan.map(|p| {
+        let book = Arc::new(UnitsBook::new(p.clone(), catalogue.clone()));
+        (p, book)
+    });
     let e = |e: crate::target::TargetError| RunError(e.to_string());
     match spec {
         TargetSpec::Perpetua => {
@@ -135,22 +188,36 @@ pub async fn execute(args: Args) -> Result<Report, RunError> {
             config.request_timeout = args.request_timeout;
             config.retry.retries = args.retries;
             config.retry.backoff_max = Duration::from_secs(1);
-            let t = Perpetua::connect(config, args.connections, catalogue.clone(), !args.no_keys).await.map_err(e)?;
-            run_on(t, catalogue, &args).await
+            let t = Perpetua::connect_with_units(
+                config,
+                args.connections,
+                catalogue.clone(),
+                !args.no_keys,
+                units.clone(),
+                hooks.units_reads.clone(),
+            )
+            .await
+            .map_err(e)?;
+            run_on(t, catalogue, &args, units).await
         }
         TargetSpec::Redis(url) => {
             let t = Redis::connect(&url, args.connections, catalogue.clone(), args.request_timeout).await.map_err(e)?;
-            run_on(t, catalogue, &args).await
+            run_on(t, catalogue, &args, None).await
         }
         TargetSpec::Postgres(url) => {
             let sc = args.pg_synchronous_commit.as_deref();
             let t = Postgres::connect(&url, args.connections, catalogue.clone(), sc).await.map_err(e)?;
-            run_on(t, catalogue, &args).await
+            run_on(t, catalogue, &args, None).await
         }
     }
 }
 
-async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) -> Result<Report, RunError> {
+async fn run_on<T: Target>(
+    target: T,
+    catalogue: Arc<Catalogue>,
+    args: &Args,
+    units: Option<(Arc<Plan>, Arc<UnitsBook>)>,
+) -> Result<Report, RunError> {
     let e = |e: crate::target::TargetError| RunError(e.to_string());
     let started_at = unix_ms();
     let load_before = load_average();
@@ -172,11 +239,26 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
     }
     let seeding_s = seeding.elapsed().as_secs_f64();
     let baseline = Arc::new(target.read_levels(catalogue.clone()).await.map_err(e)?);
+    // The allocations at the start, for the replay of channel sales: read back if the target
+    // can, else as seeded.
+    let reads = target.units_reads();
+    let mut allocations_start = None;
+    if let (Some((plan, _)), Some(reads)) = (&units, &reads) {
+        if !plan.allocations().is_empty() {
+            allocations_start = read_allocations(plan, &catalogue, reads.as_ref())
+                .await
+                .map_err(|e| RunError(format!("could not read the allocations back: {e}")))?;
+        }
+    }
+    if let Some((plan, _)) = &units {
+        allocations_start = allocations_start.or_else(|| Some(planned_allocations(plan)));
+    }
     let position = target.position().await.map_err(e)?;
     let syncs_before = target.sync_counters().await;
 
-    let ledger = Arc::new(Ledger::new(catalogue.level_count()));
-    let generator = Generator::new(catalogue.clone(), args.mix, args.seed);
+    let ledger = Arc::new(Ledger::with_units(catalogue.level_count(), units.as_ref().map(|u| u.1.clone())));
+    let generator =
+        Generator::new(catalogue.clone(), args.mix, args.seed).with_plan(units.as_ref().map(|u| u.0.clone()));
     let config = DriverConfig {
         concurrency: args.concurrency,
         batch: args.batch,
@@ -322,8 +404,54 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         } else {
             None
         };
-        Some(verify(&catalogue, &baseline, &ledger, &actual, history))
+        let replay = match (&units, &allocations_start, &history) {
+            (Some((plan, _)), Some(start), Some(h)) if !plan.allocations().is_empty() && h.source == "change feed" => {
+                Some(replay_allocations(&catalogue, start, &h.allocation_events, h.complete))
+            }
+            _ => None,
+        };
+        let mut v = verify(&catalogue, &baseline, &ledger, &actual, history);
+        if let Some((plan, book)) = &units {
+            let snapshot = match &reads {
+                Some(r) => {
+                    tokio::time::timeout(READ_TIMEOUT, read_snapshot(plan, &catalogue, &ledger, book, r.as_ref()))
+                        .await
+                        .map_err(|_| {
+                            RunError(format!(
+                                "the target did not answer the reads of lots and serials within {READ_TIMEOUT:?}"
+                            ))
+                        })?
+                        .map_err(|e| RunError(format!("could not read lots and serials back: {e}")))?
+                }
+                None => UnitsSnapshot {
+                    not_read: vec!["the target has no reads of lots, serials or allocations".into()],
+                    ..UnitsSnapshot::default()
+                },
+            };
+            let u = check_units(plan, &catalogue, &ledger, book, &snapshot, allocations_start.as_ref(), replay);
+            v.passed &= u.passed;
+            v.units = Some(u);
+        }
+        Some(v)
     };
+    let complex = units.as_ref().map(|(plan, book)| {
+        let mut rejections: BTreeMap<String, u64> = COMPLEX_REASONS.iter().map(|r| (r.code().to_string(), 0)).collect();
+        for p in &phases {
+            for (reason, n) in &p.rejections {
+                if let Some(x) = rejections.get_mut(reason) {
+                    *x += n;
+                }
+            }
+        }
+        ComplexReport {
+            config: plan.config.clone(),
+            serial_skus: plan.serial_sku_count(),
+            kits: plan.kits.clone(),
+            allocated_levels: plan.allocations().len(),
+            counts: book.counts(),
+            rejections,
+        }
+    });
 
     let report = Report {
         tool: format!("stock-loadgen {}", env!("CARGO_PKG_VERSION")),
@@ -358,6 +486,7 @@ async fn run_on<T: Target>(target: T, catalogue: Arc<Catalogue>, args: &Args) ->
         settled_in_doubt: settled,
         left_in_doubt: left,
         verification,
+        complex,
     };
     Ok(report)
 }
@@ -436,6 +565,9 @@ impl Report {
                 None => s += &format!("find-max: no rate held p99 <= {} ms\n", f.p99_bound_ms),
             }
         }
+        if let Some(c) = &self.complex {
+            s += &c.render();
+        }
         if self.settled_in_doubt > 0 || self.left_in_doubt > 0 {
             s += &format!(
                 "steps in doubt: {} settled by sending them again, {} left\n",
@@ -459,6 +591,15 @@ impl Report {
                         s += &format!("  oversell: {ex}\n");
                     }
                 }
+                if let Some(u) = &v.units {
+                    s += &format!("complex inventory: {}\n", u.summary());
+                    for n in &u.not_checked {
+                        s += &format!("  NOT CHECKED: {n}\n");
+                    }
+                    for ex in &u.examples {
+                        s += &format!("  mismatch: {ex}\n");
+                    }
+                }
             }
             None => s += "verification: skipped (--no-verify)\n",
         }
@@ -468,5 +609,63 @@ impl Report {
     /// Whether the run passed (verification passed or was skipped).
     pub fn passed(&self) -> bool {
         self.verification.as_ref().is_none_or(|v| v.passed)
+    }
+}
+
+impl ComplexReport {
+    /// The human report of complex inventory.
+    pub fn render(&self) -> String {
+        let c = &self.config;
+        let list = |m: &BTreeMap<String, u64>| {
+            m.iter().map(|(k, v)| format!("{k} {}", thousands(*v))).collect::<Vec<_>>().join(", ")
+        };
+        let mut s = format!(
+            "complex inventory: {} lots per level, {} serial-tracked SKUs, {} kits, channels {}{}\n",
+            c.lots,
+            self.serial_skus,
+            self.kits.len(),
+            if c.channels.is_empty() { "web (no allocation)".to_string() } else { c.channels.join(",") },
+            if self.allocated_levels > 0 {
+                format!(
+                    " ({} levels ring-fence {}% per allocated channel)",
+                    thousands(self.allocated_levels as u64),
+                    c.allocation_share * 100.0
+                )
+            } else {
+                String::new()
+            }
+        );
+        s += &format!("  seeding: {}\n", list(&self.counts.seeded));
+        let moves: Vec<String> = self
+            .counts
+            .movements
+            .iter()
+            .map(|(k, v)| {
+                if v.sent == 0 {
+                    format!("{k} {}", thousands(v.accepted))
+                } else {
+                    format!("{k} {} ({} accepted)", thousands(v.sent), thousands(v.accepted))
+                }
+            })
+            .collect();
+        s += &format!("  movements: {}\n", if moves.is_empty() { "none".into() } else { moves.join(", ") });
+        for (name, ch) in &self.counts.channels {
+            s += &format!(
+                "  channel {name}: {} reservations ({} accepted), {} units sold\n",
+                thousands(ch.reservations),
+                thousands(ch.accepted),
+                thousands(ch.units_sold)
+            );
+        }
+        if self.counts.serials_total > 0 {
+            s += &format!(
+                "  serials: {} in the run, {} whose place is known for sure; {} steps had to name serials the load generator had none of\n",
+                thousands(self.counts.serials_total),
+                thousands(self.counts.serials_known),
+                thousands(self.counts.serials_short)
+            );
+        }
+        s += &format!("  rejections for the new reasons: {}\n", list(&self.rejections));
+        s
     }
 }

@@ -2,8 +2,9 @@
 //! target understands, and what a target answers for each.
 
 use crate::workload::{LevelIx, Then};
-use engine::core::{Detail, HoldId, Qty, Reason};
+use engine::core::{Detail, HoldId, Qty, Reason, Units};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Kinds of step, for latency histograms and counts. The order is the report's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -13,6 +14,8 @@ pub enum StepKind {
     Reserve,
     /// Reservation of a cart with several lines.
     ReserveMulti,
+    /// Reservation of a kit (the engine holds its components).
+    ReserveKit,
     Commit,
     Release,
     /// Point-of-sale sale (`allow_negative`).
@@ -22,12 +25,16 @@ pub enum StepKind {
     Receive,
     Count,
     Transfer,
+    /// A recount of one lot, or of a serial-tracked level, that found a difference (complex
+    /// inventory: such levels are corrected by adjustments naming the lot or the serials).
+    Adjust,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 9] = [
+    pub const ALL: [StepKind; 11] = [
         StepKind::Reserve,
         StepKind::ReserveMulti,
+        StepKind::ReserveKit,
         StepKind::Commit,
         StepKind::Release,
         StepKind::SellPos,
@@ -35,12 +42,14 @@ impl StepKind {
         StepKind::Receive,
         StepKind::Count,
         StepKind::Transfer,
+        StepKind::Adjust,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             StepKind::Reserve => "reserve",
             StepKind::ReserveMulti => "reserve_multi",
+            StepKind::ReserveKit => "reserve_kit",
             StepKind::Commit => "commit",
             StepKind::Release => "release",
             StepKind::SellPos => "sell_pos",
@@ -48,6 +57,7 @@ impl StepKind {
             StepKind::Receive => "receive",
             StepKind::Count => "count",
             StepKind::Transfer => "transfer",
+            StepKind::Adjust => "adjust",
         }
     }
 
@@ -63,6 +73,34 @@ pub struct Step {
     /// again (to settle an unknown outcome) is recognised as the same movement.
     pub id: u64,
     pub body: StepBody,
+    /// What complex inventory adds (lots, serial numbers, a kit, a channel); `None` in the
+    /// standard workload.
+    pub extra: Option<Box<StepExtra>>,
+}
+
+/// No lot, no serial numbers (what a line without extras names).
+static ANY: Units = Units::ANY;
+
+/// The lots, serial numbers, kit and channel of a step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepExtra {
+    /// The sales channel of an online step (and of the commit or release that follows it).
+    /// `None`: the step's usual channel.
+    pub channel: Option<Arc<str>>,
+    /// Per line of the step (a reservation's lines in order, one entry for the other steps; a
+    /// commit or release keeps its reservation's): the lot or serial numbers it names. Shorter
+    /// than the lines (or empty): the rest name none.
+    pub units: Vec<Units>,
+    /// A reservation of a kit: (kit index, location, kits). It is sent as one line naming the
+    /// kit; the step's `lines` are its components, which is what the engine holds.
+    pub kit: Option<(u32, u16, Qty)>,
+}
+
+impl StepExtra {
+    /// The units line `i` names ([`Units::ANY`] if none).
+    pub fn units(&self, i: usize) -> &Units {
+        self.units.get(i).unwrap_or(&ANY)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,11 +142,27 @@ pub enum StepBody {
         to: LevelIx,
         qty: Qty,
     },
+    /// `on_hand += delta` (a lot or serial numbers named in the step's extra).
+    Adjust {
+        level: LevelIx,
+        delta: Qty,
+    },
 }
 
 impl Step {
+    /// A step of the standard workload (no extras).
+    pub fn new(id: u64, body: StepBody) -> Step {
+        Step { id, body, extra: None }
+    }
+
+    /// The units line `i` names ([`Units::ANY`] without extras).
+    pub fn units(&self, i: usize) -> &Units {
+        self.extra.as_ref().map_or(&ANY, |x| x.units(i))
+    }
+
     pub fn kind(&self) -> StepKind {
         match &self.body {
+            StepBody::Reserve { .. } if self.extra.as_ref().is_some_and(|x| x.kit.is_some()) => StepKind::ReserveKit,
             StepBody::Reserve { lines, .. } if lines.len() > 1 => StepKind::ReserveMulti,
             StepBody::Reserve { .. } => StepKind::Reserve,
             StepBody::Commit { .. } => StepKind::Commit,
@@ -118,6 +172,7 @@ impl Step {
             StepBody::Receive { .. } => StepKind::Receive,
             StepBody::Count { .. } => StepKind::Count,
             StepBody::Transfer { .. } => StepKind::Transfer,
+            StepBody::Adjust { .. } => StepKind::Adjust,
         }
     }
 
@@ -130,7 +185,8 @@ impl Step {
             StepBody::SellPos { level, .. }
             | StepBody::Return { level, .. }
             | StepBody::Receive { level, .. }
-            | StepBody::Count { level, .. } => vec![*level],
+            | StepBody::Count { level, .. }
+            | StepBody::Adjust { level, .. } => vec![*level],
             StepBody::Transfer { from, to, .. } => vec![*from, *to],
         }
     }

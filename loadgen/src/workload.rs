@@ -7,6 +7,7 @@
 //! commit names, the receipts that answer reorder alerts, the quantity a count finds) is decided
 //! when it is sent, never by the generator.
 
+use crate::complex::{OpExtras, Plan};
 use engine::core::Qty;
 use serde::Serialize;
 use std::sync::Arc;
@@ -165,6 +166,16 @@ impl Catalogue {
         self.levels[level as usize]
     }
 
+    /// Seeds every level of `sku` with at most `max` units (its reorder point and quantity follow).
+    pub fn cap_stock(&mut self, sku: u32, max: Qty) {
+        let m = self.config.locations as usize;
+        for seed in &mut self.levels[sku as usize * m..(sku as usize + 1) * m] {
+            if seed.stock > max {
+                *seed = LevelSeed { stock: max, reorder_point: max / 4, reorder_qty: (max / 2).max(1) };
+            }
+        }
+    }
+
     /// The level of a (SKU, location) by name, if it is in the catalogue.
     pub fn find(&self, sku: &str, location: &str) -> Option<LevelIx> {
         let digits = sku.strip_prefix(self.config.sku_prefix.as_str())?;
@@ -320,6 +331,8 @@ pub struct Generator {
     pub mix: Mix,
     pub seed: u64,
     cumulative: [u32; 7],
+    /// Complex inventory (lots, serial numbers, kits, channels), if any option asks for it.
+    pub plan: Option<Arc<Plan>>,
 }
 
 impl Generator {
@@ -330,7 +343,21 @@ impl Generator {
             acc += w;
             *c = acc;
         }
-        Generator { catalogue, mix, seed, cumulative }
+        Generator { catalogue, mix, seed, cumulative, plan: None }
+    }
+
+    /// The same generator with complex inventory: [`Generator::op`] is unchanged, and
+    /// [`Generator::extras`] says what the options add to each operation.
+    pub fn with_plan(mut self, plan: Option<Arc<Plan>>) -> Generator {
+        self.plan = plan;
+        self
+    }
+
+    /// What the complex-inventory options add to operation `index` (`op` is `self.op(index)`);
+    /// `None` without them. Drawn from a random stream of its own: a pure function of
+    /// `(seed, index)` that leaves the operation itself as it is without the options.
+    pub fn extras(&self, index: u64, op: &Op) -> Option<OpExtras> {
+        self.plan.as_ref().map(|p| p.extras(&self.catalogue, index, op))
     }
 
     /// Operation `index` of the run: always the same for the same seed, catalogue and mix.

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod redis;
 
 use crate::step::{Step, StepOutcome};
+use crate::verify::units::UnitsReads;
 use crate::verify::{HistoryCheck, LevelState};
 use crate::workload::{Catalogue, LevelIx};
 use serde::Serialize;
@@ -105,6 +106,12 @@ pub trait Target: Clone + Send + Sync + 'static {
     /// change over a run shows whether acknowledgements waited for the disk, and how many
     /// movements shared each sync.
     fn sync_counters(&self) -> impl Future<Output = Option<(u64, u64)>> + Send;
+
+    /// The reads of lots, serial numbers and allocations, for targets that have complex
+    /// inventory (the engine).
+    fn units_reads(&self) -> Option<Arc<dyn UnitsReads>> {
+        None
+    }
 }
 
 /// Which target a `--target` names.

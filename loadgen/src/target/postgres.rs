@@ -311,6 +311,11 @@ impl<'a> Args<'a> {
                 self.line(cat, mv, *from, Some(*to), *qty);
                 (5, 0)
             }
+            // Only complex inventory adjusts, and it is refused for this target (see `run`).
+            StepBody::Adjust { level, delta } => {
+                self.line(cat, mv, *level, None, *delta);
+                (3, 0)
+            }
         };
         self.kind.push(kind);
         self.hold.push(hold);

@@ -263,6 +263,10 @@ impl Redis {
             StepBody::Transfer { from, to, qty } => {
                 c.arg(&s.transfer).arg(2).arg(key(*from)).arg(key(*to)).arg(*qty);
             }
+            // Only complex inventory adjusts, and it is refused for this target (see `run`).
+            StepBody::Adjust { level, delta } => {
+                c.arg(&s.add).arg(1).arg(key(*level)).arg(*delta).arg(0);
+            }
         }
         c
     }

@@ -10,13 +10,19 @@
 //!   the end on every level that no point-of-sale sale or count touched.
 //!
 //! The ledger is a set of atomic counters so that any number of tasks may record into it.
+//!
+//! With complex inventory, [`book`] keeps what the load generator knows of serial numbers and
+//! channel sales, and [`units`] checks lots, serials and allocations against the engine.
+
+pub mod book;
+pub mod units;
 
 use crate::step::{Step, StepBody, StepOutcome};
 use crate::workload::{Catalogue, LevelIx};
 use engine::core::{Detail, Qty};
 use serde::Serialize;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A level as a target reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -48,6 +54,8 @@ pub struct Ledger {
     /// Accepted online takes whose reply carried `available`.
     takes_with_available: AtomicU64,
     oversell_examples: Mutex<Vec<String>>,
+    /// Complex inventory: serial numbers and channel sales.
+    units: Option<Arc<book::UnitsBook>>,
 }
 
 fn zeros<T: Default>(n: usize) -> Vec<T> {
@@ -64,7 +72,32 @@ impl Ledger {
             oversells_replied: AtomicU64::new(0),
             takes_with_available: AtomicU64::new(0),
             oversell_examples: Mutex::new(Vec::new()),
+            units: None,
         }
+    }
+
+    /// A ledger that also keeps the book of complex inventory.
+    pub fn with_units(levels: usize, units: Option<Arc<book::UnitsBook>>) -> Ledger {
+        Ledger { units, ..Ledger::new(levels) }
+    }
+
+    /// The book of complex inventory, if the run has any.
+    pub fn units(&self) -> Option<&Arc<book::UnitsBook>> {
+        self.units.as_ref()
+    }
+
+    /// Whether any acknowledged step (or one in doubt) touched the level.
+    pub fn touched(&self, level: LevelIx) -> bool {
+        let l = level as usize;
+        self.flags[l].load(Relaxed) != 0
+            || self.on_hand[l].load(Relaxed) != 0
+            || self.reserved[l].load(Relaxed) != 0
+            || self.unsellable[l].load(Relaxed) != 0
+    }
+
+    /// Whether a step touching the level has an unknown outcome.
+    pub fn in_doubt(&self, level: LevelIx) -> bool {
+        self.flags[level as usize].load(Relaxed) & FLAG_IN_DOUBT != 0
     }
 
     /// The expected `on_hand` change so far (for a count to find roughly what is there).
@@ -88,6 +121,9 @@ impl Ledger {
 
     /// Records what a target answered for a step. Rejections change nothing.
     pub fn record(&self, step: &Step, outcome: &StepOutcome) {
+        if let Some(book) = &self.units {
+            book.record(step, outcome);
+        }
         let Ok(detail) = outcome.result else { return };
         if step.is_online_take() {
             if let Some(a) = outcome.available_after {
@@ -142,6 +178,7 @@ impl Ledger {
                 Self::add(&self.on_hand, *from, -qty);
                 Self::add(&self.on_hand, *to, *qty);
             }
+            StepBody::Adjust { level, delta } => Self::add(&self.on_hand, *level, *delta),
         }
     }
 
@@ -186,6 +223,10 @@ pub struct HistoryCheck {
     /// Whether every take of the run was covered (a long run's feed check may stop at a cap).
     pub complete: bool,
     pub examples: Vec<String>,
+    /// Complex inventory: the channel sales and hold ends at the allocated levels, in feed order,
+    /// for [`units::replay_allocations`].
+    #[serde(skip)]
+    pub allocation_events: Vec<units::AllocEvent>,
 }
 
 /// The verdict.
@@ -203,6 +244,8 @@ pub struct Verification {
     pub oversold_levels: u64,
     pub oversold_examples: Vec<Mismatch>,
     pub history: Option<HistoryCheck>,
+    /// Lots, serial numbers, allocations and SKU settings (complex inventory only).
+    pub units: Option<units::UnitsVerification>,
 }
 
 impl Verification {
@@ -305,6 +348,7 @@ pub fn verify(
             violations: ledger.oversells_replied.load(Relaxed),
             complete: true,
             examples: ledger.oversell_examples.lock().unwrap().clone(),
+            allocation_events: Vec::new(),
         })
     });
     let history_ok = v.history.as_ref().is_none_or(|h| h.violations == 0);
@@ -366,7 +410,7 @@ mod tests {
             (StepBody::Transfer { from: 4, to: 5, qty: 3 }, ok(Detail::None)),
         ];
         for (i, (body, outcome)) in steps.into_iter().enumerate() {
-            ledger.record(&Step { id: i as u64, body }, &outcome);
+            ledger.record(&Step::new(i as u64, body), &outcome);
         }
         let mut actual = seeded(&c);
         actual[0] = state(8, 1, 0);
@@ -404,7 +448,7 @@ mod tests {
     fn oversells_are_caught_at_the_end_and_in_replies_but_pos_sales_may_go_negative() {
         let c = cat();
         let ledger = Ledger::new(c.level_count());
-        ledger.record(&Step { id: 1, body: StepBody::SellPos { level: 0, qty: 12 } }, &ok(Detail::None));
+        ledger.record(&Step::new(1, StepBody::SellPos { level: 0, qty: 12 }), &ok(Detail::None));
         let mut actual = seeded(&c);
         actual[0] = state(-2, 0, 0);
         assert!(verify(&c, &seeded(&c), &ledger, &actual, None).passed);
@@ -422,8 +466,7 @@ mod tests {
         assert_eq!(v.oversold_levels, 1, "{v:?}");
         assert!(!v.passed);
 
-        let step =
-            Step { id: 2, body: StepBody::Reserve { lines: vec![(2, 1)], then: Then::Commit, expires_at_ms: 0 } };
+        let step = Step::new(2, StepBody::Reserve { lines: vec![(2, 1)], then: Then::Commit, expires_at_ms: 0 });
         let mut o = ok(Detail::Hold(5));
         o.available_after = Some(-1);
         ledger.record(&step, &o);
@@ -438,7 +481,7 @@ mod tests {
     fn levels_in_doubt_are_left_out_until_settled() {
         let c = cat();
         let ledger = Ledger::new(c.level_count());
-        let step = Step { id: 1, body: StepBody::Receive { level: 3, qty: 5 } };
+        let step = Step::new(1, StepBody::Receive { level: 3, qty: 5 });
         ledger.mark_in_doubt(&step);
         let mut actual = seeded(&c);
         actual[3] = state(15, 0, 0);
