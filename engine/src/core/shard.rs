@@ -101,7 +101,8 @@ struct HoldLine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Hold {
     expires_at: Millis,
-    /// The channel that placed it (interned in `channels`).
+    /// The channel that placed it (interned in `channels`), if it took allocated units;
+    /// `NO_CHANNEL` otherwise.
     channel: u32,
     lines: Vec<HoldLine>,
 }
@@ -169,6 +170,8 @@ struct Take {
 /// How long after a split hold's expiry a shard still remembers that it committed its part:
 /// recovery completes the other parts of a commit cut by a crash (see `CompleteCommit`).
 const COMMITTED_KEEP_MILLIS: Millis = 3_600_000;
+/// A hold that took no allocated units remembers no channel.
+const NO_CHANNEL: u32 = u32::MAX;
 /// Level flag: the level has an entry in `ShardState::extras`.
 const FLAG_EXTRAS: u8 = 8;
 
@@ -442,9 +445,8 @@ impl ShardState {
                 self.check_serial_count(sku, units, *qty)?;
                 match hold {
                     None => {
-                        let channel = self.channels.intern(&m.channel);
                         let out = TakeOut::Sold(seq, now, kind_name);
-                        self.take(now, sku, location, *qty, units, Some(channel), *allow_negative, out, fx)
+                        self.take(now, sku, location, *qty, units, Some(&m.channel), *allow_negative, out, fx)
                     }
                     Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
                 }
@@ -491,8 +493,7 @@ impl ShardState {
                 self.transfer(now, seq, sku, from, to, *qty, units, fx)
             }
             MovementKind::Reserve { hold, lines, expires_at } => {
-                let channel = self.channels.intern(&m.channel);
-                self.reserve(now, seq, *hold, channel, lines, *expires_at, fx)
+                self.reserve(now, seq, *hold, &m.channel, lines, *expires_at, fx)
             }
             MovementKind::Commit { hold } => {
                 let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
@@ -601,6 +602,9 @@ impl ShardState {
     // ---- SKU settings ----
 
     fn sku_settings_of(&self, sku: &str) -> Option<&SkuSettings> {
+        if self.sku_settings.is_empty() {
+            return None; // the common case: no SKU with settings, no lookup
+        }
         self.skus.get(sku).and_then(|id| self.sku_settings.get(&id))
     }
 
@@ -709,7 +713,7 @@ impl ShardState {
         self.check_stocked(sku)?;
         self.check_serial_count(sku, units, qty)?;
         // Serial numbers: a receive or a find brings in units not in stock; a return, sold ones.
-        let sku_id_now = self.skus.get(sku);
+        let sku_id_now = if units.is_any() { None } else { self.skus.get(sku) };
         for serial in &units.serials {
             let entry = sku_id_now.zip(self.serial_names.get(serial)).and_then(|(s, n)| self.serials.get(&(s, n)));
             match (how, entry.map(|e| e.status)) {
@@ -763,8 +767,23 @@ impl ShardState {
         }
         let l = &mut self.levels[slot as usize];
         (l.on_hand, l.unsellable, l.incoming) = (on_hand, unsellable, incoming);
+        if !units.serials.is_empty() {
+            self.serials_in(sku, location, &units.serials, (seq, now, kind_name));
+        }
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    /// Serial numbers come in stock at a location.
+    fn serials_in(
+        &mut self,
+        sku: &str,
+        location: &str,
+        serials: &[String],
+        (seq, now, kind_name): (Seq, Millis, &'static str),
+    ) {
         let (sku_id, loc_id) = (self.skus.intern(sku), self.locations.intern(location));
-        for serial in &units.serials {
+        for serial in serials {
             let id = self.serial_names.intern(serial);
             let e = self.serials.entry((sku_id, id)).or_insert_with(|| SerialEntry {
                 location: loc_id,
@@ -775,8 +794,6 @@ impl ShardState {
             e.status = SerialStatus::InStock;
             e.history.push((seq, now, kind_name, loc_id));
         }
-        self.changed(slot, sku, location, fx);
-        Ok(Detail::None)
     }
 
     /// Adds units to a lot of a level, creating the lot (and its expiry entries) if needed.
@@ -812,7 +829,7 @@ impl ShardState {
         qty: Qty,
         lot: Option<&str>,
         usable_after: Millis,
-        channel: Option<u32>,
+        channel: Option<&str>,
         allow_negative: bool,
         expired_ok: bool,
     ) -> Result<Take, Reason> {
@@ -856,7 +873,7 @@ impl ShardState {
                 return Err(Reason::InsufficientStock);
             }
         }
-        if let (Some(x), Some(channel)) = (x, channel) {
+        if let (Some(x), Some(channel)) = (x, channel.and_then(|c| self.channels.get(c))) {
             take.from_alloc = qty.min(x.allocation(channel));
         }
         Ok(take)
@@ -864,7 +881,7 @@ impl ShardState {
 
     /// What a level's `available` is for a channel: its own allocation plus what no channel has
     /// ring-fenced (never more than `available`).
-    fn available_for(&self, slot: u32, channel: Option<u32>) -> Qty {
+    fn available_for(&self, slot: u32, channel: Option<&str>) -> Qty {
         let level = &self.levels[slot as usize];
         let available = level.available();
         if level.flags & FLAG_EXTRAS == 0 {
@@ -875,12 +892,15 @@ impl ShardState {
             return available;
         }
         let fenced: Qty = x.allocations.iter().map(|a| a.1).sum();
-        let mine = channel.map_or(0, |c| x.allocation(c));
+        let mine = channel.and_then(|c| self.channels.get(c)).map_or(0, |c| x.allocation(c));
         available.min(mine + (available - fenced).max(0))
     }
 
     /// Serial numbers to take: each in stock at this location.
     fn plan_serials(&self, sku: &str, location: &str, serials: &[String]) -> Result<Vec<u32>, Reason> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
         let (sku_id, loc_id) = (self.skus.get(sku), self.locations.get(location));
         serials
             .iter()
@@ -903,7 +923,7 @@ impl ShardState {
         location: &str,
         qty: Qty,
         units: &Units,
-        channel: Option<u32>,
+        channel: Option<&str>,
         allow_negative: bool,
         out: TakeOut,
         fx: &mut Effects,
@@ -925,7 +945,8 @@ impl ShardState {
         take.serials = serials;
         self.levels[slot as usize].on_hand = on_hand;
         self.take_lots(slot, &take.lots, false, fx);
-        if let Some(channel) = channel {
+        if let (Some(channel), true) = (channel, take.from_alloc > 0) {
+            let channel = self.channels.get(channel).expect("an allocation names its channel");
             self.use_allocation(slot, channel, take.from_alloc);
         }
         let (seq, at, what, status) = match out {
@@ -1187,7 +1208,7 @@ impl ShardState {
         now: Millis,
         seq: Seq,
         hold: HoldId,
-        channel: u32,
+        channel: &str,
         lines: &[Line],
         expires_at: Millis,
         fx: &mut Effects,
@@ -1234,6 +1255,11 @@ impl ShardState {
             take.serials = serials;
             plans.push((slot, take));
         }
+        // The channel is remembered only when the hold took allocated units (to give them back).
+        let channel = match plans.iter().any(|(_, t)| t.from_alloc > 0) {
+            true => self.channels.get(channel).expect("an allocation names its channel"),
+            false => NO_CHANNEL,
+        };
         let mut held = Vec::with_capacity(lines.len());
         for (line, (slot, take)) in lines.iter().zip(plans) {
             self.levels[slot as usize].reserved += line.qty;
@@ -1627,7 +1653,7 @@ impl ShardState {
     /// `available` of a level for one channel (its allocation plus the shared pool).
     pub fn available_for_channel(&self, sku: &str, location: &str, channel: &str) -> Option<Qty> {
         let slot = self.slot(sku, location)?;
-        Some(self.available_for(slot, Some(self.channels.get(channel).unwrap_or(u32::MAX))))
+        Some(self.available_for(slot, Some(channel)))
     }
 
     /// Where a serial number is and what happened to it.
@@ -1712,7 +1738,7 @@ impl ShardState {
             .map(|(&id, h)| HoldRecord {
                 id,
                 expires_at: h.expires_at,
-                channel: self.channels.name(h.channel).to_owned(),
+                channel: if h.channel == NO_CHANNEL { String::new() } else { self.channels.name(h.channel).to_owned() },
                 lines: h
                     .lines
                     .iter()
@@ -1817,7 +1843,7 @@ impl ShardState {
                 })
                 .collect();
             s.hold_expiry.insert((h.expires_at, h.id));
-            let channel = s.channels.intern(&h.channel);
+            let channel = if h.channel.is_empty() { NO_CHANNEL } else { s.channels.intern(&h.channel) };
             s.holds.insert(h.id, Hold { expires_at: h.expires_at, channel, lines });
         }
         for (k, e) in snap.keys {
