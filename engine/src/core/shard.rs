@@ -221,6 +221,8 @@ pub struct ShardState {
     key_order: VecDeque<(Millis, u128)>,
     /// Level views given back by `recycle`, reused by the next effects (not state).
     spare_views: Vec<LevelView>,
+    /// The same for lot views.
+    spare_lot_views: Vec<LotView>,
     channels: Interner,
     lot_codes: Interner,
     serial_names: Interner,
@@ -1406,7 +1408,16 @@ impl ShardState {
     fn lot_changed(&mut self, slot: u32, code: u32, fx: &mut Effects) {
         let x = &self.extras[&slot];
         let lot = x.lot(code).expect("lot exists").clone();
-        let view = self.lot_view(slot, &lot);
+        let mut view = self.spare_lot_views.pop().unwrap_or_else(|| LotView {
+            sku: String::new(),
+            location: String::new(),
+            lot: String::new(),
+            expires_at: 0,
+            on_hand: 0,
+            reserved: 0,
+            expired: false,
+        });
+        self.fill_lot_view(slot, &lot, &mut view);
         if lot.on_hand == 0 && lot.reserved == 0 {
             let x = self.extras.get_mut(&slot).expect("level has lots");
             x.lots.retain(|l| l.code != code);
@@ -1418,7 +1429,10 @@ impl ShardState {
             self.drop_extras_if_empty(slot);
         }
         match fx.lots.iter_mut().find(|v| v.sku == view.sku && v.location == view.location && v.lot == view.lot) {
-            Some(v) => *v = view,
+            Some(v) => {
+                std::mem::swap(v, &mut view);
+                self.spare_lot_views.push(view);
+            }
             None => fx.lots.push(view),
         }
     }
@@ -1431,15 +1445,28 @@ impl ShardState {
     }
 
     fn lot_view(&self, slot: u32, lot: &Lot) -> LotView {
-        LotView {
-            sku: self.skus.name(self.sku_of_slot(slot)).to_owned(),
-            location: self.locations.name(self.levels[slot as usize].location).to_owned(),
-            lot: self.lot_codes.name(lot.code).to_owned(),
-            expires_at: lot.expires_at,
-            on_hand: lot.on_hand,
-            reserved: lot.reserved,
-            expired: lot.expired,
-        }
+        let mut view = LotView {
+            sku: String::new(),
+            location: String::new(),
+            lot: String::new(),
+            expires_at: 0,
+            on_hand: 0,
+            reserved: 0,
+            expired: false,
+        };
+        self.fill_lot_view(slot, lot, &mut view);
+        view
+    }
+
+    /// Writes a lot's view into `v`, reusing its strings' memory.
+    fn fill_lot_view(&self, slot: u32, lot: &Lot, v: &mut LotView) {
+        v.sku.clear();
+        v.sku.push_str(self.skus.name(self.sku_of_slot(slot)));
+        v.location.clear();
+        v.location.push_str(self.locations.name(self.levels[slot as usize].location));
+        v.lot.clear();
+        v.lot.push_str(self.lot_codes.name(lot.code));
+        (v.expires_at, v.on_hand, v.reserved, v.expired) = (lot.expires_at, lot.on_hand, lot.reserved, lot.expired);
     }
 
     /// The SKU id of a level that has lots or allocations.
@@ -1556,6 +1583,7 @@ impl ShardState {
     /// Empties `fx` for the next movement, keeping its level views' memory for reuse.
     pub fn recycle(&mut self, fx: &mut Effects) {
         self.spare_views.append(&mut fx.levels);
+        self.spare_lot_views.append(&mut fx.lots);
         fx.clear();
     }
 
