@@ -9,7 +9,7 @@ use super::interner::Interner;
 use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
 /// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
@@ -167,9 +167,10 @@ struct Take {
     from_alloc: Qty,
 }
 
-/// How long after a split hold's expiry a shard still remembers that it committed its part:
-/// recovery completes the other parts of a commit cut by a crash (see `CompleteCommit`).
-const COMMITTED_KEEP_MILLIS: Millis = 3_600_000;
+/// How long a shard remembers that it committed its part of a hold split over shards: recovery
+/// completes the other parts of a commit cut by a crash (see `CompleteCommit`). The parts are sent
+/// together, so the others are durable within milliseconds unless the engine is badly overloaded.
+const COMMITTED_KEEP_MILLIS: Millis = 60_000;
 /// A hold that took no allocated units remembers no channel.
 const NO_CHANNEL: u32 = u32::MAX;
 /// Level flag: the level has an entry in `ShardState::extras`.
@@ -239,7 +240,8 @@ pub struct ShardState {
     /// Serial numbers by (SKU id, serial id).
     serials: AHashMap<(u32, u32), SerialEntry>,
     /// Holds split over several shards whose part this shard committed, with their expiry.
-    committed_split_holds: BTreeMap<HoldId, Millis>,
+    /// (when committed, hold): kept `COMMITTED_KEEP_MILLIS`, oldest first.
+    committed_split_holds: BTreeSet<(Millis, HoldId)>,
 }
 
 /// Stable hash of an idempotency key (the key itself is not stored).
@@ -565,8 +567,12 @@ impl ShardState {
                     self.key_order.pop_front();
                     self.keys.remove(&k);
                 }
-                let forget_before = holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS);
-                self.committed_split_holds.retain(|_, expires_at| *expires_at > forget_before);
+                while let Some(&(at, _)) = self.committed_split_holds.first() {
+                    if at + COMMITTED_KEEP_MILLIS > *holds_expired_by {
+                        break;
+                    }
+                    self.committed_split_holds.pop_first();
+                }
                 Ok(Detail::None)
             }
             MovementKind::Allocate { sku, location, channel, qty } => {
@@ -1295,7 +1301,7 @@ impl ShardState {
     fn commit(&mut self, now: Millis, seq: Seq, hold: HoldId, fx: &mut Effects) {
         let h = self.remove_hold(hold).expect("hold exists");
         if is_split(hold) {
-            self.committed_split_holds.insert(hold, h.expires_at);
+            self.committed_split_holds.insert((now, hold));
         }
         for line in &h.lines {
             let l = &mut self.levels[line.slot as usize];
@@ -1631,7 +1637,7 @@ impl ShardState {
         self.hold_expiry.first().is_some_and(|&(at, _)| at <= holds_expired_by)
             || self.lots_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
             || self.lot_warnings_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
-            || self.committed_split_holds.values().any(|&e| e <= holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS))
+            || self.committed_split_holds.first().is_some_and(|&(at, _)| at + COMMITTED_KEEP_MILLIS <= holds_expired_by)
             || self.key_order.len() as u64 > keys_max
             || self.key_order.front().is_some_and(|&(seen, _)| seen < keys_seen_before)
     }
@@ -1722,7 +1728,7 @@ impl ShardState {
 
     /// Holds split over shards whose part this shard committed (see `CompleteCommit`).
     pub fn committed_split_holds(&self) -> impl Iterator<Item = HoldId> + '_ {
-        self.committed_split_holds.keys().copied()
+        self.committed_split_holds.iter().map(|&(_, hold)| hold)
     }
 
     // ---- checkpoints ----
@@ -1796,7 +1802,7 @@ impl ShardState {
         lot_expiry.sort();
         let mut serials: Vec<SerialView> = self.serials.iter().map(|(&k, e)| self.serial_view(k, e)).collect();
         serials.sort_by(|a, b| (&a.sku, &a.serial).cmp(&(&b.sku, &b.serial)));
-        let committed_split_holds = self.committed_split_holds.iter().map(|(&h, &e)| (h, e)).collect();
+        let committed_split_holds = self.committed_split_holds.iter().copied().collect();
         ShardSnapshot {
             last_seq: self.last_seq,
             levels,
@@ -1982,7 +1988,7 @@ pub struct ShardSnapshot {
     sku_settings: Vec<(String, SkuSettings)>,
     lot_expiry: Vec<(String, String, Millis)>,
     serials: Vec<SerialView>,
-    committed_split_holds: Vec<(HoldId, Millis)>,
+    committed_split_holds: Vec<(Millis, HoldId)>,
 }
 
 /// How units come in.
