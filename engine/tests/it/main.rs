@@ -3,6 +3,7 @@
 
 mod common;
 mod complex_engine;
+mod complex_wire;
 mod crash;
 mod engine_basics;
 mod engine_feed;
