@@ -7,7 +7,8 @@
 //! server's connection tasks do.
 //! Settings (environment): FSYNC=always|never (always), SUBMITTERS (4), IN_FLIGHT (64), BATCH (16
 //! movements per submission), SECONDS (10), SKUS (1000000), SHARDS (cores), DATA_DIR (a temporary dir),
-//! KEYS=1|0 (1: every movement carries an idempotency key).
+//! KEYS=1|0 (1: every movement carries an idempotency key), LOTS (0; n: every level is n lots,
+//! receipts name one, sales and holds take first-expiry-first-out).
 //! Movements are generated before the clock starts, so the figures are the engine's alone.
 
 use engine::runtime::{Engine, EngineConfig, Fsync};
@@ -38,7 +39,8 @@ fn main() {
     let engine = Arc::new(Engine::open(config).unwrap());
 
     let started = Instant::now();
-    let cat = Catalogue::new(skus, 1, 1.0, 1);
+    let lots: u32 = env("LOTS", 0);
+    let cat = Catalogue::new(skus, 1, 1.0, 1).with_lots(lots);
     let seed: Vec<_> = cat.seed_stock(1_000_000).collect();
     for chunk in seed.chunks(10_000) {
         engine.execute(chunk.to_vec());
@@ -51,7 +53,7 @@ fn main() {
     let t = Instant::now();
     let pregenerated: Vec<Vec<Vec<_>>> = (0..submitters)
         .map(|w| {
-            let mut cat = Catalogue::new(skus, 1, 1.0, 100 + w as u64);
+            let mut cat = Catalogue::new(skus, 1, 1.0, 100 + w as u64).with_lots(lots);
             let mut i = 0u64;
             (0..per_worker)
                 .map(|_| {

@@ -1,8 +1,7 @@
 //! Workloads shared by Perpetua's benchmarks: a catalogue of SKUs whose popularity follows a Zipf
 //! law, and a checkout-like mix of movements over it.
 
-use engine::core::Units;
-use engine::core::{Line, Movement, MovementKind, Qty};
+use engine::core::{Line, Millis, Movement, MovementKind, Qty, Units, DAY_MILLIS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -16,6 +15,9 @@ pub fn sku_name(i: u64) -> String {
 pub struct Catalogue {
     pub skus: u64,
     pub locations: Vec<String>,
+    /// Lots per level (0: plain stock). With lots, the seed stock is split over them, receipts
+    /// name one of them, and sales and holds take first-expiry-first-out.
+    pub lots: u32,
     zipf: Zipf<f64>,
     rng: StdRng,
 }
@@ -25,9 +27,22 @@ impl Catalogue {
         Catalogue {
             skus,
             locations: (0..locations).map(|i| format!("loc-{i}")).collect(),
+            lots: 0,
             zipf: Zipf::new(skus, exponent).expect("valid Zipf parameters"),
             rng: StdRng::seed_from_u64(seed),
         }
+    }
+
+    /// The same catalogue with `lots` lots per level.
+    pub fn with_lots(mut self, lots: u32) -> Catalogue {
+        self.lots = lots;
+        self
+    }
+
+    /// Lot `j`: its code and its expiry (far in the future: nothing expires during a benchmark).
+    fn lot(j: u32) -> Units {
+        const FAR: Millis = 4_000_000_000_000;
+        Units::new_lot(&format!("LOT-{j}"), FAR + j as Millis * 30 * DAY_MILLIS)
     }
 
     /// A SKU index, hot ones more often.
@@ -41,19 +56,24 @@ impl Catalogue {
     }
 
     /// Receipts that put `qty` of every SKU at every location (the seed stock).
+    /// With lots, `qty` is split evenly over them.
     pub fn seed_stock(&self, qty: Qty) -> impl Iterator<Item = Movement> + '_ {
+        let parts = self.lots.max(1);
         (0..self.skus).flat_map(move |i| {
-            self.locations.iter().map(move |loc| {
-                movement(
-                    None,
-                    MovementKind::Receive {
-                        sku: sku_name(i),
-                        location: loc.clone(),
-                        qty,
-                        unit_cost: Some(500),
-                        units: Units::ANY,
-                    },
-                )
+            self.locations.iter().flat_map(move |loc| {
+                (0..parts).map(move |j| {
+                    let units = if self.lots == 0 { Units::ANY } else { Catalogue::lot(j) };
+                    movement(
+                        None,
+                        MovementKind::Receive {
+                            sku: sku_name(i),
+                            location: loc.clone(),
+                            qty: qty / parts as Qty,
+                            unit_cost: Some(500),
+                            units,
+                        },
+                    )
+                })
             })
         })
     }
@@ -73,7 +93,10 @@ impl Catalogue {
                 allow_negative: false,
                 units: Units::ANY,
             },
-            70..=84 => MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800), units: Units::ANY },
+            70..=84 => {
+                let units = if self.lots == 0 { Units::ANY } else { Catalogue::lot(self.rng.gen_range(0..self.lots)) };
+                MovementKind::Receive { sku, location, qty: 5, unit_cost: Some(800), units }
+            }
             85..=89 => MovementKind::Return {
                 sku,
                 location,

@@ -47,7 +47,7 @@ pub(super) struct Conn {
     broken: Arc<AtomicBool>,
 }
 
-/// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/1`,
+/// The QUIC client configuration: TLS 1.3 with ring, the given roots, ALPN `perpetua/2`,
 /// keep-alives so that a silent connection stays up and a dead server is noticed in seconds.
 pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, ClientError> {
     quic_client_config_with(ca_pem, IDLE_TIMEOUT)

@@ -23,7 +23,7 @@ pub use args::ConnectArgs;
 pub use error::ClientError;
 pub use feed::{FeedBatch, Subscription};
 
-use crate::core::{LevelView, Movement, MovementKind, Seq, Settings};
+use crate::core::{LevelDetail, LevelView, Movement, MovementKind, Qty, Seq, SerialView, Settings, SkuSettings};
 use crate::protocol::*;
 use conn::Conn;
 use std::net::SocketAddr;
@@ -302,6 +302,82 @@ impl Client {
             reference: None,
             occurred_at: None,
             kind: MovementKind::SetSettings { sku: sku.into(), location: location.into(), settings },
+        };
+        self.submit_one(&m).await
+    }
+
+    /// One level with its lots (first to expire first), channel allocations and loose units.
+    /// `None` for a level never recorded, and for a kit (which has no stock of its own).
+    pub async fn level_detail(&self, sku: &str, location: &str) -> Result<Option<LevelDetail>, ClientError> {
+        let body = encode_body(&RequestBody::LevelDetail { sku: sku.into(), location: location.into() });
+        match self.call(&body, true).await? {
+            ResponseBody::LevelDetail(detail) => Ok(detail),
+            other => Err(unexpected("a level detail", &other)),
+        }
+    }
+
+    /// Where a serial number of a SKU is, its state and every movement that named it; `None` if
+    /// the engine never saw it.
+    pub async fn serial(&self, sku: &str, serial: &str) -> Result<Option<SerialView>, ClientError> {
+        let body = encode_body(&RequestBody::Serial { sku: sku.into(), serial: serial.into() });
+        match self.call(&body, true).await? {
+            ResponseBody::Serial(view) => Ok(view),
+            other => Err(unexpected("a serial number", &other)),
+        }
+    }
+
+    /// A SKU's settings (serial tracking, expiry warning, kit components); the default if never set.
+    pub async fn sku_settings(&self, sku: &str) -> Result<SkuSettings, ClientError> {
+        let body = encode_body(&RequestBody::GetSkuSettings { sku: sku.into() });
+        match self.call(&body, true).await? {
+            ResponseBody::SkuSettings(settings) => Ok(settings),
+            other => Err(unexpected("SKU settings", &other)),
+        }
+    }
+
+    /// `available` of a level for one channel: what the channel has ring-fenced plus what no
+    /// channel has (never more than the level's `available`). `None` for a level never recorded.
+    pub async fn available_for(&self, sku: &str, location: &str, channel: &str) -> Result<Option<Qty>, ClientError> {
+        let body = encode_body(&RequestBody::AvailableFor {
+            sku: sku.into(),
+            location: location.into(),
+            channel: channel.into(),
+        });
+        match self.call(&body, true).await? {
+            ResponseBody::AvailableFor(available) => Ok(available),
+            other => Err(unexpected("an available quantity", &other)),
+        }
+    }
+
+    /// Replaces a SKU's settings at every location (admin): serial tracking, expiry warning, kit
+    /// components. A movement with a fresh idempotency key (so a retry after a broken connection
+    /// applies once).
+    pub async fn set_sku_settings(&self, sku: &str, settings: SkuSettings) -> Result<MovementOutcome, ClientError> {
+        let m = Movement {
+            key: Some(new_key()),
+            channel: "admin".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::SetSkuSettings { sku: sku.into(), settings },
+        };
+        self.submit_one(&m).await
+    }
+
+    /// Ring-fences `qty` units of a level for `channel` (admin, warehouse); 0 removes the
+    /// allocation. A movement with a fresh idempotency key.
+    pub async fn allocate(
+        &self,
+        sku: &str,
+        location: &str,
+        channel: &str,
+        qty: Qty,
+    ) -> Result<MovementOutcome, ClientError> {
+        let m = Movement {
+            key: Some(new_key()),
+            channel: "admin".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::Allocate { sku: sku.into(), location: location.into(), channel: channel.into(), qty },
         };
         self.submit_one(&m).await
     }

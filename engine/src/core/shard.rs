@@ -9,7 +9,7 @@ use super::interner::Interner;
 use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 const NONE: Qty = -1;
 /// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
@@ -101,7 +101,8 @@ struct HoldLine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Hold {
     expires_at: Millis,
-    /// The channel that placed it (interned in `channels`).
+    /// The channel that placed it (interned in `channels`), if it took allocated units;
+    /// `NO_CHANNEL` otherwise.
     channel: u32,
     lines: Vec<HoldLine>,
 }
@@ -166,9 +167,12 @@ struct Take {
     from_alloc: Qty,
 }
 
-/// How long after a split hold's expiry a shard still remembers that it committed its part:
-/// recovery completes the other parts of a commit cut by a crash (see `CompleteCommit`).
-const COMMITTED_KEEP_MILLIS: Millis = 3_600_000;
+/// How long a shard remembers that it committed its part of a hold split over shards: recovery
+/// completes the other parts of a commit cut by a crash (see `CompleteCommit`). The parts are sent
+/// together, so the others are durable within milliseconds unless the engine is badly overloaded.
+const COMMITTED_KEEP_MILLIS: Millis = 60_000;
+/// A hold that took no allocated units remembers no channel.
+const NO_CHANNEL: u32 = u32::MAX;
 /// Level flag: the level has an entry in `ShardState::extras`.
 const FLAG_EXTRAS: u8 = 8;
 
@@ -218,6 +222,8 @@ pub struct ShardState {
     key_order: VecDeque<(Millis, u128)>,
     /// Level views given back by `recycle`, reused by the next effects (not state).
     spare_views: Vec<LevelView>,
+    /// The same for lot views.
+    spare_lot_views: Vec<LotView>,
     channels: Interner,
     lot_codes: Interner,
     serial_names: Interner,
@@ -234,7 +240,8 @@ pub struct ShardState {
     /// Serial numbers by (SKU id, serial id).
     serials: AHashMap<(u32, u32), SerialEntry>,
     /// Holds split over several shards whose part this shard committed, with their expiry.
-    committed_split_holds: BTreeMap<HoldId, Millis>,
+    /// (when committed, hold): kept `COMMITTED_KEEP_MILLIS`, oldest first.
+    committed_split_holds: BTreeSet<(Millis, HoldId)>,
 }
 
 /// Stable hash of an idempotency key (the key itself is not stored).
@@ -442,9 +449,8 @@ impl ShardState {
                 self.check_serial_count(sku, units, *qty)?;
                 match hold {
                     None => {
-                        let channel = self.channels.intern(&m.channel);
                         let out = TakeOut::Sold(seq, now, kind_name);
-                        self.take(now, sku, location, *qty, units, Some(channel), *allow_negative, out, fx)
+                        self.take(now, sku, location, *qty, units, Some(&m.channel), *allow_negative, out, fx)
                     }
                     Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
                 }
@@ -491,8 +497,7 @@ impl ShardState {
                 self.transfer(now, seq, sku, from, to, *qty, units, fx)
             }
             MovementKind::Reserve { hold, lines, expires_at } => {
-                let channel = self.channels.intern(&m.channel);
-                self.reserve(now, seq, *hold, channel, lines, *expires_at, fx)
+                self.reserve(now, seq, *hold, &m.channel, lines, *expires_at, fx)
             }
             MovementKind::Commit { hold } => {
                 let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
@@ -562,8 +567,12 @@ impl ShardState {
                     self.key_order.pop_front();
                     self.keys.remove(&k);
                 }
-                let forget_before = holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS);
-                self.committed_split_holds.retain(|_, expires_at| *expires_at > forget_before);
+                while let Some(&(at, _)) = self.committed_split_holds.first() {
+                    if at + COMMITTED_KEEP_MILLIS > *holds_expired_by {
+                        break;
+                    }
+                    self.committed_split_holds.pop_first();
+                }
                 Ok(Detail::None)
             }
             MovementKind::Allocate { sku, location, channel, qty } => {
@@ -601,6 +610,9 @@ impl ShardState {
     // ---- SKU settings ----
 
     fn sku_settings_of(&self, sku: &str) -> Option<&SkuSettings> {
+        if self.sku_settings.is_empty() {
+            return None; // the common case: no SKU with settings, no lookup
+        }
         self.skus.get(sku).and_then(|id| self.sku_settings.get(&id))
     }
 
@@ -709,7 +721,7 @@ impl ShardState {
         self.check_stocked(sku)?;
         self.check_serial_count(sku, units, qty)?;
         // Serial numbers: a receive or a find brings in units not in stock; a return, sold ones.
-        let sku_id_now = self.skus.get(sku);
+        let sku_id_now = if units.is_any() { None } else { self.skus.get(sku) };
         for serial in &units.serials {
             let entry = sku_id_now.zip(self.serial_names.get(serial)).and_then(|(s, n)| self.serials.get(&(s, n)));
             match (how, entry.map(|e| e.status)) {
@@ -763,8 +775,23 @@ impl ShardState {
         }
         let l = &mut self.levels[slot as usize];
         (l.on_hand, l.unsellable, l.incoming) = (on_hand, unsellable, incoming);
+        if !units.serials.is_empty() {
+            self.serials_in(sku, location, &units.serials, (seq, now, kind_name));
+        }
+        self.changed(slot, sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    /// Serial numbers come in stock at a location.
+    fn serials_in(
+        &mut self,
+        sku: &str,
+        location: &str,
+        serials: &[String],
+        (seq, now, kind_name): (Seq, Millis, &'static str),
+    ) {
         let (sku_id, loc_id) = (self.skus.intern(sku), self.locations.intern(location));
-        for serial in &units.serials {
+        for serial in serials {
             let id = self.serial_names.intern(serial);
             let e = self.serials.entry((sku_id, id)).or_insert_with(|| SerialEntry {
                 location: loc_id,
@@ -775,8 +802,6 @@ impl ShardState {
             e.status = SerialStatus::InStock;
             e.history.push((seq, now, kind_name, loc_id));
         }
-        self.changed(slot, sku, location, fx);
-        Ok(Detail::None)
     }
 
     /// Adds units to a lot of a level, creating the lot (and its expiry entries) if needed.
@@ -812,7 +837,7 @@ impl ShardState {
         qty: Qty,
         lot: Option<&str>,
         usable_after: Millis,
-        channel: Option<u32>,
+        channel: Option<&str>,
         allow_negative: bool,
         expired_ok: bool,
     ) -> Result<Take, Reason> {
@@ -856,7 +881,7 @@ impl ShardState {
                 return Err(Reason::InsufficientStock);
             }
         }
-        if let (Some(x), Some(channel)) = (x, channel) {
+        if let (Some(x), Some(channel)) = (x, channel.and_then(|c| self.channels.get(c))) {
             take.from_alloc = qty.min(x.allocation(channel));
         }
         Ok(take)
@@ -864,7 +889,7 @@ impl ShardState {
 
     /// What a level's `available` is for a channel: its own allocation plus what no channel has
     /// ring-fenced (never more than `available`).
-    fn available_for(&self, slot: u32, channel: Option<u32>) -> Qty {
+    fn available_for(&self, slot: u32, channel: Option<&str>) -> Qty {
         let level = &self.levels[slot as usize];
         let available = level.available();
         if level.flags & FLAG_EXTRAS == 0 {
@@ -875,12 +900,15 @@ impl ShardState {
             return available;
         }
         let fenced: Qty = x.allocations.iter().map(|a| a.1).sum();
-        let mine = channel.map_or(0, |c| x.allocation(c));
+        let mine = channel.and_then(|c| self.channels.get(c)).map_or(0, |c| x.allocation(c));
         available.min(mine + (available - fenced).max(0))
     }
 
     /// Serial numbers to take: each in stock at this location.
     fn plan_serials(&self, sku: &str, location: &str, serials: &[String]) -> Result<Vec<u32>, Reason> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
         let (sku_id, loc_id) = (self.skus.get(sku), self.locations.get(location));
         serials
             .iter()
@@ -903,7 +931,7 @@ impl ShardState {
         location: &str,
         qty: Qty,
         units: &Units,
-        channel: Option<u32>,
+        channel: Option<&str>,
         allow_negative: bool,
         out: TakeOut,
         fx: &mut Effects,
@@ -925,7 +953,8 @@ impl ShardState {
         take.serials = serials;
         self.levels[slot as usize].on_hand = on_hand;
         self.take_lots(slot, &take.lots, false, fx);
-        if let Some(channel) = channel {
+        if let (Some(channel), true) = (channel, take.from_alloc > 0) {
+            let channel = self.channels.get(channel).expect("an allocation names its channel");
             self.use_allocation(slot, channel, take.from_alloc);
         }
         let (seq, at, what, status) = match out {
@@ -1187,7 +1216,7 @@ impl ShardState {
         now: Millis,
         seq: Seq,
         hold: HoldId,
-        channel: u32,
+        channel: &str,
         lines: &[Line],
         expires_at: Millis,
         fx: &mut Effects,
@@ -1234,6 +1263,11 @@ impl ShardState {
             take.serials = serials;
             plans.push((slot, take));
         }
+        // The channel is remembered only when the hold took allocated units (to give them back).
+        let channel = match plans.iter().any(|(_, t)| t.from_alloc > 0) {
+            true => self.channels.get(channel).expect("an allocation names its channel"),
+            false => NO_CHANNEL,
+        };
         let mut held = Vec::with_capacity(lines.len());
         for (line, (slot, take)) in lines.iter().zip(plans) {
             self.levels[slot as usize].reserved += line.qty;
@@ -1267,7 +1301,7 @@ impl ShardState {
     fn commit(&mut self, now: Millis, seq: Seq, hold: HoldId, fx: &mut Effects) {
         let h = self.remove_hold(hold).expect("hold exists");
         if is_split(hold) {
-            self.committed_split_holds.insert(hold, h.expires_at);
+            self.committed_split_holds.insert((now, hold));
         }
         for line in &h.lines {
             let l = &mut self.levels[line.slot as usize];
@@ -1380,7 +1414,16 @@ impl ShardState {
     fn lot_changed(&mut self, slot: u32, code: u32, fx: &mut Effects) {
         let x = &self.extras[&slot];
         let lot = x.lot(code).expect("lot exists").clone();
-        let view = self.lot_view(slot, &lot);
+        let mut view = self.spare_lot_views.pop().unwrap_or_else(|| LotView {
+            sku: String::new(),
+            location: String::new(),
+            lot: String::new(),
+            expires_at: 0,
+            on_hand: 0,
+            reserved: 0,
+            expired: false,
+        });
+        self.fill_lot_view(slot, &lot, &mut view);
         if lot.on_hand == 0 && lot.reserved == 0 {
             let x = self.extras.get_mut(&slot).expect("level has lots");
             x.lots.retain(|l| l.code != code);
@@ -1392,7 +1435,10 @@ impl ShardState {
             self.drop_extras_if_empty(slot);
         }
         match fx.lots.iter_mut().find(|v| v.sku == view.sku && v.location == view.location && v.lot == view.lot) {
-            Some(v) => *v = view,
+            Some(v) => {
+                std::mem::swap(v, &mut view);
+                self.spare_lot_views.push(view);
+            }
             None => fx.lots.push(view),
         }
     }
@@ -1405,15 +1451,28 @@ impl ShardState {
     }
 
     fn lot_view(&self, slot: u32, lot: &Lot) -> LotView {
-        LotView {
-            sku: self.skus.name(self.sku_of_slot(slot)).to_owned(),
-            location: self.locations.name(self.levels[slot as usize].location).to_owned(),
-            lot: self.lot_codes.name(lot.code).to_owned(),
-            expires_at: lot.expires_at,
-            on_hand: lot.on_hand,
-            reserved: lot.reserved,
-            expired: lot.expired,
-        }
+        let mut view = LotView {
+            sku: String::new(),
+            location: String::new(),
+            lot: String::new(),
+            expires_at: 0,
+            on_hand: 0,
+            reserved: 0,
+            expired: false,
+        };
+        self.fill_lot_view(slot, lot, &mut view);
+        view
+    }
+
+    /// Writes a lot's view into `v`, reusing its strings' memory.
+    fn fill_lot_view(&self, slot: u32, lot: &Lot, v: &mut LotView) {
+        v.sku.clear();
+        v.sku.push_str(self.skus.name(self.sku_of_slot(slot)));
+        v.location.clear();
+        v.location.push_str(self.locations.name(self.levels[slot as usize].location));
+        v.lot.clear();
+        v.lot.push_str(self.lot_codes.name(lot.code));
+        (v.expires_at, v.on_hand, v.reserved, v.expired) = (lot.expires_at, lot.on_hand, lot.reserved, lot.expired);
     }
 
     /// The SKU id of a level that has lots or allocations.
@@ -1530,6 +1589,7 @@ impl ShardState {
     /// Empties `fx` for the next movement, keeping its level views' memory for reuse.
     pub fn recycle(&mut self, fx: &mut Effects) {
         self.spare_views.append(&mut fx.levels);
+        self.spare_lot_views.append(&mut fx.lots);
         fx.clear();
     }
 
@@ -1577,7 +1637,7 @@ impl ShardState {
         self.hold_expiry.first().is_some_and(|&(at, _)| at <= holds_expired_by)
             || self.lots_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
             || self.lot_warnings_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
-            || self.committed_split_holds.values().any(|&e| e <= holds_expired_by.saturating_sub(COMMITTED_KEEP_MILLIS))
+            || self.committed_split_holds.first().is_some_and(|&(at, _)| at + COMMITTED_KEEP_MILLIS <= holds_expired_by)
             || self.key_order.len() as u64 > keys_max
             || self.key_order.front().is_some_and(|&(seen, _)| seen < keys_seen_before)
     }
@@ -1627,7 +1687,7 @@ impl ShardState {
     /// `available` of a level for one channel (its allocation plus the shared pool).
     pub fn available_for_channel(&self, sku: &str, location: &str, channel: &str) -> Option<Qty> {
         let slot = self.slot(sku, location)?;
-        Some(self.available_for(slot, Some(self.channels.get(channel).unwrap_or(u32::MAX))))
+        Some(self.available_for(slot, Some(channel)))
     }
 
     /// Where a serial number is and what happened to it.
@@ -1668,7 +1728,7 @@ impl ShardState {
 
     /// Holds split over shards whose part this shard committed (see `CompleteCommit`).
     pub fn committed_split_holds(&self) -> impl Iterator<Item = HoldId> + '_ {
-        self.committed_split_holds.keys().copied()
+        self.committed_split_holds.iter().map(|&(_, hold)| hold)
     }
 
     // ---- checkpoints ----
@@ -1712,7 +1772,7 @@ impl ShardState {
             .map(|(&id, h)| HoldRecord {
                 id,
                 expires_at: h.expires_at,
-                channel: self.channels.name(h.channel).to_owned(),
+                channel: if h.channel == NO_CHANNEL { String::new() } else { self.channels.name(h.channel).to_owned() },
                 lines: h
                     .lines
                     .iter()
@@ -1742,7 +1802,7 @@ impl ShardState {
         lot_expiry.sort();
         let mut serials: Vec<SerialView> = self.serials.iter().map(|(&k, e)| self.serial_view(k, e)).collect();
         serials.sort_by(|a, b| (&a.sku, &a.serial).cmp(&(&b.sku, &b.serial)));
-        let committed_split_holds = self.committed_split_holds.iter().map(|(&h, &e)| (h, e)).collect();
+        let committed_split_holds = self.committed_split_holds.iter().copied().collect();
         ShardSnapshot {
             last_seq: self.last_seq,
             levels,
@@ -1817,7 +1877,7 @@ impl ShardState {
                 })
                 .collect();
             s.hold_expiry.insert((h.expires_at, h.id));
-            let channel = s.channels.intern(&h.channel);
+            let channel = if h.channel.is_empty() { NO_CHANNEL } else { s.channels.intern(&h.channel) };
             s.holds.insert(h.id, Hold { expires_at: h.expires_at, channel, lines });
         }
         for (k, e) in snap.keys {
@@ -1928,7 +1988,7 @@ pub struct ShardSnapshot {
     sku_settings: Vec<(String, SkuSettings)>,
     lot_expiry: Vec<(String, String, Millis)>,
     serials: Vec<SerialView>,
-    committed_split_holds: Vec<(HoldId, Millis)>,
+    committed_split_holds: Vec<(Millis, HoldId)>,
 }
 
 /// How units come in.

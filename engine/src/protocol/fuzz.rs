@@ -5,29 +5,51 @@ use super::*;
 use crate::core::*;
 use proptest::prelude::*;
 
+fn arb_units() -> impl Strategy<Value = Units> {
+    let s = "[a-z0-9]{0,8}";
+    (proptest::option::of(s), any::<Option<u64>>(), proptest::collection::vec(s, 0..3))
+        .prop_map(|(lot, lot_expires_at, serials)| Units { lot, lot_expires_at, serials })
+}
+
 fn arb_movement() -> impl Strategy<Value = Movement> {
     let s = "[a-z]{0,8}";
-    (s, s, any::<i64>(), any::<Option<u64>>(), 0u8..5).prop_map(|(sku, loc, qty, at, k)| Movement {
+    (s, s, any::<i64>(), any::<Option<u64>>(), 0u8..8, arb_units()).prop_map(|(sku, loc, qty, at, k, units)| Movement {
         key: if k % 2 == 0 { Some(format!("{sku}-{qty}")) } else { None },
         channel: "web".into(),
         reference: None,
         occurred_at: at,
         kind: match k {
-            0 => MovementKind::Receive { sku, location: loc, qty, unit_cost: at.map(|v| v as i64), units: Units::ANY },
-            1 => MovementKind::Transfer { sku, from: loc.clone(), to: loc, qty, units: Units::ANY },
+            0 => MovementKind::Receive { sku, location: loc, qty, unit_cost: at.map(|v| v as i64), units },
+            1 => MovementKind::Transfer { sku, from: loc.clone(), to: loc, qty, units },
             2 => MovementKind::Reserve {
                 hold: 0,
-                lines: vec![Line { sku, location: loc, qty, unit_price: None, kit: None, units: Units::ANY }],
+                lines: vec![Line {
+                    kit: (qty % 2 == 0).then(|| KitRef { sku: loc.clone(), qty }),
+                    sku,
+                    location: loc,
+                    qty,
+                    unit_price: None,
+                    units,
+                }],
                 expires_at: at.unwrap_or(0),
             },
             3 => MovementKind::Commit { hold: qty as u64 },
+            4 => MovementKind::Allocate { sku, location: loc.clone(), channel: loc, qty },
+            5 => MovementKind::SetSkuSettings {
+                sku: sku.clone(),
+                settings: SkuSettings {
+                    serial_tracked: qty % 2 == 0,
+                    expiry_warning_days: at.map(|v| v as u16),
+                    components: vec![Component { sku, qty }],
+                },
+            },
             _ => MovementKind::Adjust {
                 sku,
                 location: loc,
                 delta: qty,
                 reason: AdjustReason::Found,
                 allow_negative: true,
-                units: Units::ANY,
+                units,
             },
         },
     })

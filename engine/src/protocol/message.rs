@@ -8,17 +8,22 @@
 use super::codes::ErrorCode;
 use super::frame::{finish_frame, FRAME_HEADER_LEN};
 use super::limits::Limits;
-use crate::core::{Effects, LevelView, Millis, Movement, MovementKind, Outcome, Seq, Settings};
+use crate::core::{
+    Effects, LevelDetail, LevelView, Millis, Movement, MovementKind, Outcome, Qty, Seq, SerialView, Settings,
+    SkuSettings,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
-    /// Everything: settings, tokens, every movement, reads and the change feed.
+    /// Everything: settings (of levels and of SKUs), tokens, every client movement, reads and
+    /// the change feed.
     Admin,
     /// Checkout movements: reserve, commit, release, sell, return. Reads levels and settings.
     Checkout,
-    /// Warehouse movements: receive, expect, adjust, count, transfer. Reads levels and settings.
+    /// Warehouse movements: receive, expect, adjust, count, transfer, allocate. Reads levels and
+    /// settings.
     Warehouse,
     /// Reads levels and settings, follows the change feed and takes snapshots.
     Reader,
@@ -40,17 +45,22 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    /// Whether this role may submit a movement of this kind.
+    /// Whether this role may submit a movement of this kind. The engine's own movements
+    /// (`Expire`, `CompleteCommit`) are nobody's to send.
     pub fn may_submit(self, kind: &MovementKind) -> bool {
         use MovementKind::*;
+        if matches!(kind, Expire { .. } | CompleteCommit { .. }) {
+            return false;
+        }
         match self {
             Role::Admin => true,
             Role::Checkout => {
                 matches!(kind, Reserve { .. } | Commit { .. } | Release { .. } | Sell { .. } | Return { .. })
             }
-            Role::Warehouse => {
-                matches!(kind, Receive { .. } | Expect { .. } | Adjust { .. } | Count { .. } | Transfer { .. })
-            }
+            Role::Warehouse => matches!(
+                kind,
+                Receive { .. } | Expect { .. } | Adjust { .. } | Count { .. } | Transfer { .. } | Allocate { .. }
+            ),
             Role::Reader => false,
         }
     }
@@ -64,6 +74,10 @@ impl Role {
             | RequestBody::LowStock { .. }
             | RequestBody::GetSettings { .. }
             | RequestBody::SkuLevels { .. }
+            | RequestBody::LevelDetail { .. }
+            | RequestBody::Serial { .. }
+            | RequestBody::GetSkuSettings { .. }
+            | RequestBody::AvailableFor { .. }
             | RequestBody::Status => true,
             RequestBody::Submit { movements } => movements.iter().all(|m| self.may_submit(&m.kind)),
             RequestBody::Subscribe { .. } | RequestBody::Snapshot => matches!(self, Role::Admin | Role::Reader),
@@ -127,6 +141,17 @@ pub enum RequestBody {
     Snapshot,
     /// Every location's level of one SKU; answered by [`ResponseBody::Levels`] chunks.
     SkuLevels { sku: String },
+    /// One level with its lots (first to expire first), channel allocations and loose units;
+    /// answered by [`ResponseBody::LevelDetail`].
+    LevelDetail { sku: String, location: String },
+    /// Where a serial number is, its state and history; answered by [`ResponseBody::Serial`].
+    Serial { sku: String, serial: String },
+    /// A SKU's settings (serial tracking, expiry warning, kit components); answered by
+    /// [`ResponseBody::SkuSettings`].
+    GetSkuSettings { sku: String },
+    /// `available` of a level for one channel (its allocation plus what no channel ring-fenced);
+    /// answered by [`ResponseBody::AvailableFor`].
+    AvailableFor { sku: String, location: String, channel: String },
 }
 
 /// The result of one movement: the sequence number of the record that decided it, and its
@@ -254,6 +279,14 @@ pub enum ResponseBody {
         levels: Vec<LevelView>,
         last: bool,
     },
+    /// `None`: the level was never recorded (or the SKU is a kit, which has no stock of its own).
+    LevelDetail(Option<LevelDetail>),
+    /// `None`: the engine never saw this serial number of this SKU.
+    Serial(Option<SerialView>),
+    /// The default settings for a SKU never configured.
+    SkuSettings(SkuSettings),
+    /// `None`: the level was never recorded.
+    AvailableFor(Option<Qty>),
 }
 
 impl ResponseBody {
@@ -397,10 +430,75 @@ mod tests {
             },
         };
         let submit = RequestBody::Submit { movements: vec![sell] };
+        // Version 2: `units` (lot None, lot_expires_at None, serials []) ends the Sell.
         assert_eq!(
             hex(&frame_of(300, &submit)),
-            "1a 00 00 00 ac 02 01 01 01 02 6b 31 03 77 65 62 00 00 02 01 41 02 64 63 06 01 c4 13 00 00"
+            "1d 00 00 00 ac 02 01 01 01 02 6b 31 03 77 65 62 00 00 02 01 41 02 64 63 06 01 c4 13 00 00 00 00 00"
         );
+
+        // A receive of 24 `A` at `dc` into a new lot `L1` that expires at 1700000000000.
+        let receive = Movement {
+            key: Some("k2".into()),
+            channel: "erp".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::Receive {
+                sku: "A".into(),
+                location: "dc".into(),
+                qty: 24,
+                unit_cost: None,
+                units: Units::new_lot("L1", 1_700_000_000_000),
+            },
+        };
+        let submit = RequestBody::Submit { movements: vec![receive] };
+        assert_eq!(
+            hex(&frame_of(1, &submit)),
+            "21 00 00 00 01 01 01 01 02 6b 32 03 65 72 70 00 00 00 01 41 02 64 63 30 00 \
+             01 02 4c 31 01 80 d0 95 ff bc 31 00"
+        );
+
+        // A sale of the serial numbers S1 and S2 of `P` at `dc`, no key, from `pos`.
+        let sell_serials = Movement {
+            key: None,
+            channel: "pos".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::Sell {
+                sku: "P".into(),
+                location: "dc".into(),
+                qty: 2,
+                unit_price: None,
+                hold: None,
+                allow_negative: false,
+                units: Units::serials(&["S1", "S2"]),
+            },
+        };
+        let submit = RequestBody::Submit { movements: vec![sell_serials] };
+        assert_eq!(
+            hex(&frame_of(2, &submit)),
+            "1d 00 00 00 02 01 01 00 03 70 6f 73 00 00 02 01 50 02 64 63 04 00 00 00 00 00 02 02 53 31 02 53 32"
+        );
+
+        // 5 units of `A` at `dc` ring-fenced for the channel `web`.
+        let allocate = Movement {
+            key: None,
+            channel: "erp".into(),
+            reference: None,
+            occurred_at: None,
+            kind: MovementKind::Allocate { sku: "A".into(), location: "dc".into(), channel: "web".into(), qty: 5 },
+        };
+        let submit = RequestBody::Submit { movements: vec![allocate] };
+        assert_eq!(
+            hex(&frame_of(3, &submit)),
+            "15 00 00 00 03 01 01 00 03 65 72 70 00 00 0c 01 41 02 64 63 03 77 65 62 0a"
+        );
+
+        // The new reads and an answer.
+        let read = RequestBody::AvailableFor { sku: "A".into(), location: "dc".into(), channel: "web".into() };
+        assert_eq!(hex(&frame_of(4, &read)), "0b 00 00 00 04 10 01 41 02 64 63 03 77 65 62");
+        let mut out = Vec::new();
+        encode_response(&mut out, 4, &ResponseBody::AvailableFor(Some(5)));
+        assert_eq!(hex(&out), "04 00 00 00 04 11 01 0a");
 
         let mut out = Vec::new();
         let results = vec![
@@ -422,6 +520,10 @@ mod tests {
             RequestBody::Levels { location: Some("dc".into()) },
             RequestBody::Subscribe { from_seq: u64::MAX, filter: FeedFilter::AlertsOnly },
             RequestBody::CreateToken { name: "pos".into(), role: Role::Checkout },
+            RequestBody::LevelDetail { sku: "A".into(), location: "dc".into() },
+            RequestBody::Serial { sku: "A".into(), serial: "SN-1".into() },
+            RequestBody::GetSkuSettings { sku: "KIT".into() },
+            RequestBody::AvailableFor { sku: "A".into(), location: "dc".into(), channel: "web".into() },
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let f = frame_of(i as u64 * 1000, &body);
@@ -439,6 +541,57 @@ mod tests {
             kind: MovementKind::Commit { hold: 77 },
         }];
         assert_eq!(encode_submit_body(&movements), encode_body(&RequestBody::Submit { movements }));
+
+        let level = LevelView {
+            sku: "A".into(),
+            location: "dc".into(),
+            on_hand: 7,
+            reserved: 1,
+            unsellable: 2,
+            incoming: 0,
+            safety_stock: 0,
+            available: 4,
+        };
+        let lot = LotView {
+            sku: "A".into(),
+            location: "dc".into(),
+            lot: "L1".into(),
+            expires_at: 1_700_000_000_000,
+            on_hand: 5,
+            reserved: 1,
+            expired: false,
+        };
+        let serial = SerialView {
+            sku: "P".into(),
+            serial: "SN-1".into(),
+            location: "dc".into(),
+            status: SerialStatus::Reserved(65_537),
+            history: vec![SerialEvent { seq: 3, at: 1_700_000_000_000, what: "receive".into(), location: "dc".into() }],
+        };
+        let settings = SkuSettings {
+            serial_tracked: false,
+            expiry_warning_days: Some(30),
+            components: vec![Component { sku: "SOAP".into(), qty: 2 }],
+        };
+        let responses = vec![
+            ResponseBody::LevelDetail(Some(LevelDetail {
+                level,
+                lots: vec![lot],
+                allocations: vec![("web".into(), 3)],
+                loose_on_hand: 2,
+            })),
+            ResponseBody::LevelDetail(None),
+            ResponseBody::Serial(Some(serial)),
+            ResponseBody::Serial(None),
+            ResponseBody::SkuSettings(settings),
+            ResponseBody::AvailableFor(Some(-1)),
+            ResponseBody::AvailableFor(None),
+        ];
+        for body in responses {
+            let mut f = Vec::new();
+            encode_response(&mut f, 9, &body);
+            assert_eq!(Response::decode(&f[FRAME_HEADER_LEN..]).unwrap(), Response { id: 9, body });
+        }
     }
 
     #[test]
@@ -469,14 +622,23 @@ mod tests {
                 },
                 "reserve" => MovementKind::Reserve { hold: 0, lines: vec![], expires_at: 0 },
                 "settings" => MovementKind::SetSettings { sku, location, settings: Settings::default() },
+                "allocate" => MovementKind::Allocate { sku, location, channel: "web".into(), qty: 5 },
+                "sku_settings" => MovementKind::SetSkuSettings { sku, settings: SkuSettings::default() },
+                "expire" => MovementKind::Expire { holds_expired_by: 0, keys_seen_before: 0, keys_max: 0 },
+                "complete_commit" => MovementKind::CompleteCommit { hold: 65_537 },
                 _ => unreachable!(),
             }
         };
+        // Columns: admin, checkout, warehouse, reader.
         let table = [
             ("receive", [true, false, true, false]),
             ("sell", [true, true, false, false]),
             ("reserve", [true, true, false, false]),
             ("settings", [true, false, false, false]),
+            ("allocate", [true, false, true, false]),
+            ("sku_settings", [true, false, false, false]),
+            ("expire", [false; 4]),
+            ("complete_commit", [false; 4]),
         ];
         for (name, allowed) in table {
             for (role, ok) in Role::ALL.into_iter().zip(allowed) {
@@ -487,5 +649,14 @@ mod tests {
         assert_eq!(Role::ALL.map(|r| r.may(&feed)), [true, false, false, true]);
         assert_eq!(Role::ALL.map(|r| r.may(&RequestBody::ListTokens)), [true, false, false, false]);
         assert_eq!(Role::ALL.map(|r| r.may(&RequestBody::Levels { location: None })), [true; 4]);
+        let (sku, location) = ("A".to_string(), "dc".to_string());
+        for read in [
+            RequestBody::LevelDetail { sku: sku.clone(), location: location.clone() },
+            RequestBody::Serial { sku: sku.clone(), serial: "S1".into() },
+            RequestBody::GetSkuSettings { sku: sku.clone() },
+            RequestBody::AvailableFor { sku, location, channel: "web".into() },
+        ] {
+            assert_eq!(Role::ALL.map(|r| r.may(&read)), [true; 4], "{read:?}");
+        }
     }
 }

@@ -27,10 +27,14 @@ pub use limits::Limits;
 pub use message::*;
 
 /// The ALPN protocol id a client must offer.
-pub const ALPN: &[u8] = b"perpetua/1";
+pub const ALPN: &[u8] = b"perpetua/2";
+/// The ALPN of protocol version 1. A server still accepts it in the handshake, only to answer
+/// the hello of such a client with `unsupported_version` (clearer than a failed handshake).
+pub const ALPN_V1: &[u8] = b"perpetua/1";
 /// The protocol version carried in the hello. A server answers another version with
-/// `unsupported_version`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// `unsupported_version`. Version 2: movements and their effects carry lots, serial numbers,
+/// kits and allocations (`docs/protocol.md`, section 14).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest frame a server sends (a client should accept frames up to this size).
 /// Feed and level listings are split into frames well below it.
 pub const SERVER_FRAME_BYTES_MAX: usize = 16 << 20;

@@ -8,6 +8,7 @@ mod batch;
 mod config;
 mod feed;
 mod log_writer;
+mod reads;
 mod shard_worker;
 
 pub use batch::MovementResult;

@@ -9,7 +9,7 @@
 use super::auth::TokenEntry;
 use super::metrics::Metrics;
 use super::Shared;
-use crate::core::{LevelView, Settings};
+use crate::core::{LevelView, MovementKind, Settings};
 use crate::protocol::stream::{FrameReader, ReadFailure};
 use crate::protocol::*;
 use crate::runtime::{Answer, MovementResult, Query};
@@ -374,6 +374,15 @@ impl ConnCtx {
             return Err((ErrorCode::Unauthenticated, "the token of this connection was revoked".into()));
         }
         if !self.role.may(body) {
+            if let RequestBody::Submit { movements } = body {
+                let internal = movements
+                    .iter()
+                    .find(|m| matches!(m.kind, MovementKind::Expire { .. } | MovementKind::CompleteCommit { .. }));
+                if let Some(m) = internal {
+                    let message = format!("{} is the engine's own movement: no role may submit it", m.kind.name());
+                    return Err((ErrorCode::Forbidden, message));
+                }
+            }
             return Err((ErrorCode::Forbidden, format!("role {} may not {}", self.role, describe(body))));
         }
         Ok(())
@@ -416,12 +425,36 @@ impl ConnCtx {
             }
             RequestBody::Level { sku, location } => {
                 tokio::spawn(async move {
-                    let q = Query::Level { sku: sku.clone(), location };
-                    let level = match ctx.shared.engine.query_async(&sku, q).await {
-                        Some(Answer::Level(l)) => l,
-                        _ => None,
-                    };
+                    let level = ctx.shared.engine.level_async(&sku, &location).await;
                     ctx.reply(&tx, id, &ResponseBody::Level { level }, started);
+                    drop(guard);
+                });
+            }
+            RequestBody::LevelDetail { sku, location } => {
+                tokio::spawn(async move {
+                    let detail = ctx.shared.engine.level_detail_async(&sku, &location).await;
+                    ctx.reply(&tx, id, &ResponseBody::LevelDetail(detail), started);
+                    drop(guard);
+                });
+            }
+            RequestBody::Serial { sku, serial } => {
+                tokio::spawn(async move {
+                    let view = ctx.shared.engine.serial_async(&sku, &serial).await;
+                    ctx.reply(&tx, id, &ResponseBody::Serial(view), started);
+                    drop(guard);
+                });
+            }
+            RequestBody::GetSkuSettings { sku } => {
+                tokio::spawn(async move {
+                    let settings = ctx.shared.engine.sku_settings_async(&sku).await;
+                    ctx.reply(&tx, id, &ResponseBody::SkuSettings(settings), started);
+                    drop(guard);
+                });
+            }
+            RequestBody::AvailableFor { sku, location, channel } => {
+                tokio::spawn(async move {
+                    let available = ctx.shared.engine.available_for_async(&sku, &location, &channel).await;
+                    ctx.reply(&tx, id, &ResponseBody::AvailableFor(available), started);
                     drop(guard);
                 });
             }
@@ -445,12 +478,7 @@ impl ConnCtx {
             }
             RequestBody::SkuLevels { sku } => {
                 tokio::spawn(async move {
-                    let q = Query::Levels { location: None };
-                    let mut levels = match ctx.shared.engine.query_async(&sku, q).await {
-                        Some(Answer::Levels(ls)) => ls.into_iter().filter(|l| l.sku == sku).collect(),
-                        _ => Vec::new(),
-                    };
-                    levels.sort_unstable_by(|a, b| a.location.cmp(&b.location));
+                    let levels = ctx.shared.engine.sku_levels_async(&sku).await;
                     ctx.reply_chunked(&tx, id, levels, started, |levels, last| ResponseBody::Levels { levels, last });
                     drop(guard);
                 });

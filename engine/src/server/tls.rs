@@ -66,7 +66,8 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The rustls configuration of a server: TLS 1.3, ALPN `perpetua/1`, ring.
+/// The rustls configuration of a server: TLS 1.3, ALPN `perpetua/2` (and `perpetua/1`, so that an
+/// old client learns from the hello's answer that its version is not spoken), ring.
 pub fn server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -75,6 +76,6 @@ pub fn server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConfig, Str
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
-    config.alpn_protocols = vec![crate::protocol::ALPN.to_vec()];
+    config.alpn_protocols = vec![crate::protocol::ALPN.to_vec(), crate::protocol::ALPN_V1.to_vec()];
     Ok(config)
 }

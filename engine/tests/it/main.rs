@@ -2,6 +2,8 @@
 //! core state machine against a reference model (`model`).
 
 mod common;
+mod complex_engine;
+mod complex_wire;
 mod crash;
 mod engine_basics;
 mod engine_feed;
