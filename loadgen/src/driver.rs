@@ -666,6 +666,14 @@ impl<T: Target> Run<T> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // Receipts still waiting for their delivery time are never sent: the serial numbers they
+        // would have brought do not exist.
+        let unsent = std::mem::take(&mut self.queue.lock().unwrap().delayed);
+        if let Some(book) = self.ledger.units() {
+            for (_, step) in &unsent {
+                book.unsent(step);
+            }
+        }
         (settled, self.in_doubt.lock().unwrap().len() as u64)
     }
 }

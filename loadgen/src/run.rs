@@ -11,7 +11,7 @@ use crate::target::redis::Redis;
 use crate::target::{Target, TargetInfo, TargetSpec};
 use crate::verify::book::{UnitsBook, UnitsCounts};
 use crate::verify::units::{
-    check_units, planned_allocations, read_allocations, read_snapshot, replay_allocations, UnitsReads, UnitsSnapshot,
+    check_units, planned_allocations, read_allocations, read_snapshot, replay_allocations, UnitsSnapshot,
 };
 use crate::verify::{verify, Ledger, Verification};
 use crate::workload::{Catalogue, CatalogueConfig, Generator, Mix};
@@ -107,14 +107,6 @@ pub struct ComplexReport {
     pub rejections: BTreeMap<String, u64>,
 }
 
-/// What tests may put in place of the real thing.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Reads of lots, serial numbers and allocations other than the engine client's (an
-    /// in-process engine's).
-    pub units_reads: Option<Arc<dyn UnitsReads>>,
-}
-
 /// How the engine's log met the disk over the run.
 #[derive(Clone, Debug, Serialize)]
 pub struct LogInfo {
@@ -142,11 +134,6 @@ fn unix_ms() -> u64 {
 
 /// Runs the load described by `args`; the report is printed and, with `--json`, written.
 pub async fn execute(args: Args) -> Result<Report, RunError> {
-    execute_with(args, Hooks::default()).await
-}
-
-/// [`execute`] with [`Hooks`].
-pub async fn execute_with(args: Args, hooks: Hooks) -> Result<Report, RunError> {
     args.validate().map_err(RunError)?;
     let spec = TargetSpec::parse(&args.target).map_err(RunError)?;
     let mut catalogue = Catalogue::new(CatalogueConfig {
@@ -188,16 +175,10 @@ pub async fn execute_with(args: Args, hooks: Hooks) -> Result<Report, RunError> 
             config.request_timeout = args.request_timeout;
             config.retry.retries = args.retries;
             config.retry.backoff_max = Duration::from_secs(1);
-            let t = Perpetua::connect_with_units(
-                config,
-                args.connections,
-                catalogue.clone(),
-                !args.no_keys,
-                units.clone(),
-                hooks.units_reads.clone(),
-            )
-            .await
-            .map_err(e)?;
+            let t =
+                Perpetua::connect_with_units(config, args.connections, catalogue.clone(), !args.no_keys, units.clone())
+                    .await
+                    .map_err(e)?;
             run_on(t, catalogue, &args, units).await
         }
         TargetSpec::Redis(url) => {

@@ -14,6 +14,7 @@ use engine::core::{AdjustReason, Component, LevelDetail, Qty, SerialView, SkuSet
 use engine::core::{AlertKind, Line, Movement, MovementKind, ReturnCondition, Settings};
 use engine::protocol::FeedFilter;
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -22,6 +23,8 @@ use tokio::sync::mpsc::UnboundedSender;
 const SEED_BATCH: usize = 2000;
 /// Seeding requests in flight at once.
 const SEED_IN_FLIGHT: usize = 8;
+/// Seeding calls of one movement (SKU settings, allocations) in flight at once.
+const SEED_CALLS_IN_FLIGHT: usize = 64;
 /// How long the feed check waits for a batch of events before giving up.
 const FEED_WAIT: Duration = Duration::from_secs(20);
 
@@ -68,19 +71,17 @@ impl Perpetua {
         catalogue: Arc<Catalogue>,
         keys: bool,
     ) -> Result<Perpetua, TargetError> {
-        Perpetua::connect_with_units(config, connections, catalogue, keys, None, None).await
+        Perpetua::connect_with_units(config, connections, catalogue, keys, None).await
     }
 
-    /// [`Perpetua::connect`] with complex inventory (`units`: the plan and the book) and, if
-    /// given, other reads of lots, serials and allocations than the client's (tests read an
-    /// in-process engine this way).
+    /// [`Perpetua::connect`] with complex inventory: `units` is the plan (what to seed, how steps
+    /// name lots, serials, kits and channels) and the book (which serials the seeding brings).
     pub async fn connect_with_units(
         config: ClientConfig,
         connections: usize,
         catalogue: Arc<Catalogue>,
         keys: bool,
         units: Option<(Arc<Plan>, Arc<UnitsBook>)>,
-        reads: Option<Arc<dyn UnitsReads>>,
     ) -> Result<Perpetua, TargetError> {
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections.max(1) {
@@ -89,7 +90,7 @@ impl Perpetua {
         let welcome = clients[0].welcome();
         let key_tag = engine::client::new_key()[..12].to_string();
         let server = welcome.server.clone();
-        let reads = reads.unwrap_or_else(|| Arc::new(ClientReads(clients[0].clone())));
+        let reads: Arc<dyn UnitsReads> = Arc::new(ClientReads(clients[0].clone()));
         Ok(Perpetua { inner: Arc::new(Inner { config, clients, catalogue, key_tag, keys, server, units, reads }) })
     }
 
@@ -240,6 +241,33 @@ impl Perpetua {
         Ok(())
     }
 
+    /// Makes one call per job (set_sku_settings, allocate), [`SEED_CALLS_IN_FLIGHT`] at a time
+    /// over the connections; any refusal is an error naming the job. Shows progress as `what`.
+    async fn call_each<J, F, Fut>(&self, what: &str, jobs: Vec<J>, call: F) -> Result<(), TargetError>
+    where
+        F: Fn(Client, J) -> Fut,
+        Fut: std::future::Future<Output = (Result<engine::protocol::MovementOutcome, ClientError>, String)>,
+    {
+        let started = Instant::now();
+        let total = jobs.len();
+        let clients = &self.inner.clients;
+        let mut line = crate::stats::ProgressLine::default();
+        let mut answers = futures_util::stream::iter(jobs.into_iter().enumerate())
+            .map(|(i, job)| call(clients[i % clients.len()].clone(), job))
+            .buffer_unordered(SEED_CALLS_IN_FLIGHT);
+        let mut done = 0;
+        while let Some((answer, job)) = answers.next().await {
+            let outcome = answer.map_err(err)?;
+            if let Err(reason) = outcome.outcome {
+                return Err(TargetError::new("seed", format!("the engine refused {job}: {reason}")));
+            }
+            done += 1;
+            let secs = started.elapsed().as_secs_f64();
+            line.show(&format!("{what}: {done}/{total} ({secs:.1} s)"), done == total);
+        }
+        Ok(())
+    }
+
     async fn feed_client(&self) -> Result<Client, TargetError> {
         Client::connect(self.inner.config.clone()).await.map_err(err)
     }
@@ -280,9 +308,8 @@ impl Target for Perpetua {
         if let Some((plan, _)) = units {
             let mut settings = Vec::new();
             for s in (0..catalogue.config.skus).filter(|&s| plan.is_serial(s)) {
-                let settings_of = SkuSettings { serial_tracked: true, ..SkuSettings::default() };
-                let sku = catalogue.skus[s as usize].clone();
-                settings.push(movement("admin", None, MovementKind::SetSkuSettings { sku, settings: settings_of }));
+                let tracked = SkuSettings { serial_tracked: true, ..SkuSettings::default() };
+                settings.push((catalogue.skus[s as usize].clone(), tracked));
             }
             for kit in &plan.kits {
                 let components = kit
@@ -290,14 +317,13 @@ impl Target for Perpetua {
                     .iter()
                     .map(|&(c, qty)| Component { sku: catalogue.skus[c as usize].clone(), qty })
                     .collect();
-                let settings_of = SkuSettings { components, ..SkuSettings::default() };
-                settings.push(movement(
-                    "admin",
-                    None,
-                    MovementKind::SetSkuSettings { sku: kit.sku.clone(), settings: settings_of },
-                ));
+                settings.push((kit.sku.clone(), SkuSettings { components, ..SkuSettings::default() }));
             }
-            self.send_all("SKU settings", settings).await?;
+            self.call_each("SKU settings", settings, |client, (sku, settings)| async move {
+                let what = format!("set_sku_settings of {sku} to {settings:?}");
+                (client.set_sku_settings(&sku, settings).await, what)
+            })
+            .await?;
         }
         let mut all = Vec::with_capacity(2 * n);
         for l in 0..n as LevelIx {
@@ -349,16 +375,16 @@ impl Target for Perpetua {
             let mut allocate = Vec::new();
             for (&l, allocs) in plan.allocations() {
                 for &(c, qty) in allocs {
-                    let kind = MovementKind::Allocate {
-                        sku: catalogue.sku_name(l).to_string(),
-                        location: catalogue.location_name(l).to_string(),
-                        channel: plan.channel_name(Some(c)).to_string(),
-                        qty,
-                    };
-                    allocate.push(movement("admin", None, kind));
+                    allocate.push((l, plan.channel_name(Some(c)).to_string(), qty));
                 }
             }
-            self.send_all("allocations", allocate).await?;
+            let cat = &catalogue;
+            self.call_each("allocations", allocate, |client, (l, channel, qty)| async move {
+                let (sku, location) = (cat.sku_name(l), cat.location_name(l));
+                let what = format!("allocate {qty} of ({sku}, {location}) to {channel}");
+                (client.allocate(sku, location, &channel, qty).await, what)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -566,48 +592,36 @@ fn allocation_events(
 }
 
 /// The engine client's reads of lots, serial numbers and allocations.
-///
-/// The client has no such calls yet: they come with the `wire` branch (`Client::level_detail`,
-/// `serial`, `sku_settings`, `available_for`). Until then each read answers "unsupported" and
-/// the checks that need it say they were not made; switching is the one line in each method.
 pub struct ClientReads(pub Client);
-
-fn not_yet(what: &str) -> ReadError {
-    ReadError {
-        unsupported: true,
-        message: format!("the engine client has no `{what}` read yet (it comes with the `wire` branch)"),
-    }
-}
 
 impl UnitsReads for ClientReads {
     fn level_detail<'a>(
         &'a self,
-        _sku: &'a str,
-        _location: &'a str,
+        sku: &'a str,
+        location: &'a str,
     ) -> BoxFuture<'a, Result<Option<LevelDetail>, ReadError>> {
-        Box::pin(async move { Err(not_yet("level_detail")) })
+        Box::pin(async move { self.0.level_detail(sku, location).await.map_err(read_err) })
     }
 
-    fn serial<'a>(&'a self, _sku: &'a str, _serial: &'a str) -> BoxFuture<'a, Result<Option<SerialView>, ReadError>> {
-        Box::pin(async move { Err(not_yet("serial")) })
+    fn serial<'a>(&'a self, sku: &'a str, serial: &'a str) -> BoxFuture<'a, Result<Option<SerialView>, ReadError>> {
+        Box::pin(async move { self.0.serial(sku, serial).await.map_err(read_err) })
     }
 
-    fn sku_settings<'a>(&'a self, _sku: &'a str) -> BoxFuture<'a, Result<SkuSettings, ReadError>> {
-        Box::pin(async move { Err(not_yet("sku_settings")) })
+    fn sku_settings<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<SkuSettings, ReadError>> {
+        Box::pin(async move { self.0.sku_settings(sku).await.map_err(read_err) })
     }
 
     fn available_for<'a>(
         &'a self,
-        _sku: &'a str,
-        _location: &'a str,
-        _channel: &'a str,
+        sku: &'a str,
+        location: &'a str,
+        channel: &'a str,
     ) -> BoxFuture<'a, Result<Option<Qty>, ReadError>> {
-        Box::pin(async move { Err(not_yet("available_for")) })
+        Box::pin(async move { self.0.available_for(sku, location, channel).await.map_err(read_err) })
     }
 }
 
 /// A failed read as the check reports it.
-#[allow(dead_code)] // used once the client has the reads
 fn read_err(e: ClientError) -> ReadError {
     ReadError { unsupported: false, message: e.to_string() }
 }

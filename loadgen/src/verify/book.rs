@@ -263,6 +263,19 @@ impl UnitsBook {
         }
     }
 
+    /// A step that was built but never sent: the new serials it would have brought do not exist,
+    /// and the serials it named are where they were.
+    pub fn unsent(&self, step: &Step) {
+        let mut s = self.serials.lock().unwrap();
+        for (i, level) in serial_lines(step) {
+            for code in &step.units(i).serials {
+                if let Some(n) = self.plan.serial_number(code) {
+                    s.apply(&self.catalogue, step, false, level, n);
+                }
+            }
+        }
+    }
+
     /// Net units each channel's acknowledged reservations still take at an allocated level
     /// (committed, or held).
     pub fn taken(&self, level: LevelIx, channel: u8) -> Qty {

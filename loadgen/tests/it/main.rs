@@ -1,11 +1,13 @@
 //! Integration tests of `stock-loadgen`: short runs against real servers on loopback.
 //!
 //! - `engine`: a `stockd` started in-process (always run);
+//! - `complex`: the same with lots, serial numbers, kits and channels;
 //! - `redis`: a `redis-server` started on a free port, when one is installed (skipped otherwise);
 //! - `postgres`: the server at `LOADGEN_TEST_POSTGRES_URL`, when set (skipped otherwise).
 //!
 //! Longer runs are opt-in with `PERPETUA_SLOW_TESTS=1`.
 
+mod complex;
 mod engine_target;
 mod peers;
 
