@@ -232,8 +232,7 @@ impl<T: Target> Run<T> {
     fn complex_step(&self, plan: &Plan, op: Op, x: OpExtras) -> Option<Step> {
         let cat = &self.catalogue;
         let book = self.ledger.units().expect("a run with a plan keeps a book");
-        let mut extra =
-            StepExtra { channel: x.channel.map(|c| Arc::from(plan.channel_name(Some(c)))), ..StepExtra::default() };
+        let mut extra = StepExtra { channel: x.channel, ..StepExtra::default() };
         // The units a take of `qty` at `level` names.
         let take = |level: LevelIx, qty: Qty, lot: Option<u8>| {
             if plan.is_serial(cat.sku_of(level)) {

@@ -4,7 +4,6 @@
 use crate::workload::{LevelIx, Then};
 use engine::core::{Detail, HoldId, Qty, Reason, Units};
 use serde::Serialize;
-use std::sync::Arc;
 
 /// Kinds of step, for latency histograms and counts. The order is the report's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -84,9 +83,9 @@ static ANY: Units = Units::ANY;
 /// The lots, serial numbers, kit and channel of a step.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepExtra {
-    /// The sales channel of an online step (and of the commit or release that follows it).
-    /// `None`: the step's usual channel.
-    pub channel: Option<Arc<str>>,
+    /// The sales channel of an online step (and of the commit or release that follows it), an
+    /// index into the plan's channels. `None`: the step's usual channel.
+    pub channel: Option<u8>,
     /// Per line of the step (a reservation's lines in order, one entry for the other steps; a
     /// commit or release keeps its reservation's): the lot or serial numbers it names. Shorter
     /// than the lines (or empty): the rest name none.

@@ -100,7 +100,10 @@ impl Perpetua {
         let sku = |l: LevelIx| cat.sku_name(l).to_string();
         let loc = |l: LevelIx| cat.location_name(l).to_string();
         let units = |i: usize| step.units(i).clone();
-        let online = step.extra.as_ref().and_then(|x| x.channel.as_deref()).unwrap_or("web");
+        let online = match (step.extra.as_ref().and_then(|x| x.channel), &self.inner.units) {
+            (Some(c), Some((plan, _))) => plan.channel_name(Some(c)),
+            _ => "web",
+        };
         let kit = step.extra.as_ref().and_then(|x| x.kit);
         let (channel, reference, kind) = match &step.body {
             StepBody::Reserve { expires_at_ms, .. } if kit.is_some() => {

@@ -14,6 +14,7 @@ use crate::workload::{Catalogue, LevelIx};
 use engine::core::Qty;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Where the load generator believes a serial number is.
@@ -58,9 +59,10 @@ pub struct UnitsCounts {
     /// Seeding movements of the new kinds (set_sku_settings, allocate, receipts of lots and
     /// serials), as the plan sent them.
     pub seeded: BTreeMap<String, u64>,
-    /// Run movements by kind: `reserve_kit`, `commit_kit`, `lot_named` (a line names a seeded
-    /// lot), `receive_lot` (a receipt brings a new lot), `serials_named` (and `serial_units`),
-    /// `return_serial`, `adjust_lot`, `adjust_serials`.
+    /// Run movements by kind: `reserve_kit`, `commit_kit`, `lot_named` (a sale, reservation or
+    /// return naming a seeded lot), `receive_lot` (a receipt bringing a new lot), `adjust_lot`,
+    /// `adjust_serials` (recounts), `return_serial`, `serials_named` (every movement naming
+    /// serials; `serial_units`: how many serials the accepted ones named).
     pub movements: BTreeMap<String, Counted>,
     pub channels: BTreeMap<String, ChannelCounts>,
     /// Serials whose every step was answered, out of every serial of the run.
@@ -86,6 +88,18 @@ struct Serials {
     short: u64,
 }
 
+/// The kinds of complex-inventory movement the report counts (see [`UnitsCounts::movements`]).
+const KINDS: [&str; 8] = [
+    "reserve_kit",
+    "commit_kit",
+    "lot_named",
+    "receive_lot",
+    "adjust_lot",
+    "adjust_serials",
+    "return_serial",
+    "serials_named",
+];
+
 /// The load generator's knowledge of complex inventory during a run.
 pub struct UnitsBook {
     plan: Arc<Plan>,
@@ -93,17 +107,24 @@ pub struct UnitsBook {
     serials: Mutex<Serials>,
     /// (allocated level, channel index) -> units its acknowledged reservations still take.
     taken: Mutex<HashMap<(LevelIx, u8), Qty>>,
-    counts: Mutex<(BTreeMap<String, Counted>, BTreeMap<String, ChannelCounts>)>,
+    /// Per entry of [`KINDS`]: (sent, accepted).
+    kinds: [(AtomicU64, AtomicU64); KINDS.len()],
+    serial_units: AtomicU64,
+    /// Per channel: reservations, accepted, units sold.
+    channels: Vec<[AtomicU64; 3]>,
 }
 
 impl UnitsBook {
     pub fn new(plan: Arc<Plan>, catalogue: Arc<Catalogue>) -> UnitsBook {
+        let channels = (0..plan.channels().len()).map(|_| Default::default()).collect();
         UnitsBook {
             plan,
             catalogue,
             serials: Mutex::new(Serials::default()),
             taken: Mutex::new(HashMap::new()),
-            counts: Mutex::new(Default::default()),
+            kinds: Default::default(),
+            serial_units: AtomicU64::new(0),
+            channels,
         }
     }
 
@@ -197,7 +218,7 @@ impl UnitsBook {
             }
         }
         // Channel takes at the allocated levels.
-        let Some(channel) = extra.channel.as_deref().and_then(|c| self.channel_index(c)) else { return };
+        let Some(channel) = extra.channel else { return };
         let allocated = self.plan.allocations();
         let lines: &[(LevelIx, Qty)] = match &step.body {
             StepBody::Reserve { lines, .. } | StepBody::Commit { lines, .. } | StepBody::Release { lines, .. } => lines,
@@ -218,46 +239,43 @@ impl UnitsBook {
         }
     }
 
-    fn channel_index(&self, name: &str) -> Option<u8> {
-        self.plan.channels().iter().position(|c| c == name).map(|i| i as u8)
-    }
-
     fn count_step(&self, step: &Step, ok: bool) {
         let extra = step.extra.as_ref().expect("a step with extras");
-        let mut kinds: Vec<&'static str> = Vec::new();
         let named_lot = extra.units.iter().any(|u| u.lot.is_some());
         let serials: usize = extra.units.iter().map(|u| u.serials.len()).sum();
-        match &step.body {
-            StepBody::Reserve { .. } if extra.kit.is_some() => kinds.push("reserve_kit"),
-            StepBody::Commit { .. } if extra.kit.is_some() => kinds.push("commit_kit"),
-            StepBody::Receive { .. } if named_lot => kinds.push("receive_lot"),
-            StepBody::Adjust { .. } if named_lot => kinds.push("adjust_lot"),
-            StepBody::Adjust { .. } => kinds.push("adjust_serials"),
-            StepBody::Return { .. } if serials > 0 => kinds.push("return_serial"),
-            StepBody::Commit { .. } | StepBody::Release { .. } => {}
-            _ if named_lot => kinds.push("lot_named"),
-            _ => {}
+        let follow_up = matches!(step.body, StepBody::Commit { .. } | StepBody::Release { .. });
+        let kind = match &step.body {
+            StepBody::Reserve { .. } if extra.kit.is_some() => Some(0),
+            StepBody::Commit { .. } if extra.kit.is_some() => Some(1),
+            StepBody::Receive { .. } if named_lot => Some(3),
+            StepBody::Adjust { .. } if named_lot => Some(4),
+            StepBody::Adjust { .. } => Some(5),
+            StepBody::Return { .. } if serials > 0 => Some(6),
+            _ if named_lot && !follow_up => Some(2),
+            _ => None,
+        };
+        let count = |k: usize| {
+            self.kinds[k].0.fetch_add(1, Relaxed);
+            self.kinds[k].1.fetch_add(ok as u64, Relaxed);
+        };
+        if let Some(k) = kind {
+            count(k);
         }
-        if serials > 0 && !matches!(step.body, StepBody::Commit { .. } | StepBody::Release { .. }) {
-            kinds.push("serials_named");
+        if serials > 0 && !follow_up {
+            count(7);
+            if ok {
+                self.serial_units.fetch_add(serials as u64, Relaxed);
+            }
         }
-        let mut c = self.counts.lock().unwrap();
-        for k in kinds {
-            let e = c.0.entry(k.to_string()).or_default();
-            e.sent += 1;
-            e.accepted += ok as u64;
-        }
-        if serials > 0 && ok && !matches!(step.body, StepBody::Commit { .. } | StepBody::Release { .. }) {
-            c.0.entry("serial_units".to_string()).or_default().accepted += serials as u64;
-        }
-        if let Some(ch) = &extra.channel {
-            let e = c.1.entry(ch.to_string()).or_default();
+        if let Some(ch) = extra.channel.and_then(|c| self.channels.get(c as usize)) {
             match &step.body {
                 StepBody::Reserve { .. } => {
-                    e.reservations += 1;
-                    e.accepted += ok as u64;
+                    ch[0].fetch_add(1, Relaxed);
+                    ch[1].fetch_add(ok as u64, Relaxed);
                 }
-                StepBody::Commit { lines, .. } if ok => e.units_sold += lines.iter().map(|l| l.1 as u64).sum::<u64>(),
+                StepBody::Commit { lines, .. } if ok => {
+                    ch[2].fetch_add(lines.iter().map(|l| l.1 as u64).sum::<u64>(), Relaxed);
+                }
                 _ => {}
             }
         }
@@ -292,12 +310,33 @@ impl UnitsBook {
 
     /// Counts for the report.
     pub fn counts(&self) -> UnitsCounts {
-        let c = self.counts.lock().unwrap();
+        let mut movements: BTreeMap<String, Counted> = KINDS
+            .iter()
+            .zip(&self.kinds)
+            .map(|(k, (sent, accepted))| {
+                (k.to_string(), Counted { sent: sent.load(Relaxed), accepted: accepted.load(Relaxed) })
+            })
+            .filter(|(_, c)| c.sent > 0)
+            .collect();
+        let units = self.serial_units.load(Relaxed);
+        if units > 0 {
+            movements.insert("serial_units".into(), Counted { sent: 0, accepted: units });
+        }
+        let channels = self
+            .plan
+            .channels()
+            .iter()
+            .zip(&self.channels)
+            .map(|(name, c)| {
+                let [reservations, accepted, units_sold] = c.each_ref().map(|x| x.load(Relaxed));
+                (name.clone(), ChannelCounts { reservations, accepted, units_sold })
+            })
+            .collect();
         let s = self.serials.lock().unwrap();
         UnitsCounts {
             seeded: self.plan.seeding_counts(&self.catalogue),
-            movements: c.0.clone(),
-            channels: c.1.clone(),
+            movements,
+            channels,
             serials_known: s.state.values().filter(|b| !matches!(b, Belief::Pending(_) | Belief::Unknown(_))).count()
                 as u64,
             serials_total: s.state.len() as u64,
