@@ -2,12 +2,14 @@
 //!
 //! - `engine`: a `stockd` started in-process (always run);
 //! - `complex`: the same with lots, serial numbers, kits and channels;
+//! - `determinism`: each complex-inventory option is deterministic for a seed;
 //! - `redis`: a `redis-server` started on a free port, when one is installed (skipped otherwise);
 //! - `postgres`: the server at `LOADGEN_TEST_POSTGRES_URL`, when set (skipped otherwise).
 //!
 //! Longer runs are opt-in with `PERPETUA_SLOW_TESTS=1`.
 
 mod complex;
+mod determinism;
 mod engine_target;
 mod peers;
 
