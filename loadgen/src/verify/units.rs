@@ -420,11 +420,13 @@ pub fn check_units(
         let lots_on_hand: Qty = d.lots.iter().map(|x| x.on_hand).sum();
         let lots_reserved: Qty = d.lots.iter().map(|x| x.reserved).sum();
         if lots_on_hand + d.loose_on_hand != d.level.on_hand {
+            let lots: Vec<String> = d.lots.iter().map(|x| format!("lot {} {}", x.lot, x.on_hand)).collect();
             v.fail(
                 lot_mis,
                 format!(
-                    "{}: its lots hold {lots_on_hand} and {} are loose, but on_hand is {}",
+                    "{}: its lots ({}) hold {lots_on_hand} and {} units are loose, but on_hand is {}",
                     at(l),
+                    lots.join(", "),
                     d.loose_on_hand,
                     d.level.on_hand
                 ),
@@ -539,13 +541,13 @@ pub fn check_units(
             Belief::WrittenOff(l) => ("written off", l),
             Belief::Pending(_) | Belief::Unknown(_) => continue,
         };
-        let status_ok = match (*belief, view.status) {
+        let status_ok = matches!(
+            (*belief, view.status),
             (Belief::InStock(_), SerialStatus::InStock)
-            | (Belief::Held(_), SerialStatus::Reserved(_))
-            | (Belief::Sold(_), SerialStatus::Sold)
-            | (Belief::WrittenOff(_), SerialStatus::WrittenOff) => true,
-            _ => false,
-        };
+                | (Belief::Held(_), SerialStatus::Reserved(_))
+                | (Belief::Sold(_), SerialStatus::Sold)
+                | (Belief::WrittenOff(_), SerialStatus::WrittenOff)
+        );
         let place_matters = matches!(belief, Belief::InStock(_) | Belief::Held(_));
         if !status_ok || (place_matters && view.location != cat.location_name(level)) {
             v.fail(

@@ -81,6 +81,6 @@ async fn complex_inventory_is_refused_for_other_targets() {
         };
         assert!(e.contains("Perpetua-only") && e.contains("--lots"), "{e}");
     }
-    let e = execute(args(&["--kits", "2", "--no-seed"])).await.err().expect("refused").to_string();
+    let e = execute(args(&["--kits", "2", "--no-seed"])).await.expect_err("refused").to_string();
     assert!(e.contains("--no-seed"), "{e}");
 }

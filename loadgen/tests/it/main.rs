@@ -3,6 +3,7 @@
 //! - `engine`: a `stockd` started in-process (always run);
 //! - `complex`: the same with lots, serial numbers, kits and channels;
 //! - `determinism`: each complex-inventory option is deterministic for a seed;
+//! - `units_check`: the complex-inventory verification catches crafted wrong states;
 //! - `redis`: a `redis-server` started on a free port, when one is installed (skipped otherwise);
 //! - `postgres`: the server at `LOADGEN_TEST_POSTGRES_URL`, when set (skipped otherwise).
 //!
@@ -12,6 +13,7 @@ mod complex;
 mod determinism;
 mod engine_target;
 mod peers;
+mod units_check;
 
 use clap::Parser;
 use loadgen::cli::Args;
