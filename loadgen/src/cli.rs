@@ -18,10 +18,16 @@ use std::time::Duration;
 /// reads every level back and checks that seeded stock plus every acknowledged change equals
 /// it, and that no online sale oversold; it exits with status 1 if not.
 ///
+/// Complex inventory (engine only, off by default): --lots, --serial-share, --kits and
+/// --channels seed lots, serial numbers, kits and channel allocations, make the traffic name
+/// them, and verify them at the end (lots add up, serials are where the load generator left
+/// them, no channel sold into another's allocation).
+///
 /// Examples:
 ///   stock-loadgen --duration 30s --batch 1 --concurrency 512            (closed loop)
 ///   stock-loadgen --rate 100000 --duration 30s                           (open loop)
 ///   stock-loadgen --find-max --p99-max-ms 5                              (highest rate that holds)
+///   stock-loadgen --lots 4 --serial-share 0.1 --kits 50 --channels web,amazon
 ///   stock-loadgen --target redis://127.0.0.1:6379 --connections 8
 ///   stock-loadgen --target postgres://bench@127.0.0.1:5432/bench --connections 16
 #[derive(Parser, Debug, Clone)]

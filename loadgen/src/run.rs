@@ -91,6 +91,7 @@ pub struct Report {
     pub left_in_doubt: u64,
     pub verification: Option<Verification>,
     /// Complex inventory (`--lots`, `--serial-share`, `--kits`, `--channels`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub complex: Option<ComplexReport>,
 }
 

@@ -245,6 +245,7 @@ pub struct Verification {
     pub oversold_examples: Vec<Mismatch>,
     pub history: Option<HistoryCheck>,
     /// Lots, serial numbers, allocations and SKU settings (complex inventory only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub units: Option<units::UnitsVerification>,
 }
 
