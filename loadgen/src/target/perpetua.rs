@@ -245,8 +245,9 @@ impl Perpetua {
     }
 
     /// Makes one call per job (set_sku_settings, allocate), [`SEED_CALLS_IN_FLIGHT`] at a time
-    /// over the connections; any refusal is an error naming the job. Shows progress as `what`.
-    async fn call_each<J, F, Fut>(&self, what: &str, jobs: Vec<J>, call: F) -> Result<(), TargetError>
+    /// over the connections; any refusal is an error naming the job (and giving `hint`). Shows
+    /// progress as `what`.
+    async fn call_each<J, F, Fut>(&self, what: &str, hint: &str, jobs: Vec<J>, call: F) -> Result<(), TargetError>
     where
         F: Fn(Client, J) -> Fut,
         Fut: std::future::Future<Output = (Result<engine::protocol::MovementOutcome, ClientError>, String)>,
@@ -262,7 +263,8 @@ impl Perpetua {
         while let Some((answer, job)) = answers.next().await {
             let outcome = answer.map_err(err)?;
             if let Err(reason) = outcome.outcome {
-                return Err(TargetError::new("seed", format!("the engine refused {job}: {reason}")));
+                let hint = if hint.is_empty() { String::new() } else { format!(" ({hint})") };
+                return Err(TargetError::new("seed", format!("the engine refused {job}: {reason}{hint}")));
             }
             done += 1;
             let secs = started.elapsed().as_secs_f64();
@@ -322,7 +324,10 @@ impl Target for Perpetua {
                     .collect();
                 settings.push((kit.sku.clone(), SkuSettings { components, ..SkuSettings::default() }));
             }
-            self.call_each("SKU settings", settings, |client, (sku, settings)| async move {
+            let hint = "serial tracking can be switched only on a SKU with no stock, and a SKU with stock cannot \
+                        become a kit: run on a fresh engine (a new data directory), or with the --seed and \
+                        --sku-prefix of the run that seeded this one";
+            self.call_each("SKU settings", hint, settings, |client, (sku, settings)| async move {
                 let what = format!("set_sku_settings of {sku} to {settings:?}");
                 (client.set_sku_settings(&sku, settings).await, what)
             })
@@ -382,7 +387,7 @@ impl Target for Perpetua {
                 }
             }
             let cat = &catalogue;
-            self.call_each("allocations", allocate, |client, (l, channel, qty)| async move {
+            self.call_each("allocations", "", allocate, |client, (l, channel, qty)| async move {
                 let (sku, location) = (cat.sku_name(l), cat.location_name(l));
                 let what = format!("allocate {qty} of ({sku}, {location}) to {channel}");
                 (client.allocate(sku, location, &channel, qty).await, what)

@@ -13,7 +13,7 @@ use crate::step::{Step, StepBody, StepOutcome};
 use crate::workload::{Catalogue, LevelIx};
 use engine::core::Qty;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -81,6 +81,8 @@ struct Serials {
     sold: HashMap<LevelIx, Vec<u32>>,
     /// Every serial number of the run: (SKU index, number) -> belief.
     state: HashMap<(u32, u32), Belief>,
+    /// Serials an accepted step of the run named (or brought).
+    moved: HashSet<(u32, u32)>,
     /// The next new serial number (serials are numbered per run, not per SKU).
     next: u32,
     /// Made-up serials named so far (for unique codes).
@@ -308,6 +310,12 @@ impl UnitsBook {
         v
     }
 
+    /// The serials an accepted step of the run named or brought (the others are where the
+    /// seeding put them).
+    pub fn moved(&self) -> HashSet<(u32, u32)> {
+        self.serials.lock().unwrap().moved.clone()
+    }
+
     /// Counts for the report.
     pub fn counts(&self) -> UnitsCounts {
         let mut movements: BTreeMap<String, Counted> = KINDS
@@ -369,6 +377,9 @@ impl Serials {
     /// Serial `n` named by line at `level` of `step`, which was accepted (`ok`) or refused.
     fn apply(&mut self, cat: &Catalogue, step: &Step, ok: bool, level: LevelIx, n: u32) {
         let key = (cat.sku_of(level), n);
+        if ok {
+            self.moved.insert(key);
+        }
         let in_stock = |s: &mut Serials, l: LevelIx, free: bool| {
             s.state.insert(key, Belief::InStock(l));
             if free {

@@ -72,6 +72,10 @@ pub struct UnitsSnapshot {
     pub serials: Vec<((u32, u32), Belief, Option<SerialView>)>,
     /// Serials whose belief is certain (every step naming them answered): the population sampled.
     pub serials_certain: u64,
+    /// Of those, the ones an accepted step of the run named (or brought), and how many of them
+    /// were looked up (all, unless there are more than [`SERIALS_CHECKED_MAX`]).
+    pub serials_moved: u64,
+    pub serials_moved_checked: u64,
     /// Serials named by a step whose outcome stayed unknown (not checked).
     pub serials_uncertain: u64,
     /// Settings of the kits (by index) and of the serial-tracked SKUs (by SKU index).
@@ -172,7 +176,17 @@ pub async fn read_snapshot(
         beliefs.into_iter().partition(|(_, b)| !matches!(b, Belief::Pending(_) | Belief::Unknown(_)));
     snap.serials_certain = certain.len() as u64;
     snap.serials_uncertain = uncertain.len() as u64;
-    let (picked, _) = sample(certain, SERIALS_CHECKED_MAX);
+    // Every serial the run moved, then a sample of the others with what is left of the budget.
+    let moved = book.moved();
+    let (touched, rest): (Vec<_>, Vec<_>) = certain.into_iter().partition(|(k, _)| moved.contains(k));
+    snap.serials_moved = touched.len() as u64;
+    let (mut picked, _) = sample(touched, SERIALS_CHECKED_MAX);
+    snap.serials_moved_checked = picked.len() as u64;
+    let budget = SERIALS_CHECKED_MAX - picked.len();
+    if budget > 0 {
+        picked.extend(sample(rest, budget).0);
+    }
+    picked.sort_unstable_by_key(|(k, _)| *k);
     let codes: Vec<(usize, String)> =
         picked.iter().enumerate().map(|(i, ((_, n), _))| (i, plan.serial_code(*n))).collect();
     let read = read_all(codes, |(i, code): (usize, String)| {
@@ -317,7 +331,7 @@ pub struct UnitsVerification {
     /// Serials looked up, of those whose place the load generator knows for sure.
     pub serials_checked: u64,
     pub serials_certain: u64,
-    /// "all" or "sample".
+    /// "all", "moved + sample" (every serial the run moved, and a sample of the others) or "sample".
     pub serials_coverage: String,
     /// Serials named by a step whose outcome stayed unknown (not checked).
     pub serials_uncertain: u64,
@@ -359,20 +373,26 @@ impl UnitsVerification {
     /// One line for the report.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{}: {} of {} levels' lots and allocations checked ({} lot mismatches, {} allocation violations); {} of {} serials checked ({}; {} mismatches; {} left unchecked: their last step's outcome is unknown); {} SKU settings checked ({} wrong)",
+            "{}: {} of {} levels' lots and allocations checked ({} lot mismatches, {} allocation violations)",
             if self.passed { "PASSED" } else { "FAILED" },
             self.levels_checked,
             self.levels_wanted,
             self.lot_mismatches,
             self.allocation_violations,
-            self.serials_checked,
-            self.serials_certain,
-            self.serials_coverage,
-            self.serial_mismatches,
-            self.serials_uncertain,
-            self.settings_checked,
-            self.settings_mismatches
         );
+        if self.serials_certain + self.serials_uncertain > 0 {
+            s += &format!(
+                "; {} of {} serials checked ({}), {} mismatches, {} not checked (a step naming them has an unknown outcome)",
+                self.serials_checked,
+                self.serials_certain,
+                self.serials_coverage,
+                self.serial_mismatches,
+                self.serials_uncertain
+            );
+        }
+        if self.settings_checked > 0 {
+            s += &format!("; {} SKU settings checked, {} wrong", self.settings_checked, self.settings_mismatches);
+        }
         if let Some(r) = &self.allocation_replay {
             s += &format!(
                 "; channel sales replayed from the change feed: {}{}, {} over their allowance",
@@ -526,7 +546,14 @@ pub fn check_units(
     v.allocation_replay = replay;
     // Serials.
     v.serials_checked = snap.serials.len() as u64;
-    v.serials_coverage = if (snap.serials.len() as u64) < snap.serials_certain { "sample" } else { "all" }.into();
+    v.serials_coverage = if snap.serials.len() as u64 >= snap.serials_certain {
+        "all"
+    } else if snap.serials_moved_checked == snap.serials_moved {
+        "moved + sample"
+    } else {
+        "sample"
+    }
+    .into();
     for ((sku, n), belief, view) in &snap.serials {
         let code = plan.serial_code(*n);
         let name = &cat.skus[*sku as usize];
