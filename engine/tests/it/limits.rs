@@ -241,7 +241,10 @@ async fn a_bad_hello_is_refused_with_its_code() {
             ErrorCode::UnsupportedVersion,
         ),
         (RequestBody::Status, ErrorCode::Malformed),
-        (RequestBody::Hello { version: 1, token: "pt_x".into(), client: "x".into() }, ErrorCode::Unauthenticated),
+        (
+            RequestBody::Hello { version: PROTOCOL_VERSION, token: "pt_x".into(), client: "x".into() },
+            ErrorCode::Unauthenticated,
+        ),
     ] {
         let (_endpoint, conn) = raw_connection(&server).await;
         let (mut send, recv) = conn.open_bi().await.unwrap();
