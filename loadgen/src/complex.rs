@@ -262,9 +262,10 @@ impl Plan {
     }
 
     /// The lot a receipt brings (a new one per receipt, `n` unique in the run): it expires after
-    /// every seeded lot.
+    /// every seeded lot. Its code is at most 21 bytes.
     pub fn receipt_lot(&self, n: u64) -> (String, Millis) {
-        lot_of_day(self.base_day + LOT_SPACING_DAYS * (self.config.lots as u64 + 1), &format!("-R{n:x}"))
+        // Zero-padded, so that first-expiry-first-out (by expiry, then code) takes older receipts first.
+        lot_of_day(self.base_day + LOT_SPACING_DAYS * (self.config.lots as u64 + 1), &format!("-R{n:010x}"))
     }
 
     /// A serial number of this run (`n` unique per SKU).

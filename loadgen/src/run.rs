@@ -2,7 +2,7 @@
 //! or the steps of `--find-max`), finish open checkouts, verify, report (text and JSON).
 
 use crate::cli::Args;
-use crate::complex::{ComplexConfig, Kit, Plan, COMPLEX_REASONS};
+use crate::complex::{ComplexConfig, Plan, COMPLEX_REASONS};
 use crate::driver::{DriverConfig, Mode, Phase, Run};
 use crate::stats::{cpu_seconds, thousands, PhaseReport};
 use crate::target::perpetua::Perpetua;
@@ -100,7 +100,8 @@ pub struct Report {
 pub struct ComplexReport {
     pub config: ComplexConfig,
     pub serial_skus: usize,
-    pub kits: Vec<Kit>,
+    /// Each kit's SKU and its components (SKU, units per kit).
+    pub kits: BTreeMap<String, Vec<(String, i64)>>,
     pub allocated_levels: usize,
     /// Movements of the new kinds (seeding and run) and each channel's traffic.
     pub counts: UnitsCounts,
@@ -428,7 +429,16 @@ async fn run_on<T: Target>(
         ComplexReport {
             config: plan.config.clone(),
             serial_skus: plan.serial_sku_count(),
-            kits: plan.kits.clone(),
+            kits: plan
+                .kits
+                .iter()
+                .map(|k| {
+                    (
+                        k.sku.clone(),
+                        k.components.iter().map(|(c, q)| (catalogue.skus[*c as usize].clone(), *q)).collect(),
+                    )
+                })
+                .collect(),
             allocated_levels: plan.allocations().len(),
             counts: book.counts(),
             rejections,

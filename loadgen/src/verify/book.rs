@@ -208,10 +208,9 @@ impl UnitsBook {
         let ok = outcome.result.is_ok();
         self.count_step(step, ok);
         // Serials: each line's named serials move with the outcome.
-        let lines = serial_lines(step);
-        if lines.iter().any(|(i, _)| !step.units(*i).serials.is_empty()) {
+        if extra.units.iter().any(|u| !u.serials.is_empty()) {
             let mut s = self.serials.lock().unwrap();
-            for (i, level) in lines {
+            for (i, level) in serial_lines(step) {
                 for code in &step.units(i).serials {
                     if let Some(n) = self.plan.serial_number(code) {
                         s.apply(&self.catalogue, step, ok, level, n);
