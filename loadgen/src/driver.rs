@@ -432,6 +432,7 @@ impl<T: Target> Run<T> {
                         | StepBody::SellPos { .. }
                         | StepBody::Transfer { .. }
                         | StepBody::Count { .. }
+                        | StepBody::Adjust { .. }
                 )
             {
                 for l in s.levels() {
