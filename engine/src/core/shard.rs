@@ -860,7 +860,13 @@ impl ShardState {
             }
         };
         // Expired units are `unsellable` already: writing them off does not need `available`.
-        if !allow_negative && !named_expired && self.available_for(slot, channel) < qty {
+        // Allocations ring-fence units against other channels' sales only: a transfer or an
+        // adjustment (no channel) may take any available unit.
+        let available = match channel {
+            Some(_) => self.available_for(slot, channel),
+            None => level.available(),
+        };
+        if !allow_negative && !named_expired && available < qty {
             return Err(Reason::InsufficientStock);
         }
         if let (Some(x), None) = (x, lot) {

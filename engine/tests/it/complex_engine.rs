@@ -335,3 +335,30 @@ fn a_lot_expires_on_time_and_raises_its_alerts_on_the_feed() {
     assert_eq!((l.on_hand, l.unsellable, l.available), (6, 6, 0));
     assert_eq!(refused(&e, sell(Some("o1"), "MILK", "dc", 1)), Reason::InsufficientStock);
 }
+
+#[test]
+fn allocations_fence_off_other_channels_sales_not_transfers_or_adjustments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = open(dir.path(), 1);
+    ok(&e, receive("TEE", "dc", 10));
+    let alloc = MovementKind::Allocate { sku: "TEE".into(), location: "dc".into(), channel: "amazon".into(), qty: 8 };
+    ok(&e, mv(Some("a1"), alloc));
+    assert_eq!(refused(&e, sell(Some("web-1"), "TEE", "dc", 3)), Reason::InsufficientStock);
+    // Moving goods is not a sale: the 9 may leave, ring-fenced or not.
+    let transfer =
+        MovementKind::Transfer { sku: "TEE".into(), from: "dc".into(), to: "store".into(), qty: 9, units: Units::ANY };
+    ok(&e, mv(Some("t1"), transfer));
+    assert_eq!(e.available_for_channel("TEE", "dc", "web"), Some(0));
+    assert_eq!(e.available_for_channel("TEE", "dc", "amazon"), Some(1));
+    let shrink = MovementKind::Adjust {
+        sku: "TEE".into(),
+        location: "dc".into(),
+        delta: -1,
+        reason: AdjustReason::Shrinkage,
+        allow_negative: false,
+        units: Units::ANY,
+    };
+    ok(&e, mv(Some("s1"), shrink));
+    assert_eq!(oh_res_av(&e, "TEE", "dc"), Some((0, 0, 0)));
+    assert_eq!(e.level_detail("TEE", "dc").unwrap().allocations, vec![("amazon".to_string(), 8)]);
+}
