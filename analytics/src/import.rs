@@ -316,7 +316,9 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
     }
     if let Some(TrackerOut { mut levels, mut lots, settings, checkpoint_seq, last_recorded_at }) = levels {
         levels.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
-        lots.sort_by(|a, b| (&a.sku, &a.location, a.expires_at, &a.lot).cmp(&(&b.sku, &b.location, b.expires_at, &b.lot)));
+        lots.sort_by(|a, b| {
+            (&a.sku, &a.location, a.expires_at, &a.lot).cmp(&(&b.sku, &b.location, b.expires_at, &b.lot))
+        });
         let at = sink.state.written_at_ms;
         let at_seq = sink.state.last_seq.max(checkpoint_seq);
         report.levels_file = Some(write_levels(&store, at_seq, at, &levels).await?);

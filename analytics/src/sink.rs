@@ -338,12 +338,7 @@ pub async fn write_levels(store: &Store, seq: u64, at_ms: u64, levels: &[engine:
 
 /// Writes a lot snapshot (`lots/lots-{seq}.parquet`): every lot at `seq`, as `lot_history` rows of
 /// kind `snapshot`. Nothing is written for no lot.
-pub async fn write_lots(
-    store: &Store,
-    seq: u64,
-    at_ms: u64,
-    lots: &[engine::core::LotView],
-) -> Result<Option<String>> {
+pub async fn write_lots(store: &Store, seq: u64, at_ms: u64, lots: &[engine::core::LotView]) -> Result<Option<String>> {
     if lots.is_empty() {
         return Ok(None);
     }

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 /// A server on a multi-thread runtime owned by the test, so that the test's threads can borrow
 /// its engine.
-struct Running {
+pub(crate) struct Running {
     rt: tokio::runtime::Runtime,
     server: Server,
 }
 
 impl Running {
-    fn start(dir: &Path) -> Running {
+    pub(crate) fn start(dir: &Path) -> Running {
         let mut c = ServerConfig::new(dir);
         c.listen = "127.0.0.1:0".parse().unwrap();
         c.metrics_listen = None;
@@ -34,22 +34,22 @@ impl Running {
         Running { rt, server }
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         self.server.engine()
     }
 
     /// Graceful shutdown (the engine writes a checkpoint).
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         let Running { rt, server } = self;
         rt.block_on(server.shutdown()).unwrap();
     }
 }
 
-fn mv(kind: MovementKind, channel: &str) -> Movement {
+pub(crate) fn mv(kind: MovementKind, channel: &str) -> Movement {
     Movement { key: None, channel: channel.into(), reference: None, occurred_at: None, kind }
 }
 
@@ -117,7 +117,7 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
     submitted
 }
 
-fn analytics(snapshots: &Path) -> Command {
+pub(crate) fn analytics(snapshots: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stock-analytics"));
     c.arg("--snapshots").arg(snapshots).stdin(Stdio::null());
     c
