@@ -934,4 +934,121 @@ mod tests {
         let after: &Int64Array = after.as_primitive();
         assert_eq!(after.iter().take(2).collect::<Vec<_>>(), vec![Some(5), Some(2)]);
     }
+
+    fn lot(sku: &str, code: &str, on_hand: i64, reserved: i64) -> LotView {
+        LotView {
+            sku: sku.into(),
+            location: "dc".into(),
+            lot: code.into(),
+            expires_at: 5_000,
+            on_hand,
+            reserved,
+            expired: false,
+        }
+    }
+
+    #[test]
+    fn lot_changes_are_differences_and_unknown_after_a_gap() {
+        // (lots after the record, changes expected with a complete history, after a gap)
+        type Case = (Vec<LotView>, Vec<Option<(i64, i64)>>, Vec<Option<(i64, i64)>>);
+        let cases: Vec<Case> = vec![
+            (vec![lot("A", "L1", 10, 0)], vec![Some((10, 0))], vec![None]),
+            (vec![lot("A", "L1", 10, 4)], vec![Some((0, 4))], vec![Some((0, 4))]),
+            (
+                vec![lot("A", "L1", 6, 0), lot("A", "L2", 3, 0)],
+                vec![Some((-4, -4)), Some((3, 0))],
+                vec![Some((-4, -4)), None],
+            ),
+            // Emptied: dropped by the engine, and known to be empty only with a complete history.
+            (vec![lot("A", "L1", 0, 0)], vec![Some((-6, 0))], vec![Some((-6, 0))]),
+            (vec![lot("A", "L1", 2, 0)], vec![Some((2, 0))], vec![None]),
+        ];
+        let (mut complete, mut after_gap) = (Lots::new_history(), Lots::default());
+        for (views, want_complete, want_after_gap) in cases {
+            assert_eq!(complete.apply(&views), want_complete, "{views:?}");
+            assert_eq!(after_gap.apply(&views), want_after_gap, "{views:?}");
+        }
+        assert_eq!(complete.live.len(), 2);
+    }
+
+    #[test]
+    fn the_converter_state_survives_a_commit_marker_and_old_markers_read_as_unknown_lots() {
+        let mut lots = Lots::new_history();
+        lots.apply(&[lot("A", "L1", 7, 2), lot("B", "L9", 1, 0)]);
+        let mut holds = Holds::default();
+        let line = HeldLine {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 2,
+            unit_price: None,
+            lot: Some("L1".into()),
+            serials: Vec::new(),
+            kit: Some(("GIFT".into(), 1)),
+        };
+        holds.open.insert(hold_key(9, 1), vec![line]);
+        holds.channels.insert(hold_key(9, 1), "pos".into());
+        let state = crate::sink::CommitState { holds, lots, ..Default::default() };
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains(r#""live":[["A","dc","L1",7,2],["B","dc","L9",1,0]]"#), "{json}");
+        assert_eq!(serde_json::from_str::<crate::sink::CommitState>(&json).unwrap(), state);
+        // A marker written before lots and kits were tracked.
+        let old = r#"{"format":1,"first_seq":1,"last_seq":5,"files":[],"rows":5,"rows_total":5,"history_starts_at":1,
+            "written_at_ms":0,"source":"x","holds":{"open":{"3/0":[{"sku":"A","location":"dc","qty":1,"unit_price":null}]}}}"#;
+        let old: crate::sink::CommitState = serde_json::from_str(old).unwrap();
+        assert!(!old.lots.complete && old.lots.live.is_empty());
+        assert_eq!(old.holds.open["3/0"][0].kit, None);
+    }
+
+    #[test]
+    fn a_sell_against_a_kit_hold_carries_the_kit_and_takes_its_serials() {
+        let mut c = Converter::default();
+        let mut b = MovementBuilder::new();
+        let serials = |s: &[&str]| engine::core::Units::serials(s);
+        let kit = Some(engine::core::KitRef { sku: "GIFT".into(), qty: 3 });
+        let lines = vec![Line {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 3,
+            unit_price: None,
+            kit,
+            units: serials(&["a", "b", "c"]),
+        }];
+        let held = Ok(Detail::Hold(40));
+        let none = Effects::default();
+        let reserve = mv(MovementKind::Reserve { hold: 40, lines, expires_at: 10 });
+        fn rec<'a>(seq: u64, m: &'a Movement, o: &'a Outcome, fx: &'a Effects) -> RecordIn<'a> {
+            RecordIn { seq, shard: 0, recorded_at: 1, movement: m, outcome: o, effects: fx }
+        }
+        c.convert(&rec(1, &reserve, &held, &none), &mut b);
+        let ok = Ok(Detail::None);
+        // Sells one without naming it (the first held: "a"), then "c".
+        for (seq, named) in [(2, vec![]), (3, vec!["c"])] {
+            let sell = MovementKind::Sell {
+                sku: "A".into(),
+                location: "dc".into(),
+                qty: 1,
+                unit_price: Some(10),
+                hold: Some(40),
+                allow_negative: false,
+                units: serials(&named),
+            };
+            c.convert(&rec(seq, &mv(sell), &ok, &none), &mut b);
+        }
+        assert_eq!(c.holds.open[&hold_key(40, 0)][0].serials, ["b"]);
+        let commit = Movement { channel: "erp".into(), ..mv(MovementKind::Commit { hold: 40 }) };
+        c.convert(&rec(4, &commit, &ok, &none), &mut b);
+        assert!(c.holds.open.is_empty() && c.holds.channels.is_empty());
+        let batch = b.finish();
+        let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+        let kits = col("kit");
+        let kits: Vec<Option<&str>> = kits.as_string::<i32>().iter().collect();
+        assert_eq!(kits, vec![Some("GIFT"); 4]);
+        let channels = col("channel");
+        let channels: Vec<Option<&str>> = channels.as_string::<i32>().iter().collect();
+        assert_eq!(channels, vec![Some("web"); 4], "the commit sells through the hold's channel");
+        let listed = col("serials");
+        let listed = listed.as_list::<i32>();
+        let commit_serials = listed.value(3);
+        assert_eq!(commit_serials.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("b")]);
+    }
 }
