@@ -552,6 +552,22 @@ fn ingest_and_import_of_a_real_engine_with_lots_serials_kits_and_allocations() {
             csv(dir, &["report", "best-sellers", "--kits", "--top", "0"]),
             ["rank,kit,units,revenue_cents,prev_units,change_units,change_pct", "1,GIFT,2,0,0,2,"]
         );
+        // The page of every report has the new sections; a chart of sales per channel draws.
+        let html = dir.join("html");
+        let out = analytics(dir).args(["report", "all", "--html"]).arg(&html).output().unwrap();
+        assert!(out.status.success(), "report all: {}", String::from_utf8_lossy(&out.stderr));
+        let page = std::fs::read_to_string(html.join("index.html")).unwrap();
+        for section in ["id=\"best-sellers-by-channel\"", "id=\"best-selling-kits\"", "id=\"expiring\""] {
+            assert!(page.contains(section), "{section} missing");
+        }
+        assert!(page.contains("<td>GIFT</td>") && page.contains("<td>L2</td>"), "kits and lots in the page");
+        let chart = dir.join("by-channel.svg");
+        let out =
+            analytics(dir).args(["report", "best-sellers", "--by-channel", "--chart"]).arg(&chart).output().unwrap();
+        assert!(out.status.success(), "chart: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read_to_string(&chart).unwrap().contains("web: MILK"));
+        let out = analytics(dir).args(["report", "abc", "--kits"]).output().unwrap();
+        assert!(!out.status.success(), "--kits is for best-sellers only");
         // Within 30 days: both lots of MILK that are left.
         let expiring = csv(dir, &["report", "expiring", "--within", "30d"]);
         assert_eq!(expiring.len(), 3, "{expiring:?}");
