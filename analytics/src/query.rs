@@ -66,22 +66,28 @@ pub const LEVELS_VIEW_SQL: &str =
     "SELECT * FROM level_history WHERE snapshot_seq = (SELECT max(snapshot_seq) FROM level_history)";
 
 /// The common table expressions of the lot state and costs, as of the last change recorded
-/// before `before_ms` (every change if `None`), with unit costs from the receives up to the UTC day
-/// `receives_through` (every receive if `None`); `location_filter` is `""` or
-/// `" AND location = '...'"`:
+/// before `before_ms` (every change if `None`), at one location (every one if `None`), with unit
+/// costs from the receives up to the UTC day `receives_through` (every receive if `None`):
 ///
 /// - `lot_state`: the newest row of every lot, if it has units or a reservation;
 /// - `lot_cost`: per (SKU, lot), the average `unit_cost` of its receives, weighted by quantity;
 /// - `sku_cost`: per SKU, the same over all its receives (any lot or none): the fallback.
-pub fn lot_ctes(before_ms: Option<u64>, receives_through: Option<chrono::NaiveDate>, location_filter: &str) -> String {
-    let before = before_ms.map(|ms| format!(" AND CAST(recorded_at AS BIGINT) < {ms}")).unwrap_or_default();
+pub fn lot_ctes(before_ms: Option<u64>, receives_through: Option<chrono::NaiveDate>, location: Option<&str>) -> String {
+    let mut conditions = Vec::new();
+    if let Some(ms) = before_ms {
+        conditions.push(format!("CAST(recorded_at AS BIGINT) < {ms}"));
+    }
+    if let Some(l) = location {
+        conditions.push(format!("location = '{}'", l.replace('\'', "''")));
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let through = receives_through.map(|d| format!(" AND date <= DATE '{}'", d.format("%Y-%m-%d"))).unwrap_or_default();
     format!(
         "lot_state AS (
   SELECT seq, recorded_at, sku, location, lot, expires_at, on_hand, reserved, expired
   FROM (
     SELECT *, row_number() OVER (PARTITION BY sku, location, lot ORDER BY seq DESC) AS newest
-    FROM lot_history WHERE true{before}{location_filter})
+    FROM lot_history{filter})
   WHERE newest = 1 AND (on_hand <> 0 OR reserved <> 0)),
 received AS (
   SELECT sku, lot, qty, unit_cost FROM movements
@@ -106,7 +112,7 @@ SELECT s.sku, s.location, s.lot, s.expires_at, s.on_hand, s.reserved, s.expired,
 FROM lot_state s
 LEFT JOIN lot_cost lc ON s.sku = lc.sku AND s.lot = lc.lot
 LEFT JOIN sku_cost sc ON s.sku = sc.sku",
-        lot_ctes(None, None, "")
+        lot_ctes(None, None, None)
     )
 }
 

@@ -296,7 +296,9 @@ fn expiring_sql(p: &ReportParams) -> String {
     let now = end_of_day_ms(p.as_of);
     let until = now + p.within_days as u64 * 86_400_000;
     format!(
-        "WITH {ctes}
+        "-- stock by lot as of the end of {as_of} UTC ({now} ms since the epoch), expiring within
+-- {within} days after it (before {until} ms) or expired
+WITH {ctes}
 SELECT s.sku, s.location, s.lot, s.expires_at,
        round((CAST(s.expires_at AS BIGINT) - {now}) / 86400000.0, 1) AS days_left,
        CASE WHEN s.expired OR CAST(s.expires_at AS BIGINT) <= {now} THEN 'expired' ELSE 'expiring' END AS status,
@@ -309,7 +311,9 @@ LEFT JOIN lot_cost lc ON s.sku = lc.sku AND s.lot = lc.lot
 LEFT JOIN sku_cost sc ON s.sku = sc.sku
 WHERE s.on_hand > 0 AND CAST(s.expires_at AS BIGINT) < {until}
 ORDER BY s.expires_at, s.sku, s.location, s.lot{limit}",
-        ctes = lot_ctes(Some(now), Some(p.as_of), &location_filter(p)),
+        as_of = p.as_of,
+        within = p.within_days,
+        ctes = lot_ctes(Some(now), Some(p.as_of), p.location.as_deref()),
         limit = limit(p)
     )
 }
