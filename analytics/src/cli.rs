@@ -79,7 +79,7 @@ pub enum Command {
         /// If the log no longer starts at the first record, start an empty store at its oldest.
         #[arg(long)]
         allow_gap: bool,
-        /// Do not write a levels snapshot and settings at the end.
+        /// Do not write a levels snapshot, a lot snapshot and settings at the end.
         #[arg(long)]
         no_levels: bool,
         /// No progress line on stderr.
@@ -350,6 +350,11 @@ pub async fn run(args: Args) -> Result<()> {
                 s.history_starts_at.max(1)
             );
             println!("rows: {} in {files} movement files; open holds: {}", s.rows_total, s.holds.open.len());
+            println!(
+                "live lots: {} (changes per lot {})",
+                s.lots.live.len(),
+                if s.lots.complete { "exact: the history is complete" } else { "unknown until a lot's first change" }
+            );
             println!(
                 "level snapshots: {} (newest: {})",
                 levels.len(),
