@@ -398,7 +398,18 @@ mod tests {
             occurred_at: None,
             kind: MovementKind::Expect { sku: "A".into(), location: "dc".into(), qty: 1 },
         };
-        let (ok, fx) = (Ok(Detail::None), Effects::default());
+        let ok = Ok(Detail::None);
+        // Every record changes a lot, so that each chunk has a lot changes file too.
+        let lot = engine::core::LotView {
+            sku: "A".into(),
+            location: "dc".into(),
+            lot: "L1".into(),
+            expires_at: 1,
+            on_hand: 1,
+            reserved: 0,
+            expired: false,
+        };
+        let fx = Effects { lots: vec![lot], ..Effects::default() };
         for (i, seq) in (first..=last).enumerate() {
             let at = day_ms[i % day_ms.len()];
             let r = RecordIn { seq, shard: 0, recorded_at: at, movement: &m, outcome: &ok, effects: &fx };
@@ -415,7 +426,7 @@ mod tests {
         let mut sink = Sink::open(store.clone(), "test".into()).await.unwrap();
         assert_eq!(sink.resume_seq(), 1);
         sink.commit(encode_chunk(chunk(1, 10, &days)).unwrap()).await.unwrap();
-        assert_eq!(sink.state.files.len(), 2, "one file per day");
+        assert_eq!(sink.state.files.len(), 3, "one file per day, and the lot changes");
         // A second writer is refused while the first holds the store.
         assert!(Sink::open(store.clone(), "test".into()).await.is_err());
         // Killed after writing the files of 11..=20 and before their marker; plus a temporary.
@@ -432,6 +443,8 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|n| n.contains("part-00000000000000000001-00000000000000000010")), "{left:?}");
         assert!(!dir.path().join("movements/date=2024-10-04/part-x.parquet#1").exists());
+        let lots: Vec<String> = store.list(schema::LOTS_DIR).await.unwrap();
+        assert_eq!(lots, ["lots/changes-00000000000000000001-00000000000000000010.parquet"]);
         // A chunk that does not follow the committed point is refused.
         let mut sink = sink;
         assert!(sink.commit(encode_chunk(chunk(12, 20, &days)).unwrap()).await.is_err());
