@@ -65,14 +65,7 @@ async fn main() -> anyhow::Result<()> {
             conv.convert(&input, rows.builder_for(recorded_at));
             if seq - chunk_first + 1 == chunk_rows || seq == total {
                 let full = std::mem::take(&mut rows);
-                tx.blocking_send(Chunk {
-                    first_seq: chunk_first,
-                    last_seq: seq,
-                    rows: full,
-                    holds: Default::default(),
-                    settings: Vec::new(),
-                })
-                .unwrap();
+                tx.blocking_send(Chunk::new(chunk_first, seq, full, &mut conv)).unwrap();
                 chunk_first = seq + 1;
             }
         }

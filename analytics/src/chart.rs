@@ -50,6 +50,17 @@ fn numbers(batches: &[RecordBatch], name: &str) -> Result<Vec<f64>> {
     Ok(out)
 }
 
+/// The label of each bar: the SKU (or kit), after its channel when the rows are per channel.
+fn bar_labels(batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let has = |name: &str| batches.first().is_some_and(|b| b.column_by_name(name).is_some());
+    let items = strings(batches, if has("kit") { "kit" } else { "sku" })?;
+    if !has("channel") {
+        return Ok(items);
+    }
+    let channels = strings(batches, "channel")?;
+    Ok(channels.iter().zip(items).map(|(c, i)| format!("{c}: {i}")).collect())
+}
+
 /// Draws the chart of a report's result to `path` (`.svg` for SVG, anything else PNG).
 pub fn draw(report: Report, batches: &[RecordBatch], p: &ReportParams, path: &Path) -> Result<()> {
     register_font();
@@ -136,10 +147,11 @@ where
                 .map_err(err)?;
         }
         Report::BestSellers | Report::Abc => {
-            let skus = strings(batches, "sku")?;
+            let skus = bar_labels(batches)?;
             let units = numbers(batches, "units")?;
             let y_max = units.iter().cloned().fold(1.0, f64::max) * 1.15;
-            let title = format!("Units sold, {} days to {}{loc}", p.window_days, p.as_of);
+            let what = if report == Report::BestSellers && p.kits { "Kits sold" } else { "Units sold" };
+            let title = format!("{what}, {} days to {}{loc}", p.window_days, p.as_of);
             let mut chart = ChartBuilder::on(root)
                 .caption(title, (FONT_NAME, 22))
                 .margin(12)

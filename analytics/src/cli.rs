@@ -79,7 +79,7 @@ pub enum Command {
         /// If the log no longer starts at the first record, start an empty store at its oldest.
         #[arg(long)]
         allow_gap: bool,
-        /// Do not write a levels snapshot and settings at the end.
+        /// Do not write a levels snapshot, a lot snapshot and settings at the end.
         #[arg(long)]
         no_levels: bool,
         /// No progress line on stderr.
@@ -87,14 +87,16 @@ pub enum Command {
         quiet: bool,
     },
     /// Run SQL over the snapshots; with no query, an interactive prompt (history in
-    /// ~/.stock_analytics_history). Tables: movements, levels, level_history, settings.
+    /// ~/.stock_analytics_history). Tables: movements, levels, level_history, settings, lots,
+    /// lot_history.
     Sql {
         /// The query (quote it).
         query: Option<String>,
     },
-    /// A merchant report: best-sellers, slow-movers, reorder, trends, abc, or all (with --html).
+    /// A merchant report: best-sellers, slow-movers, reorder, trends, abc, expiring, or all
+    /// (with --html).
     Report {
-        /// best-sellers | slow-movers | reorder | trends | abc | all
+        /// best-sellers | slow-movers | reorder | trends | abc | expiring | all
         name: String,
         #[command(flatten)]
         params: ReportArgs,
@@ -139,6 +141,17 @@ pub struct ReportArgs {
     /// Slow movers: dead stock is on hand with no sale in this many days.
     #[arg(long, default_value = "90d", value_parser = parse_days, value_name = "DAYS")]
     pub dead_days: u32,
+    /// Expiring: lots that expire within this many days after the end of the --as-of day (e.g.
+    /// 30d; 0d for expired stock only). Expired lots still on hand are always listed.
+    #[arg(long, default_value = "30d", value_parser = parse_days, value_name = "DAYS")]
+    pub within: u32,
+    /// Best-sellers: rank per sales channel (the top N of each channel).
+    #[arg(long)]
+    pub by_channel: bool,
+    /// Best-sellers: rank kits (bundles) by kits sold, instead of stock SKUs (whose units include
+    /// those sold inside kits).
+    #[arg(long)]
+    pub kits: bool,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `2d` (a bare number is seconds).
@@ -189,6 +202,9 @@ pub async fn report_params(store: &Store, a: &ReportArgs) -> Result<ReportParams
         service_level: a.service_level,
         lead_time_days: a.lead_time_days,
         dead_days: a.dead_days.max(1),
+        within_days: a.within,
+        by_channel: a.by_channel,
+        kits: a.kits,
     };
     p.validate()?;
     Ok(p)
@@ -197,7 +213,7 @@ pub async fn report_params(store: &Store, a: &ReportArgs) -> Result<ReportParams
 fn report_by_name(name: &str) -> Result<Report> {
     Report::ALL.into_iter().find(|r| r.name() == name).with_context(|| {
         format!(
-            "unknown report {name:?}: use best-sellers, slow-movers, reorder, trends, abc, or all (with --html DIR)"
+            "unknown report {name:?}: use best-sellers, slow-movers, reorder, trends, abc, expiring, or all (with --html DIR)"
         )
     })
 }
@@ -280,6 +296,9 @@ pub async fn run(args: Args) -> Result<()> {
             if let Some(f) = r.levels_file {
                 println!("import: levels snapshot {}", store.show(&f));
             }
+            if let Some(f) = r.lots_file {
+                println!("import: lot snapshot {}", store.show(&f));
+            }
         }
         Command::Sql { query } => {
             warn_if_empty(&store).await?;
@@ -305,6 +324,9 @@ pub async fn run(args: Args) -> Result<()> {
                 return Ok(());
             }
             let report = report_by_name(&name)?;
+            if (p.by_channel || p.kits) && report != Report::BestSellers {
+                bail!("--by-channel and --kits apply to best-sellers only (report {name})");
+            }
             if show_sql {
                 println!("{};", reports::sql(report, &p));
                 return Ok(());
@@ -328,6 +350,11 @@ pub async fn run(args: Args) -> Result<()> {
                 s.history_starts_at.max(1)
             );
             println!("rows: {} in {files} movement files; open holds: {}", s.rows_total, s.holds.open.len());
+            println!(
+                "live lots: {} (changes per lot {})",
+                s.lots.live.len(),
+                if s.lots.complete { "exact: the history is complete" } else { "unknown until a lot's first change" }
+            );
             println!(
                 "level snapshots: {} (newest: {})",
                 levels.len(),

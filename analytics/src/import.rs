@@ -1,16 +1,16 @@
 //! `import --wal DIR`: the movements of a stopped engine's data directory, read straight from its
 //! log segments, written with the same commit protocol as `ingest` (so an import can be resumed,
-//! and `ingest` can carry on where it stopped); plus, at the end, a levels snapshot and the
-//! settings, from the newest checkpoint and the records after it.
+//! and `ingest` can carry on where it stopped); plus, at the end, a levels snapshot, a lot snapshot
+//! and the settings, from the newest checkpoint and the records after it.
 //!
 //! Architecture invariant: the data directory is only read, never written (the engine's own
 //! listing helpers clean up files, so they are not used here).
 
 use crate::rows::{Converter, DayRows, RecordIn};
-use crate::sink::{encode_chunk, write_levels, write_settings, Chunk, Sink};
+use crate::sink::{encode_chunk, write_levels, write_lots, write_settings, Chunk, Sink};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
-use engine::core::{LevelView, ShardState};
+use engine::core::{LevelView, LotView, ShardState};
 use engine::wal::checkpoint::{read_checkpoint, CheckpointBody};
 use engine::wal::format::{decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP};
 use engine::wal::record::decode_movement_payload;
@@ -44,6 +44,7 @@ pub struct ImportReport {
     pub records: u64,
     pub rows: u64,
     pub levels_file: Option<String>,
+    pub lots_file: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -78,12 +79,14 @@ fn newest_checkpoint(data_dir: &Path) -> Option<CheckpointBody> {
     None
 }
 
-/// Levels as of the end of the log: a checkpoint's, then each record's effects after it.
+/// Levels and lots as of the end of the log: a checkpoint's, then each record's effects after it.
 struct LevelTracker {
     /// Per shard, the last record the checkpoint covers.
     covered: Vec<u64>,
     /// By SKU, then location: looked up with `&str`, updated in place (no allocation per record).
     levels: FastMap<String, FastMap<String, LevelView>>,
+    /// Live lots by (SKU, location, lot).
+    lots: FastMap<(String, String, String), LotView>,
     settings: Vec<(String, String, engine::core::Settings)>,
     checkpoint_seq: u64,
 }
@@ -94,6 +97,7 @@ impl LevelTracker {
             return LevelTracker {
                 covered: Vec::new(),
                 levels: FastMap::default(),
+                lots: FastMap::default(),
                 settings: Vec::new(),
                 checkpoint_seq: 0,
             };
@@ -101,6 +105,7 @@ impl LevelTracker {
         let checkpoint_seq = body.covered_seq();
         let mut covered = Vec::new();
         let mut levels = FastMap::default();
+        let mut lots = FastMap::default();
         let mut settings = Vec::new();
         for snap in body.shards {
             covered.push(snap.last_seq);
@@ -111,10 +116,13 @@ impl LevelTracker {
                         settings.push((l.sku.clone(), l.location.clone(), s));
                     }
                 }
+                for lot in state.level_detail(&l.sku, &l.location).map(|d| d.lots).unwrap_or_default() {
+                    lots.insert((lot.sku.clone(), lot.location.clone(), lot.lot.clone()), lot);
+                }
                 levels.entry(l.sku.clone()).or_insert_with(FastMap::default).insert(l.location.clone(), l);
             }
         }
-        LevelTracker { covered, levels, settings, checkpoint_seq }
+        LevelTracker { covered, levels, lots, settings, checkpoint_seq }
     }
 
     /// The first record whose effects are not in the checkpoint.
@@ -139,6 +147,14 @@ impl LevelTracker {
                 None => {
                     by_location.insert(l.location.clone(), l.clone());
                 }
+            }
+        }
+        for lot in &effects.lots {
+            let key = (lot.sku.clone(), lot.location.clone(), lot.lot.clone());
+            if lot.on_hand == 0 && lot.reserved == 0 {
+                self.lots.remove(&key);
+            } else {
+                self.lots.insert(key, lot.clone());
             }
         }
     }
@@ -181,7 +197,7 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
         None
     };
     let scan_from = tracker.as_ref().map_or(resume, |t| t.needed_from().min(resume));
-    let holds = sink.state.holds.clone();
+    let (holds, lots) = (sink.state.holds.clone(), sink.state.lots.clone());
     let chunk_rows = opts.chunk_rows.max(1);
     let progress = opts.progress;
     let committed_from = resume;
@@ -190,12 +206,13 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
     // overlap, and at most two chunks wait between them.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
     let decoder = std::thread::spawn(move || -> Result<(LevelTrackerOut, u64)> {
-        let mut conv = Converter::new(holds);
+        let mut conv = Converter::new(holds, lots);
         let mut rows = DayRows::with_capacity(chunk_rows);
         let mut tracker = tracker;
         let mut next = scan_from;
         let mut chunk_first = committed_from;
         let mut records = 0u64;
+        let mut last_recorded_at = 0;
         let send = |c: Result<Chunk>| tx.blocking_send(c).map_err(|_| anyhow::anyhow!("the writer stopped"));
         let start_index = segments.iter().rposition(|(first, _)| *first <= scan_from).unwrap_or(0);
         // One buffer for every segment: fresh pages for each would cost more than reading them.
@@ -235,6 +252,7 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
                 if let Some(t) = tracker.as_mut() {
                     t.apply(h.seq, h.shard, &rec.effects);
                 }
+                last_recorded_at = rec.recorded_at;
                 if h.seq < committed_from {
                     continue;
                 }
@@ -250,30 +268,22 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
                 conv.convert(&input, rows.builder_for(rec.recorded_at));
                 if rows.rows() >= chunk_rows {
                     let full = std::mem::replace(&mut rows, DayRows::with_capacity(chunk_rows));
-                    send(Ok(Chunk {
-                        first_seq: chunk_first,
-                        last_seq: h.seq,
-                        rows: full,
-                        holds: conv.holds.clone(),
-                        settings: conv.take_settings(),
-                    }))?;
+                    send(Ok(Chunk::new(chunk_first, h.seq, full, &mut conv)))?;
                     chunk_first = h.seq + 1;
                 }
             }
         }
         let last = next - 1;
         if last >= chunk_first {
-            send(Ok(Chunk {
-                first_seq: chunk_first,
-                last_seq: last,
-                rows,
-                holds: conv.holds.clone(),
-                settings: conv.take_settings(),
-            }))?;
+            send(Ok(Chunk::new(chunk_first, last, rows, &mut conv)))?;
         }
         Ok((
-            tracker.map(|t| {
-                (t.levels.into_values().flat_map(|m| m.into_values()).collect(), t.settings, t.checkpoint_seq)
+            tracker.map(|t| TrackerOut {
+                levels: t.levels.into_values().flat_map(|m| m.into_values()).collect(),
+                lots: t.lots.into_values().collect(),
+                settings: t.settings,
+                checkpoint_seq: t.checkpoint_seq,
+                last_recorded_at,
             }),
             records,
         ))
@@ -304,12 +314,17 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
     if progress {
         eprintln!();
     }
-    if let Some((levels, settings, checkpoint_seq)) = levels {
-        let mut levels: Vec<LevelView> = levels;
+    if let Some(TrackerOut { mut levels, mut lots, settings, checkpoint_seq, last_recorded_at }) = levels {
         levels.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        lots.sort_by(|a, b| {
+            (&a.sku, &a.location, a.expires_at, &a.lot).cmp(&(&b.sku, &b.location, b.expires_at, &b.lot))
+        });
         let at = sink.state.written_at_ms;
         let at_seq = sink.state.last_seq.max(checkpoint_seq);
         report.levels_file = Some(write_levels(&store, at_seq, at, &levels).await?);
+        // The lots as of the last record, stamped with its time (the reports' as-of filters use it).
+        let lots_at = if last_recorded_at > 0 { last_recorded_at } else { at };
+        report.lots_file = write_lots(&store, at_seq, lots_at, &lots).await?;
         if checkpoint_seq > 0 && !settings.is_empty() {
             write_settings(&store, checkpoint_seq, &settings).await?;
         }
@@ -318,4 +333,14 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
     Ok(report)
 }
 
-type LevelTrackerOut = Option<(Vec<LevelView>, Vec<(String, String, engine::core::Settings)>, u64)>;
+/// What the log reader hands back: the end-of-log levels, lots and settings, if tracked.
+struct TrackerOut {
+    levels: Vec<LevelView>,
+    lots: Vec<LotView>,
+    settings: Vec<(String, String, engine::core::Settings)>,
+    checkpoint_seq: u64,
+    /// Engine time of the last record read (0 if none).
+    last_recorded_at: u64,
+}
+
+type LevelTrackerOut = Option<TrackerOut>;

@@ -91,13 +91,7 @@ async fn commit_through(sink: &mut Sink, conv: &mut Converter, rows: &mut DayRow
     if through <= sink.state.last_seq {
         return Ok(());
     }
-    let chunk = Chunk {
-        first_seq: sink.state.last_seq + 1,
-        last_seq: through,
-        rows: std::mem::take(rows),
-        holds: conv.holds.clone(),
-        settings: conv.take_settings(),
-    };
+    let chunk = Chunk::new(sink.state.last_seq + 1, through, std::mem::take(rows), conv);
     let encoded = tokio::task::spawn_blocking(move || encode_chunk(chunk)).await??;
     sink.commit(encoded).await
 }
@@ -129,7 +123,7 @@ pub async fn ingest(store: Store, opts: IngestOptions) -> Result<IngestReport> {
         }
         Err(e) => return Err(e).context("cannot follow the change feed"),
     };
-    let mut conv = Converter::new(sink.state.holds.clone());
+    let mut conv = Converter::new(sink.state.holds.clone(), sink.state.lots.clone());
     let mut rows = DayRows::default();
     let mut through = sink.state.last_seq;
     let mut chunk_started = Instant::now();

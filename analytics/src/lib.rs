@@ -3,7 +3,7 @@
 //! engine's hot path never pays for analysis. See `docs/analytics.md`.
 //!
 //! - [`schema`]: the file layout and table schemas.
-//! - [`rows`]: log records to `movements` rows (pure).
+//! - [`rows`]: log records to `movements` and `lot_history` rows (pure).
 //! - [`store`]: local folder or object storage.
 //! - [`sink`]: chunks of rows as Parquet with commit markers (resume with no gap, no duplicate).
 //! - [`import`]: from a stopped engine's log segments; [`ingest`]: from the change feed.

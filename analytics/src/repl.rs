@@ -17,7 +17,7 @@ pub async fn prompt(ctx: &SessionContext, format: Format) -> Result<()> {
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    println!("stock-analytics SQL. Tables: movements, levels, level_history, settings. End statements with ;  \\d TABLE describes, \\q quits.");
+    println!("stock-analytics SQL. Tables: movements, levels, level_history, settings, lots, lot_history. End statements with ;  \\d TABLE describes, \\q quits.");
     let mut statement = String::new();
     loop {
         let line = match rl.readline(if statement.is_empty() { "sql> " } else { "...> " }) {

@@ -3,14 +3,17 @@
 //! `stock-analytics report NAME --show-sql`; `docs/analytics.md` shows each one.
 //!
 //! Shared definitions:
-//! - a **sale** is an accepted `sell` or `commit` row (`kind IN ('sell','commit') AND accepted`);
-//!   its units are `qty` and its revenue `qty * unit_price` (cents; no price counts 0);
+//! - a **sale** is an accepted `sell`, `commit` or `complete_commit` row (a `complete_commit` is
+//!   the engine finishing a commit cut by a crash); its units are `qty` and its revenue
+//!   `qty * unit_price` (cents; no price counts 0); a **kit sale** is the sale rows of one hold
+//!   marked with one kit at one location, and counts `kit_qty` kits;
 //! - the **window** is the `window_days` UTC days ending with `as_of` (inclusive), selected by
 //!   the `date` partition, so only those files are read;
 //! - the **stock** is the newest level snapshot taken on or before `as_of` (the oldest one if
-//!   none is that old).
+//!   none is that old); the **stock by lot** is each lot's newest `lot_history` row recorded
+//!   before the end of `as_of`.
 
-use crate::query::run_sql;
+use crate::query::{lot_ctes, run_sql};
 use anyhow::{bail, Result};
 use arrow::array::RecordBatch;
 use chrono::{Duration as Days, NaiveDate};
@@ -29,11 +32,14 @@ pub enum Report {
     Trends,
     /// ABC classes (80/15/5) by share of units or revenue.
     Abc,
+    /// Stock by lot that expires within `--within` days (or has expired and is still on hand),
+    /// with its value, soonest first.
+    Expiring,
 }
 
 impl Report {
-    pub const ALL: [Report; 5] =
-        [Report::BestSellers, Report::SlowMovers, Report::Reorder, Report::Trends, Report::Abc];
+    pub const ALL: [Report; 6] =
+        [Report::BestSellers, Report::SlowMovers, Report::Reorder, Report::Trends, Report::Abc, Report::Expiring];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +48,7 @@ impl Report {
             Report::Reorder => "reorder",
             Report::Trends => "trends",
             Report::Abc => "abc",
+            Report::Expiring => "expiring",
         }
     }
 
@@ -52,6 +59,7 @@ impl Report {
             Report::Reorder => "Reorder recommendations",
             Report::Trends => "Trends: daily units sold",
             Report::Abc => "ABC classes",
+            Report::Expiring => "Expiring stock by lot",
         }
     }
 }
@@ -80,6 +88,12 @@ pub struct ReportParams {
     pub lead_time_days: u32,
     /// Dead stock: on hand and no sale in this many days.
     pub dead_days: u32,
+    /// Expiring: lots that expire within this many days after the end of `as_of`.
+    pub within_days: u32,
+    /// Best-sellers: ranked per channel (the top `top` of each).
+    pub by_channel: bool,
+    /// Best-sellers: rank kits (bundles) by kits sold, instead of stock SKUs.
+    pub kits: bool,
 }
 
 impl ReportParams {
@@ -93,6 +107,9 @@ impl ReportParams {
             service_level: 0.95,
             lead_time_days: 7,
             dead_days: 90,
+            within_days: 30,
+            by_channel: false,
+            kits: false,
         }
     }
 
@@ -102,6 +119,9 @@ impl ReportParams {
         }
         if !(0.5..1.0).contains(&self.service_level) {
             bail!("--service-level must be at least 0.5 and below 1 (for example 0.95), got {}", self.service_level);
+        }
+        if self.within_days > 3660 {
+            bail!("--within must be 0 to 3660 days, got {}", self.within_days);
         }
         Ok(())
     }
@@ -185,7 +205,118 @@ fn stock_sql(p: &ReportParams) -> String {
     )
 }
 
-const SALES: &str = "kind IN ('sell', 'commit') AND accepted";
+const SALES: &str = "kind IN ('sell', 'commit', 'complete_commit') AND accepted";
+
+/// Milliseconds since the epoch at the end of a UTC day (the start of the next).
+fn end_of_day_ms(d: NaiveDate) -> u64 {
+    let next = d + Days::days(1);
+    next.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis() as u64
+}
+
+/// `best-sellers`: stock SKUs (or kits, with `kits`) ranked by units or revenue in the window,
+/// overall or per channel (`by_channel`), with the previous window.
+fn best_sellers_sql(p: &ReportParams) -> String {
+    let w = p.window_days;
+    let (start, end) = (date(p.start()), date(p.as_of));
+    let prev_start = date(p.start() - Days::days(w as i64));
+    let loc = location_filter(p);
+    let order = match p.by {
+        Measure::Units => "units DESC, revenue_cents DESC",
+        Measure::Revenue => "revenue_cents DESC, units DESC",
+    };
+    let (ch, ch_col) = if p.by_channel { ("channel, ", "channel") } else { ("", "") };
+    let sums = |units: &str, revenue: &str| {
+        format!(
+            "sum(CASE WHEN date >= {start} THEN {units} ELSE 0 END) AS units,
+         sum(CASE WHEN date >= {start} THEN {revenue} ELSE 0 END) AS revenue_cents,
+         sum(CASE WHEN date < {start} THEN {units} ELSE 0 END) AS prev_units"
+        )
+    };
+    let (item, s) = if p.kits {
+        // One row per kit sale: the sale rows of one hold marked with the kit, at one location
+        // (a hold split over shards is committed in parts, each part's rows carry the mark).
+        let s = format!(
+            "WITH kit_sales AS (
+  SELECT kit, min(channel) AS channel, min(date) AS date, max(kit_qty) AS kits,
+         sum(qty * coalesce(unit_price, 0)) AS revenue_cents
+  FROM movements
+  WHERE {SALES} AND kit IS NOT NULL AND date BETWEEN {prev_start} AND {end}{loc}
+  GROUP BY kit, location, hold),
+s AS (
+  SELECT {ch}kit,
+         {sums}
+  FROM kit_sales
+  GROUP BY {ch}kit)",
+            sums = sums("kits", "revenue_cents")
+        );
+        ("kit", s)
+    } else {
+        let s = format!(
+            "WITH s AS (
+  SELECT {ch}sku,
+         {sums}
+  FROM movements
+  WHERE {SALES} AND date BETWEEN {prev_start} AND {end}{loc}
+  GROUP BY {ch}sku)",
+            sums = sums("qty", "qty * coalesce(unit_price, 0)")
+        );
+        ("sku", s)
+    };
+    let change = "units - prev_units AS change_units,
+       CASE WHEN prev_units > 0 THEN round(100.0 * (units - prev_units) / prev_units, 1) END AS change_pct";
+    if !p.by_channel {
+        return format!(
+            "{s}
+SELECT rank() OVER (ORDER BY {order}) AS rank, {item}, units, revenue_cents, prev_units,
+       {change}
+FROM s WHERE units > 0
+ORDER BY rank, {item}{limit}",
+            limit = limit(p)
+        );
+    }
+    // The top N of each channel.
+    let top = if p.top == 0 { String::new() } else { format!(" WHERE n <= {}", p.top) };
+    format!(
+        "{s},
+r AS (
+  SELECT {ch_col}, rank() OVER (PARTITION BY {ch_col} ORDER BY {order}) AS rank,
+         row_number() OVER (PARTITION BY {ch_col} ORDER BY {order}, {item}) AS n,
+         {item}, units, revenue_cents, prev_units
+  FROM s WHERE units > 0)
+SELECT {ch_col}, rank, {item}, units, revenue_cents, prev_units,
+       {change}
+FROM r{top}
+ORDER BY {ch_col}, rank, {item}"
+    )
+}
+
+/// `expiring`: stock by lot as of the end of `as_of` that expires within `within_days` after it
+/// (or has expired and is still on hand), valued at its unit cost, soonest first.
+fn expiring_sql(p: &ReportParams) -> String {
+    let now = end_of_day_ms(p.as_of);
+    let until = now + p.within_days as u64 * 86_400_000;
+    format!(
+        "-- stock by lot as of the end of {as_of} UTC ({now} ms since the epoch), expiring within
+-- {within} days after it (before {until} ms) or expired
+WITH {ctes}
+SELECT s.sku, s.location, s.lot, s.expires_at,
+       round((CAST(s.expires_at AS BIGINT) - {now}) / 86400000.0, 1) AS days_left,
+       CASE WHEN s.expired OR CAST(s.expires_at AS BIGINT) <= {now} THEN 'expired' ELSE 'expiring' END AS status,
+       s.on_hand, s.reserved,
+       round(coalesce(lc.unit_cost, sc.unit_cost), 2) AS unit_cost_cents,
+       CASE WHEN lc.unit_cost IS NOT NULL THEN 'lot' WHEN sc.unit_cost IS NOT NULL THEN 'sku' END AS cost_from,
+       CAST(round(s.on_hand * coalesce(lc.unit_cost, sc.unit_cost)) AS BIGINT) AS value_cents
+FROM lot_state s
+LEFT JOIN lot_cost lc ON s.sku = lc.sku AND s.lot = lc.lot
+LEFT JOIN sku_cost sc ON s.sku = sc.sku
+WHERE s.on_hand > 0 AND CAST(s.expires_at AS BIGINT) < {until}
+ORDER BY s.expires_at, s.sku, s.location, s.lot{limit}",
+        as_of = p.as_of,
+        within = p.within_days,
+        ctes = lot_ctes(Some(now), Some(p.as_of), p.location.as_deref()),
+        limit = limit(p)
+    )
+}
 
 /// The SQL of a report.
 pub fn sql(report: Report, p: &ReportParams) -> String {
@@ -193,29 +324,8 @@ pub fn sql(report: Report, p: &ReportParams) -> String {
     let (start, end) = (date(p.start()), date(p.as_of));
     let loc = location_filter(p);
     match report {
-        Report::BestSellers => {
-            let prev_start = date(p.start() - Days::days(w as i64));
-            let order = match p.by {
-                Measure::Units => "units DESC, revenue_cents DESC",
-                Measure::Revenue => "revenue_cents DESC, units DESC",
-            };
-            format!(
-                "WITH s AS (
-  SELECT sku,
-         sum(CASE WHEN date >= {start} THEN qty ELSE 0 END) AS units,
-         sum(CASE WHEN date >= {start} THEN qty * coalesce(unit_price, 0) ELSE 0 END) AS revenue_cents,
-         sum(CASE WHEN date < {start} THEN qty ELSE 0 END) AS prev_units
-  FROM movements
-  WHERE {SALES} AND date BETWEEN {prev_start} AND {end}{loc}
-  GROUP BY sku)
-SELECT rank() OVER (ORDER BY {order}) AS rank, sku, units, revenue_cents, prev_units,
-       units - prev_units AS change_units,
-       CASE WHEN prev_units > 0 THEN round(100.0 * (units - prev_units) / prev_units, 1) END AS change_pct
-FROM s WHERE units > 0
-ORDER BY rank, sku{limit}",
-                limit = limit(p)
-            )
-        }
+        Report::BestSellers => best_sellers_sql(p),
+        Report::Expiring => expiring_sql(p),
         Report::SlowMovers => {
             let lookback = p.dead_days.max(w);
             let look_start = date(p.as_of - Days::days(lookback as i64 - 1));

@@ -1,17 +1,23 @@
 //! Turning log records into `movements` rows: one row per line of a movement, with the level
-//! after it. Pure: no I/O, no clock; the only state is the open holds, so that a `commit` can be
-//! written as the lines (SKU, location, quantity, price) it sells.
+//! after it, and into `lot_history` rows: one per lot a movement changed. Pure: no I/O, no clock;
+//! the only state is the open holds (so that a `commit` can be written as the lines it sells: SKU,
+//! location, quantity, price, lot, serial numbers, kit) and the quantities of the live lots (so
+//! that a row can say how many units of each lot it took: `Effects.lots` gives a lot's quantities
+//! after a movement, and the change is the difference with the quantities before it).
 //!
-//! Architecture invariant: the rows of a record depend only on the record and on the holds
-//! state before it, and that state is saved with every commit marker, so a restart produces the
-//! same rows as an uninterrupted run.
+//! Architecture invariant: the rows of a record depend only on the record and on that state
+//! before it, and the state is saved with every commit marker, so a restart produces the same rows
+//! as an uninterrupted run.
 
-use crate::schema::MOVEMENTS;
+use crate::schema::{component_fields, lot_change_fields, LOT_HISTORY, MOVEMENTS};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-    UInt16Builder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    StructBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt64Builder,
 };
-use engine::core::{AdjustReason, Detail, Effects, LevelView, Movement, MovementKind, Outcome, ReturnCondition};
+use arrow::datatypes::{DataType, Field};
+use engine::core::{
+    AdjustReason, Detail, Effects, LevelView, LotView, Movement, MovementKind, Outcome, ReturnCondition, SkuSettings,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,6 +39,15 @@ pub struct HeldLine {
     pub location: String,
     pub qty: i64,
     pub unit_price: Option<i64>,
+    /// The lot the reservation line named (`None`: first-expiry-first-out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lot: Option<String>,
+    /// Serial numbers still held by the line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serials: Vec<String>,
+    /// The kit the engine expanded the line from: (kit SKU, kits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kit: Option<(String, i64)>,
 }
 
 /// Open holds by (hold id, shard): a multi-shard hold is logged as one part per shard, and each
@@ -40,6 +55,10 @@ pub struct HeldLine {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holds {
     pub open: BTreeMap<String, Vec<HeldLine>>,
+    /// The channel that placed each open hold part (same keys as `open`): the channel its
+    /// commit's rows are sold through.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, String>,
 }
 
 fn hold_key(hold: u64, shard: u16) -> String {
@@ -47,9 +66,80 @@ fn hold_key(hold: u64, shard: u16) -> String {
 }
 
 impl Holds {
-    fn take(&mut self, hold: u64, shard: u16) -> Option<Vec<HeldLine>> {
-        self.open.remove(&hold_key(hold, shard))
+    /// Removes a hold part: its lines and the channel that placed it.
+    fn take(&mut self, hold: u64, shard: u16) -> Option<(Vec<HeldLine>, Option<String>)> {
+        let key = hold_key(hold, shard);
+        let channel = self.channels.remove(&key);
+        self.open.remove(&key).map(|lines| (lines, channel))
     }
+}
+
+/// The quantities of the live lots (the last `Effects.lots` seen for each), from which a record's
+/// lot changes are computed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lots {
+    /// Every lot change of the history was seen, so a lot not in `live` has no units. False when
+    /// the history starts after a gap (or the store was written before lots were tracked): the
+    /// first change seen of a lot then has no known change (null), only its quantities after it.
+    #[serde(default)]
+    pub complete: bool,
+    /// (SKU, location, lot) to (on_hand, reserved), for lots with units or reservations.
+    #[serde(default, with = "lot_list")]
+    pub live: BTreeMap<(String, String, String), (i64, i64)>,
+}
+
+impl Lots {
+    /// The state at the start of a complete history: no lot yet.
+    pub fn new_history() -> Lots {
+        Lots { complete: true, live: BTreeMap::new() }
+    }
+
+    /// Records the lots a movement changed; returns each one's (on_hand, reserved) change.
+    fn apply(&mut self, views: &[LotView]) -> Vec<Option<(i64, i64)>> {
+        views
+            .iter()
+            .map(|v| {
+                let key = (v.sku.clone(), v.location.clone(), v.lot.clone());
+                let before = match self.live.get(&key) {
+                    Some(&b) => Some(b),
+                    None if self.complete => Some((0, 0)),
+                    None => None,
+                };
+                if v.on_hand == 0 && v.reserved == 0 {
+                    self.live.remove(&key); // the engine drops an empty lot
+                } else {
+                    self.live.insert(key, (v.on_hand, v.reserved));
+                }
+                before.map(|(on_hand, reserved)| (v.on_hand - on_hand, v.reserved - reserved))
+            })
+            .collect()
+    }
+}
+
+/// `Lots::live` in a commit marker: a list of `[sku, location, lot, on_hand, reserved]` (JSON
+/// object keys must be strings).
+mod lot_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    type Live = BTreeMap<(String, String, String), (i64, i64)>;
+
+    pub fn serialize<S: Serializer>(live: &Live, s: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<(&str, &str, &str, i64, i64)> =
+            live.iter().map(|((sku, loc, lot), &(o, r))| (sku.as_str(), loc.as_str(), lot.as_str(), o, r)).collect();
+        list.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Live, D::Error> {
+        let list = Vec::<(String, String, String, i64, i64)>::deserialize(d)?;
+        Ok(list.into_iter().map(|(sku, loc, lot, o, r)| ((sku, loc, lot), (o, r))).collect())
+    }
+}
+
+/// A lot a record changed: its state after the record and the change, if known.
+struct LotChange<'a> {
+    view: &'a LotView,
+    change: Option<(i64, i64)>,
 }
 
 /// Fields of one row; everything not set is null.
@@ -69,6 +159,14 @@ struct Row<'a> {
     allow_negative: Option<bool>,
     variance: Option<i64>,
     settings: Option<engine::core::Settings>,
+    /// The channel the row is attributed to, when not the movement's own (a commit's rows: the
+    /// channel that placed the hold).
+    channel: Option<&'a str>,
+    lot: Option<&'a str>,
+    serials: &'a [String],
+    kit: Option<(&'a str, i64)>,
+    allocation_channel: Option<&'a str>,
+    sku_settings: Option<&'a SkuSettings>,
 }
 
 /// Column builders of the `movements` table.
@@ -103,6 +201,15 @@ pub struct MovementBuilder {
     lead_time_days: Int32Builder,
     after: [Int64Builder; 6],
     alerts: StringBuilder,
+    lot: StringBuilder,
+    serials: ListBuilder<StringBuilder>,
+    lots: ListBuilder<StructBuilder>,
+    kit: StringBuilder,
+    kit_qty: Int64Builder,
+    allocation_channel: StringBuilder,
+    serial_tracked: BooleanBuilder,
+    expiry_warning_days: Int32Builder,
+    components: ListBuilder<StructBuilder>,
     rows: usize,
 }
 
@@ -110,6 +217,11 @@ impl Default for MovementBuilder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A list builder whose items are not nullable (as the schema says).
+fn list_of<T: ArrayBuilder>(values: T, item: DataType) -> ListBuilder<T> {
+    ListBuilder::new(values).with_field(Arc::new(Field::new("item", item, false)))
 }
 
 impl MovementBuilder {
@@ -122,6 +234,10 @@ impl MovementBuilder {
         let n = rows;
         let s = || StringBuilder::with_capacity(n, n * 8);
         let i = || Int64Builder::with_capacity(n);
+        // Columns that are null on plain stock movements start small.
+        let few = || StringBuilder::with_capacity(0, 0);
+        let lot_changes = StructBuilder::from_fields(lot_change_fields(), 0);
+        let components = StructBuilder::from_fields(component_fields(), 0);
         MovementBuilder {
             seq: UInt64Builder::with_capacity(n),
             line: UInt16Builder::with_capacity(n),
@@ -153,6 +269,15 @@ impl MovementBuilder {
             lead_time_days: Int32Builder::with_capacity(n),
             after: [i(), i(), i(), i(), i(), i()],
             alerts: s(),
+            lot: few(),
+            serials: list_of(few(), DataType::Utf8),
+            lots: list_of(lot_changes, DataType::Struct(lot_change_fields())),
+            kit: few(),
+            kit_qty: Int64Builder::new(),
+            allocation_channel: few(),
+            serial_tracked: BooleanBuilder::new(),
+            expiry_warning_days: Int32Builder::new(),
+            components: list_of(components, DataType::Struct(component_fields())),
             rows: 0,
         }
     }
@@ -162,7 +287,7 @@ impl MovementBuilder {
         self.rows
     }
 
-    fn push(&mut self, r: &RecordIn<'_>, alerts: Option<&str>, row: Row<'_>) {
+    fn push(&mut self, r: &RecordIn<'_>, alerts: Option<&str>, lots: &[LotChange<'_>], row: Row<'_>) {
         let m = r.movement;
         self.seq.append_value(r.seq);
         self.line.append_value(row.line);
@@ -170,7 +295,7 @@ impl MovementBuilder {
         self.recorded_at.append_value(r.recorded_at as i64);
         self.occurred_at.append_option(m.occurred_at.map(|t| t as i64));
         self.kind.append_value(m.kind.name());
-        self.channel.append_value(&m.channel);
+        self.channel.append_value(row.channel.unwrap_or(&m.channel));
         self.reference.append_option(m.reference.as_deref());
         self.key.append_option(m.key.as_deref());
         self.accepted.append_value(r.outcome.is_ok());
@@ -203,6 +328,46 @@ impl MovementBuilder {
             b.append_option(values.map(|v| v[i]));
         }
         self.alerts.append_option(alerts);
+        self.lot.append_option(row.lot);
+        if row.serials.is_empty() {
+            self.serials.append_null();
+        } else {
+            for serial in row.serials {
+                self.serials.values().append_value(serial);
+            }
+            self.serials.append(true);
+        }
+        // The lots of the row's level that the record changed.
+        let mut any_lot = false;
+        if let (Some(sku), Some(loc)) = (row.sku, row.location) {
+            for c in lots.iter().filter(|c| c.view.sku == sku && c.view.location == loc) {
+                any_lot = true;
+                let v = self.lots.values();
+                append_lot_change(v, c);
+            }
+        }
+        if any_lot {
+            self.lots.append(true);
+        } else {
+            self.lots.append_null();
+        }
+        self.kit.append_option(row.kit.map(|k| k.0));
+        self.kit_qty.append_option(row.kit.map(|k| k.1));
+        self.allocation_channel.append_option(row.allocation_channel);
+        self.serial_tracked.append_option(row.sku_settings.map(|s| s.serial_tracked));
+        self.expiry_warning_days.append_option(row.sku_settings.and_then(|s| s.expiry_warning_days.map(i32::from)));
+        match row.sku_settings {
+            Some(s) => {
+                let v = self.components.values();
+                for c in &s.components {
+                    field::<StringBuilder>(v, 0).append_value(&c.sku);
+                    field::<Int64Builder>(v, 1).append_value(c.qty);
+                    v.append(true);
+                }
+                self.components.append(true);
+            }
+            None => self.components.append_null(),
+        }
         self.rows += 1;
     }
 
@@ -242,8 +407,92 @@ impl MovementBuilder {
             columns.push(Arc::new(b.finish()));
         }
         columns.push(Arc::new(self.alerts.finish()));
+        columns.push(Arc::new(self.lot.finish()));
+        columns.push(Arc::new(self.serials.finish()));
+        columns.push(Arc::new(self.lots.finish()));
+        columns.push(Arc::new(self.kit.finish()));
+        columns.push(Arc::new(self.kit_qty.finish()));
+        columns.push(Arc::new(self.allocation_channel.finish()));
+        columns.push(Arc::new(self.serial_tracked.finish()));
+        columns.push(Arc::new(self.expiry_warning_days.finish()));
+        columns.push(Arc::new(self.components.finish()));
         self.rows = 0;
         RecordBatch::try_new(MOVEMENTS.clone(), columns).expect("columns match the movements schema")
+    }
+}
+
+/// Field `i` of a struct builder, of a type fixed by the schema.
+fn field<T: ArrayBuilder>(b: &mut StructBuilder, i: usize) -> &mut T {
+    b.field_builder::<T>(i).expect("the field's type is fixed by the schema")
+}
+
+fn append_lot_change(v: &mut StructBuilder, c: &LotChange<'_>) {
+    field::<StringBuilder>(v, 0).append_value(&c.view.lot);
+    field::<TimestampMillisecondBuilder>(v, 1).append_value(c.view.expires_at as i64);
+    field::<Int64Builder>(v, 2).append_option(c.change.map(|c| c.0));
+    field::<Int64Builder>(v, 3).append_option(c.change.map(|c| c.1));
+    v.append(true);
+}
+
+/// Column builders of the `lot_history` table.
+#[derive(Default)]
+pub struct LotHistoryBuilder {
+    seq: UInt64Builder,
+    recorded_at: TimestampMillisecondBuilder,
+    kind: StringBuilder,
+    sku: StringBuilder,
+    location: StringBuilder,
+    lot: StringBuilder,
+    expires_at: TimestampMillisecondBuilder,
+    on_hand: Int64Builder,
+    reserved: Int64Builder,
+    expired: BooleanBuilder,
+    on_hand_change: Int64Builder,
+    reserved_change: Int64Builder,
+    rows: usize,
+}
+
+impl LotHistoryBuilder {
+    /// Appends a lot's state after record `seq` (of kind `kind`, or `snapshot`) and its change.
+    pub fn push(&mut self, seq: u64, recorded_at: u64, kind: &str, lot: &LotView, change: Option<(i64, i64)>) {
+        self.seq.append_value(seq);
+        self.recorded_at.append_value(recorded_at as i64);
+        self.kind.append_value(kind);
+        self.sku.append_value(&lot.sku);
+        self.location.append_value(&lot.location);
+        self.lot.append_value(&lot.lot);
+        self.expires_at.append_value(lot.expires_at as i64);
+        self.on_hand.append_value(lot.on_hand);
+        self.reserved.append_value(lot.reserved);
+        self.expired.append_value(lot.expired);
+        self.on_hand_change.append_option(change.map(|c| c.0));
+        self.reserved_change.append_option(change.map(|c| c.1));
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The rows so far as one batch; the builder starts empty again.
+    pub fn finish(&mut self) -> RecordBatch {
+        let utc = |b: &mut TimestampMillisecondBuilder| Arc::new(b.finish().with_timezone("UTC")) as ArrayRef;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.seq.finish()),
+            utc(&mut self.recorded_at),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.sku.finish()),
+            Arc::new(self.location.finish()),
+            Arc::new(self.lot.finish()),
+            utc(&mut self.expires_at),
+            Arc::new(self.on_hand.finish()),
+            Arc::new(self.reserved.finish()),
+            Arc::new(self.expired.finish()),
+            Arc::new(self.on_hand_change.finish()),
+            Arc::new(self.reserved_change.finish()),
+        ];
+        self.rows = 0;
+        RecordBatch::try_new(LOT_HISTORY.clone(), columns).expect("columns match the lot_history schema")
     }
 }
 
@@ -261,7 +510,10 @@ fn alerts_text(effects: &Effects) -> Option<String> {
                 engine::core::AlertKind::LotExpiring => "lot_expiring",
                 engine::core::AlertKind::LotExpired => "lot_expired",
             };
-            format!("{kind}:{}@{}", a.sku, a.location)
+            match &a.lot {
+                Some((lot, _)) => format!("{kind}:{}@{}#{lot}", a.sku, a.location),
+                None => format!("{kind}:{}@{}", a.sku, a.location),
+            }
         })
         .collect();
     Some(parts.join(","))
@@ -277,17 +529,26 @@ fn adjust_reason(r: AdjustReason) -> &'static str {
     }
 }
 
-/// Converts records to rows, in sequence order, keeping the open holds.
-#[derive(Default)]
+/// Converts records to rows, in sequence order, keeping the open holds and the live lots.
 pub struct Converter {
     pub holds: Holds,
+    pub lots: Lots,
     /// Accepted `set_settings` since the last [`Converter::take_settings`]: (seq, sku, location, settings).
     pub settings: Vec<(u64, String, String, engine::core::Settings)>,
+    /// Lot changes since the last [`Converter::take_lot_changes`].
+    lot_changes: LotHistoryBuilder,
+}
+
+impl Default for Converter {
+    /// A converter for a history that starts at the first record.
+    fn default() -> Self {
+        Converter::new(Holds::default(), Lots::new_history())
+    }
 }
 
 impl Converter {
-    pub fn new(holds: Holds) -> Converter {
-        Converter { holds, settings: Vec::new() }
+    pub fn new(holds: Holds, lots: Lots) -> Converter {
+        Converter { holds, lots, settings: Vec::new(), lot_changes: LotHistoryBuilder::default() }
     }
 
     /// The settings changes collected since the last call.
@@ -295,30 +556,48 @@ impl Converter {
         std::mem::take(&mut self.settings)
     }
 
-    /// Appends the rows of one record to `out` and updates the open holds.
+    /// The `lot_history` rows collected since the last call (`None` if there are none).
+    pub fn take_lot_changes(&mut self) -> Option<RecordBatch> {
+        (self.lot_changes.rows() > 0).then(|| self.lot_changes.finish())
+    }
+
+    /// Appends the rows of one record to `out` (and its lot changes to the converter's own
+    /// `lot_history` rows), and updates the open holds and the live lots.
     pub fn convert(&mut self, r: &RecordIn<'_>, out: &mut MovementBuilder) {
         let ok = r.outcome.is_ok();
         let alerts = alerts_text(r.effects);
         let alerts = alerts.as_deref();
-        let mut push = |row: Row<'_>| out.push(r, alerts, row);
+        let lots: Vec<LotChange<'_>> = if r.effects.lots.is_empty() {
+            Vec::new()
+        } else {
+            let changes = self.lots.apply(&r.effects.lots);
+            let kind = r.movement.kind.name();
+            for (view, change) in r.effects.lots.iter().zip(&changes) {
+                self.lot_changes.push(r.seq, r.recorded_at, kind, view, *change);
+            }
+            r.effects.lots.iter().zip(changes).map(|(view, change)| LotChange { view, change }).collect()
+        };
+        let mut push = |row: Row<'_>| out.push(r, alerts, &lots, row);
         match &r.movement.kind {
-            MovementKind::Receive { sku, location, qty, unit_cost, units: _ } => push(Row {
+            MovementKind::Receive { sku, location, qty, unit_cost, units } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*qty),
                 on_hand_change: Some(*qty),
                 unit_cost: *unit_cost,
+                lot: units.lot.as_deref(),
+                serials: &units.serials,
                 ..Row::default()
             }),
             MovementKind::Expect { sku, location, qty } => {
                 push(Row { sku: Some(sku), location: Some(location), qty: Some(*qty), ..Row::default() })
             }
-            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units: _ } => {
-                if ok {
-                    if let Some(h) = hold {
-                        self.consume(*h, r.shard, sku, location, *qty);
-                    }
-                }
+            MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units } => {
+                // A sell against a hold sells (part of) one of its lines, kit mark included.
+                let kit = match (ok, hold) {
+                    (true, Some(h)) => self.consume(*h, r.shard, sku, location, *qty, &units.serials),
+                    _ => None,
+                };
                 push(Row {
                     sku: Some(sku),
                     location: Some(location),
@@ -327,10 +606,13 @@ impl Converter {
                     unit_price: *unit_price,
                     hold: *hold,
                     allow_negative: Some(*allow_negative),
+                    lot: units.lot.as_deref(),
+                    serials: &units.serials,
+                    kit: kit.as_ref().map(|(k, n)| (k.as_str(), *n)),
                     ..Row::default()
                 })
             }
-            MovementKind::Return { sku, location, qty, condition, unit_price, units: _ } => push(Row {
+            MovementKind::Return { sku, location, qty, condition, unit_price, units } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*qty),
@@ -340,18 +622,22 @@ impl Converter {
                     ReturnCondition::Restock => "restock",
                     ReturnCondition::Damaged => "damaged",
                 }),
+                lot: units.lot.as_deref(),
+                serials: &units.serials,
                 ..Row::default()
             }),
-            MovementKind::Adjust { sku, location, delta, reason, allow_negative, units: _ } => push(Row {
+            MovementKind::Adjust { sku, location, delta, reason, allow_negative, units } => push(Row {
                 sku: Some(sku),
                 location: Some(location),
                 qty: Some(*delta),
                 on_hand_change: Some(*delta),
                 adjust_reason: Some(adjust_reason(*reason)),
                 allow_negative: Some(*allow_negative),
+                lot: units.lot.as_deref(),
+                serials: &units.serials,
                 ..Row::default()
             }),
-            MovementKind::Count { sku, location, counted, units: _ } => {
+            MovementKind::Count { sku, location, counted, units } => {
                 let variance = match r.outcome {
                     Ok(Detail::Variance(v)) => Some(*v),
                     _ => None,
@@ -362,10 +648,11 @@ impl Converter {
                     qty: Some(*counted),
                     on_hand_change: variance,
                     variance,
+                    lot: units.lot.as_deref(),
                     ..Row::default()
                 })
             }
-            MovementKind::Transfer { sku, from, to, qty, units: _ } => {
+            MovementKind::Transfer { sku, from, to, qty, units } => {
                 push(Row {
                     line: 0,
                     sku: Some(sku),
@@ -373,6 +660,8 @@ impl Converter {
                     other_location: Some(to),
                     qty: Some(*qty),
                     on_hand_change: Some(-qty),
+                    lot: units.lot.as_deref(),
+                    serials: &units.serials,
                     ..Row::default()
                 });
                 push(Row {
@@ -382,6 +671,8 @@ impl Converter {
                     other_location: Some(from),
                     qty: Some(*qty),
                     on_hand_change: Some(*qty),
+                    lot: units.lot.as_deref(),
+                    serials: &units.serials,
                     ..Row::default()
                 });
             }
@@ -399,6 +690,9 @@ impl Converter {
                         qty: Some(l.qty),
                         unit_price: l.unit_price,
                         hold: id,
+                        lot: l.units.lot.as_deref(),
+                        serials: &l.units.serials,
+                        kit: l.kit.as_ref().map(|k| (k.sku.as_str(), k.qty)),
                         ..Row::default()
                     });
                 }
@@ -413,16 +707,23 @@ impl Converter {
                             location: l.location.clone(),
                             qty: l.qty,
                             unit_price: l.unit_price,
+                            lot: l.units.lot.clone(),
+                            serials: l.units.serials.clone(),
+                            kit: l.kit.as_ref().map(|k| (k.sku.clone(), k.qty)),
                         })
                         .collect();
-                    self.holds.open.insert(hold_key(id, r.shard), held);
+                    let key = hold_key(id, r.shard);
+                    self.holds.channels.insert(key.clone(), r.movement.channel.clone());
+                    self.holds.open.insert(key, held);
                 }
             }
-            MovementKind::Commit { hold } | MovementKind::Release { hold } => {
-                let is_commit = matches!(r.movement.kind, MovementKind::Commit { .. });
-                let lines = if ok { self.holds.take(*hold, r.shard) } else { None };
-                match lines {
-                    Some(lines) if !lines.is_empty() => {
+            MovementKind::Commit { hold } | MovementKind::CompleteCommit { hold } | MovementKind::Release { hold } => {
+                // A `complete_commit` (the engine finishing a split commit after a crash) sells
+                // exactly as a `commit` does.
+                let is_commit = !matches!(r.movement.kind, MovementKind::Release { .. });
+                let part = if ok { self.holds.take(*hold, r.shard) } else { None };
+                match &part {
+                    Some((lines, channel)) if !lines.is_empty() => {
                         for (i, l) in lines.iter().enumerate() {
                             push(Row {
                                 line: i as u16,
@@ -432,6 +733,10 @@ impl Converter {
                                 on_hand_change: Some(if is_commit { -l.qty } else { 0 }),
                                 unit_price: l.unit_price,
                                 hold: Some(*hold),
+                                channel: channel.as_deref(),
+                                lot: l.lot.as_deref(),
+                                serials: &l.serials,
+                                kit: l.kit.as_ref().map(|(k, n)| (k.as_str(), *n)),
                                 ..Row::default()
                             });
                         }
@@ -446,10 +751,17 @@ impl Converter {
                     self.settings.push((r.seq, sku.clone(), location.clone(), *settings));
                 }
             }
-            MovementKind::Expire { .. }
-            | MovementKind::Allocate { .. }
-            | MovementKind::SetSkuSettings { .. }
-            | MovementKind::CompleteCommit { .. } => push(Row::default()),
+            MovementKind::Allocate { sku, location, channel, qty } => push(Row {
+                sku: Some(sku),
+                location: Some(location),
+                qty: Some(*qty),
+                allocation_channel: Some(channel),
+                ..Row::default()
+            }),
+            MovementKind::SetSkuSettings { sku, settings } => {
+                push(Row { sku: Some(sku), sku_settings: Some(settings), ..Row::default() })
+            }
+            MovementKind::Expire { .. } => push(Row::default()),
         }
         // Holds dropped by expiry (or closed by a sell that consumed their last line).
         if ok {
@@ -459,18 +771,39 @@ impl Converter {
         }
     }
 
-    fn consume(&mut self, hold: u64, shard: u16, sku: &str, location: &str, qty: i64) {
+    /// A sell of `qty` against a hold: takes it off the hold's line for (sku, location), with
+    /// the serial numbers it names (or the line's first ones), as the engine does. Returns the
+    /// line's kit mark.
+    fn consume(
+        &mut self,
+        hold: u64,
+        shard: u16,
+        sku: &str,
+        location: &str,
+        qty: i64,
+        serials: &[String],
+    ) -> Option<(String, i64)> {
         let key = hold_key(hold, shard);
-        let Some(lines) = self.holds.open.get_mut(&key) else { return };
+        let lines = self.holds.open.get_mut(&key)?;
+        let mut kit = None;
         if let Some(i) = lines.iter().position(|l| l.sku == sku && l.location == location) {
-            lines[i].qty -= qty.min(lines[i].qty);
-            if lines[i].qty == 0 {
+            let line = &mut lines[i];
+            kit = line.kit.clone();
+            let consumed = qty.min(line.qty);
+            line.qty -= consumed;
+            if serials.is_empty() {
+                line.serials.drain(..(consumed as usize).min(line.serials.len()));
+            } else {
+                line.serials.retain(|s| !serials.contains(s));
+            }
+            if line.qty == 0 {
                 lines.remove(i);
             }
         }
         if lines.is_empty() {
-            self.holds.open.remove(&key);
+            self.holds.take(hold, shard);
         }
+        kit
     }
 }
 
@@ -600,5 +933,122 @@ mod tests {
         let after = col("reserved_after");
         let after: &Int64Array = after.as_primitive();
         assert_eq!(after.iter().take(2).collect::<Vec<_>>(), vec![Some(5), Some(2)]);
+    }
+
+    fn lot(sku: &str, code: &str, on_hand: i64, reserved: i64) -> LotView {
+        LotView {
+            sku: sku.into(),
+            location: "dc".into(),
+            lot: code.into(),
+            expires_at: 5_000,
+            on_hand,
+            reserved,
+            expired: false,
+        }
+    }
+
+    #[test]
+    fn lot_changes_are_differences_and_unknown_after_a_gap() {
+        // (lots after the record, changes expected with a complete history, after a gap)
+        type Case = (Vec<LotView>, Vec<Option<(i64, i64)>>, Vec<Option<(i64, i64)>>);
+        let cases: Vec<Case> = vec![
+            (vec![lot("A", "L1", 10, 0)], vec![Some((10, 0))], vec![None]),
+            (vec![lot("A", "L1", 10, 4)], vec![Some((0, 4))], vec![Some((0, 4))]),
+            (
+                vec![lot("A", "L1", 6, 0), lot("A", "L2", 3, 0)],
+                vec![Some((-4, -4)), Some((3, 0))],
+                vec![Some((-4, -4)), None],
+            ),
+            // Emptied: dropped by the engine, and known to be empty only with a complete history.
+            (vec![lot("A", "L1", 0, 0)], vec![Some((-6, 0))], vec![Some((-6, 0))]),
+            (vec![lot("A", "L1", 2, 0)], vec![Some((2, 0))], vec![None]),
+        ];
+        let (mut complete, mut after_gap) = (Lots::new_history(), Lots::default());
+        for (views, want_complete, want_after_gap) in cases {
+            assert_eq!(complete.apply(&views), want_complete, "{views:?}");
+            assert_eq!(after_gap.apply(&views), want_after_gap, "{views:?}");
+        }
+        assert_eq!(complete.live.len(), 2);
+    }
+
+    #[test]
+    fn the_converter_state_survives_a_commit_marker_and_old_markers_read_as_unknown_lots() {
+        let mut lots = Lots::new_history();
+        lots.apply(&[lot("A", "L1", 7, 2), lot("B", "L9", 1, 0)]);
+        let mut holds = Holds::default();
+        let line = HeldLine {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 2,
+            unit_price: None,
+            lot: Some("L1".into()),
+            serials: Vec::new(),
+            kit: Some(("GIFT".into(), 1)),
+        };
+        holds.open.insert(hold_key(9, 1), vec![line]);
+        holds.channels.insert(hold_key(9, 1), "pos".into());
+        let state = crate::sink::CommitState { holds, lots, ..Default::default() };
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains(r#""live":[["A","dc","L1",7,2],["B","dc","L9",1,0]]"#), "{json}");
+        assert_eq!(serde_json::from_str::<crate::sink::CommitState>(&json).unwrap(), state);
+        // A marker written before lots and kits were tracked.
+        let old = r#"{"format":1,"first_seq":1,"last_seq":5,"files":[],"rows":5,"rows_total":5,"history_starts_at":1,
+            "written_at_ms":0,"source":"x","holds":{"open":{"3/0":[{"sku":"A","location":"dc","qty":1,"unit_price":null}]}}}"#;
+        let old: crate::sink::CommitState = serde_json::from_str(old).unwrap();
+        assert!(!old.lots.complete && old.lots.live.is_empty());
+        assert_eq!(old.holds.open["3/0"][0].kit, None);
+    }
+
+    #[test]
+    fn a_sell_against_a_kit_hold_carries_the_kit_and_takes_its_serials() {
+        let mut c = Converter::default();
+        let mut b = MovementBuilder::new();
+        let serials = |s: &[&str]| engine::core::Units::serials(s);
+        let kit = Some(engine::core::KitRef { sku: "GIFT".into(), qty: 3 });
+        let lines = vec![Line {
+            sku: "A".into(),
+            location: "dc".into(),
+            qty: 3,
+            unit_price: None,
+            kit,
+            units: serials(&["a", "b", "c"]),
+        }];
+        let held = Ok(Detail::Hold(40));
+        let none = Effects::default();
+        let reserve = mv(MovementKind::Reserve { hold: 40, lines, expires_at: 10 });
+        fn rec<'a>(seq: u64, m: &'a Movement, o: &'a Outcome, fx: &'a Effects) -> RecordIn<'a> {
+            RecordIn { seq, shard: 0, recorded_at: 1, movement: m, outcome: o, effects: fx }
+        }
+        c.convert(&rec(1, &reserve, &held, &none), &mut b);
+        let ok = Ok(Detail::None);
+        // Sells one without naming it (the first held: "a"), then "c".
+        for (seq, named) in [(2, vec![]), (3, vec!["c"])] {
+            let sell = MovementKind::Sell {
+                sku: "A".into(),
+                location: "dc".into(),
+                qty: 1,
+                unit_price: Some(10),
+                hold: Some(40),
+                allow_negative: false,
+                units: serials(&named),
+            };
+            c.convert(&rec(seq, &mv(sell), &ok, &none), &mut b);
+        }
+        assert_eq!(c.holds.open[&hold_key(40, 0)][0].serials, ["b"]);
+        let commit = Movement { channel: "erp".into(), ..mv(MovementKind::Commit { hold: 40 }) };
+        c.convert(&rec(4, &commit, &ok, &none), &mut b);
+        assert!(c.holds.open.is_empty() && c.holds.channels.is_empty());
+        let batch = b.finish();
+        let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+        let kits = col("kit");
+        let kits: Vec<Option<&str>> = kits.as_string::<i32>().iter().collect();
+        assert_eq!(kits, vec![Some("GIFT"); 4]);
+        let channels = col("channel");
+        let channels: Vec<Option<&str>> = channels.as_string::<i32>().iter().collect();
+        assert_eq!(channels, vec![Some("web"); 4], "the commit sells through the hold's channel");
+        let listed = col("serials");
+        let listed = listed.as_list::<i32>();
+        let commit_serials = listed.value(3);
+        assert_eq!(commit_serials.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("b")]);
     }
 }

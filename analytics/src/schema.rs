@@ -6,6 +6,8 @@
 //!   levels/levels-{seq:020}.parquet                                         every level at one seq
 //!   settings/settings-{seq:020}.parquet                                     settings known at one seq
 //!   settings/changes-{first_seq:020}-{last_seq:020}.parquet                 set_settings of one chunk
+//!   lots/changes-{first_seq:020}-{last_seq:020}.parquet                     lot changes of one chunk
+//!   lots/lots-{seq:020}.parquet                                             every lot at one seq (import)
 //!   _ingest/state-{last_seq:020}.json                                       commit marker, resume point
 //! ```
 //!
@@ -13,7 +15,7 @@
 //! object-store PUT), so a reader never sees a half file. `docs/analytics.md` documents every
 //! column; changing one here is a format change and must be reflected there.
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use std::sync::{Arc, LazyLock};
 
 /// Folder of the movements table (Hive-style `date=` partitions below it).
@@ -22,6 +24,8 @@ pub const MOVEMENTS_DIR: &str = "movements";
 pub const LEVELS_DIR: &str = "levels";
 /// Folder of settings snapshots (settings known before the first ingested record).
 pub const SETTINGS_DIR: &str = "settings";
+/// Folder of lot changes (per chunk) and lot snapshots (`lot_history`).
+pub const LOTS_DIR: &str = "lots";
 /// Folder of commit markers written by `ingest` and `import`.
 pub const STATE_DIR: &str = "_ingest";
 
@@ -31,7 +35,10 @@ pub const META_FIRST_SEQ: &str = "perpetua.first_seq";
 pub const META_LAST_SEQ: &str = "perpetua.last_seq";
 /// Version of this layout, in every file's metadata (`perpetua.format`).
 pub const META_FORMAT: &str = "perpetua.format";
-pub const FORMAT_VERSION: &str = "1";
+/// 2: `movements` gained `lot`, `serials`, `lots`, `kit`, `kit_qty`, `allocation_channel`,
+/// `serial_tracked`, `expiry_warning_days`, `components`, and the `lots/` files appeared. Files of
+/// version 1 read as version 2 with those columns null.
+pub const FORMAT_VERSION: &str = "2";
 
 /// Rows per Parquet row group: large enough for good compression and fast scans, small enough
 /// that a writer's buffer stays bounded (~30 MB of Arrow arrays at most).
@@ -80,6 +87,65 @@ pub static MOVEMENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("safety_stock_after", DataType::Int64, true),
         f("available_after", DataType::Int64, true),
         f("alerts", DataType::Utf8, true),
+        f("lot", DataType::Utf8, true),
+        f("serials", serials_type(), true),
+        f("lots", lots_type(), true),
+        f("kit", DataType::Utf8, true),
+        f("kit_qty", DataType::Int64, true),
+        f("allocation_channel", DataType::Utf8, true),
+        f("serial_tracked", DataType::Boolean, true),
+        f("expiry_warning_days", DataType::Int32, true),
+        f("components", components_type(), true),
+    ]))
+});
+
+/// `movements.serials`: the serial numbers a row names, as a list of strings.
+pub fn serials_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
+}
+
+/// The fields of one element of `movements.lots`: a lot whose quantities the row changed.
+pub fn lot_change_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("lot", DataType::Utf8, false),
+        Field::new("expires_at", ts(), false),
+        Field::new("on_hand_change", DataType::Int64, true),
+        Field::new("reserved_change", DataType::Int64, true),
+    ])
+}
+
+/// `movements.lots`: list of { lot, expires_at, on_hand_change, reserved_change }.
+pub fn lots_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(lot_change_fields()), false)))
+}
+
+/// The fields of one element of `movements.components`: { sku, qty } per kit.
+pub fn component_fields() -> Fields {
+    Fields::from(vec![Field::new("sku", DataType::Utf8, false), Field::new("qty", DataType::Int64, false)])
+}
+
+/// `movements.components`: a `set_sku_settings` row's kit definition.
+pub fn components_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(component_fields()), false)))
+}
+
+/// `lot_history`: one row per lot a movement changed (its state after the change, and the change),
+/// plus the lots of a snapshot (`kind = 'snapshot'`, written by `import`).
+pub static LOT_HISTORY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let f = Field::new;
+    Arc::new(Schema::new(vec![
+        f("seq", DataType::UInt64, false),
+        f("recorded_at", ts(), false),
+        f("kind", DataType::Utf8, false),
+        f("sku", DataType::Utf8, false),
+        f("location", DataType::Utf8, false),
+        f("lot", DataType::Utf8, false),
+        f("expires_at", ts(), false),
+        f("on_hand", DataType::Int64, false),
+        f("reserved", DataType::Int64, false),
+        f("expired", DataType::Boolean, false),
+        f("on_hand_change", DataType::Int64, true),
+        f("reserved_change", DataType::Int64, true),
     ]))
 });
 
@@ -148,6 +214,16 @@ pub fn parse_chunk_file(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// `lots/changes-{first}-{last}.parquet`: the lot changes of a chunk, written beside its movements.
+pub fn lot_changes_file(first_seq: u64, last_seq: u64) -> String {
+    format!("{LOTS_DIR}/changes-{first_seq:020}-{last_seq:020}.parquet")
+}
+
+/// `lots/lots-{seq}.parquet`: every lot at one sequence number.
+pub fn lots_file(seq: u64) -> String {
+    format!("{LOTS_DIR}/lots-{seq:020}.parquet")
+}
+
 /// `settings/settings-{seq}.parquet`.
 pub fn settings_file(seq: u64) -> String {
     format!("{SETTINGS_DIR}/settings-{seq:020}.parquet")
@@ -176,5 +252,7 @@ mod tests {
         assert_eq!(parse_movement_file(&name), Some((17, 4242)));
         assert_eq!(parse_state_file(&state_file(99)), Some(99));
         assert_eq!(parse_movement_file("movements/date=2026-03-09/other.parquet"), None);
+        assert_eq!(parse_chunk_file(&lot_changes_file(3, 9)), Some((3, 9)));
+        assert_eq!(parse_chunk_file(&lots_file(9)), None, "a snapshot is not part of a chunk");
     }
 }

@@ -5,16 +5,19 @@
 //! 1. A chunk covers the records `first_seq..=last_seq`, `first_seq` being one past the last
 //!    committed record. Its rows go to one file per UTC day,
 //!    `movements/date=D/part-{first_seq}-{last_seq}.parquet`.
+//!    Its lot changes go to `lots/changes-{first_seq}-{last_seq}.parquet` and its accepted
+//!    `set_settings` to `settings/changes-{first_seq}-{last_seq}.parquet`.
 //! 2. Then the commit marker `_ingest/state-{last_seq}.json` is written: the range, the files,
-//!    the row counts and the open holds after `last_seq`. The chunk exists from that moment.
+//!    the row counts and the converter's state after `last_seq` (open holds, live lots). The
+//!    chunk exists from that moment.
 //! 3. On start, the newest marker gives the resume point (`last_seq + 1`) and the holds; any
-//!    movement file whose `first_seq` is past it belongs to a chunk that was never committed
+//!    chunk file whose `first_seq` is past it belongs to a chunk that was never committed
 //!    (the writer was killed between steps 1 and 2) and is deleted before anything is written.
 //!
 //! So the files themselves say where to resume: there is no other state, and a chunk is either
 //! wholly there or, after the next start, wholly absent.
 
-use crate::rows::{date_of_day, DayRows, Holds};
+use crate::rows::{date_of_day, Converter, DayRows, Holds, LotHistoryBuilder, Lots};
 use crate::schema::{self, FORMAT_VERSION, META_FIRST_SEQ, META_FORMAT, META_LAST_SEQ, ROW_GROUP_ROWS_MAX};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
@@ -52,6 +55,9 @@ pub struct CommitState {
     pub source: String,
     /// Open holds after `last_seq`.
     pub holds: Holds,
+    /// The live lots after `last_seq` (absent from markers written before lots were tracked).
+    #[serde(default)]
+    pub lots: Lots,
 }
 
 /// Parquet settings of every file: zstd, statistics per page for pruning, bounded row groups.
@@ -88,12 +94,39 @@ pub struct Chunk {
     pub rows: DayRows,
     /// Open holds after `last_seq`.
     pub holds: Holds,
+    /// Live lots after `last_seq`.
+    pub lots: Lots,
     /// Accepted `set_settings` of the chunk: (seq, sku, location, settings).
     pub settings: Vec<(u64, String, String, engine::core::Settings)>,
+    /// The chunk's `lot_history` rows, if any.
+    pub lot_changes: Option<RecordBatch>,
 }
 
-/// Encoded files of a chunk: (name, bytes, rows).
-pub type EncodedChunk = (u64, u64, Vec<(String, Bytes, u64)>, Holds);
+impl Chunk {
+    /// The chunk `first_seq..=last_seq` of `rows`, with what the converter collected for it
+    /// (settings changes, lot changes) and its state after `last_seq`.
+    pub fn new(first_seq: u64, last_seq: u64, rows: DayRows, conv: &mut Converter) -> Chunk {
+        Chunk {
+            first_seq,
+            last_seq,
+            rows,
+            holds: conv.holds.clone(),
+            lots: conv.lots.clone(),
+            settings: conv.take_settings(),
+            lot_changes: conv.take_lot_changes(),
+        }
+    }
+}
+
+/// A chunk's encoded files, ready to be committed.
+pub struct EncodedChunk {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// (name, bytes, movement rows).
+    pub files: Vec<(String, Bytes, u64)>,
+    pub holds: Holds,
+    pub lots: Lots,
+}
 
 /// Encodes a chunk's files (CPU only; run it off the async threads).
 pub fn encode_chunk(mut chunk: Chunk) -> Result<EncodedChunk> {
@@ -115,7 +148,17 @@ pub fn encode_chunk(mut chunk: Chunk) -> Result<EncodedChunk> {
         // Not movement rows: counted as 0 rows in the marker.
         files.push((name, encode_parquet(&[batch], chunk.first_seq, chunk.last_seq)?, 0));
     }
-    Ok((chunk.first_seq, chunk.last_seq, files, chunk.holds))
+    if let Some(batch) = &chunk.lot_changes {
+        let name = schema::lot_changes_file(chunk.first_seq, chunk.last_seq);
+        files.push((name, encode_parquet(std::slice::from_ref(batch), chunk.first_seq, chunk.last_seq)?, 0));
+    }
+    Ok(EncodedChunk {
+        first_seq: chunk.first_seq,
+        last_seq: chunk.last_seq,
+        files,
+        holds: chunk.holds,
+        lots: chunk.lots,
+    })
 }
 
 /// The writer side of a snapshot store: recovers the committed point, then commits chunks.
@@ -162,6 +205,7 @@ impl Sink {
         let mut removed = 0;
         let mut names = store.list(schema::MOVEMENTS_DIR).await?;
         names.extend(store.list(schema::SETTINGS_DIR).await?);
+        names.extend(store.list(schema::LOTS_DIR).await?);
         for name in names {
             if let Some((first, _)) = schema::parse_chunk_file(&name) {
                 if first > state.last_seq {
@@ -183,7 +227,7 @@ impl Sink {
 
     /// Writes an encoded chunk's files, then its commit marker.
     pub async fn commit(&mut self, encoded: EncodedChunk) -> Result<()> {
-        let (first_seq, last_seq, files, holds) = encoded;
+        let EncodedChunk { first_seq, last_seq, files, holds, lots } = encoded;
         if first_seq != self.state.last_seq + 1 || last_seq < first_seq {
             bail!(
                 "internal error: chunk {first_seq}..={last_seq} does not follow the committed sequence number {}",
@@ -209,6 +253,7 @@ impl Sink {
             written_at_ms: now_ms(),
             source: self.source.clone(),
             holds,
+            lots,
         };
         let json = serde_json::to_vec_pretty(&next)?;
         self.store.put(&schema::state_file(last_seq), Bytes::from(json)).await?;
@@ -226,8 +271,9 @@ impl Sink {
     /// Marks records up to `last_seq` as ingested when they gave no row (only no-op records).
     pub async fn skip_to(&mut self, last_seq: u64) -> Result<()> {
         if last_seq > self.state.last_seq {
-            let holds = self.state.holds.clone();
-            self.commit((self.state.last_seq + 1, last_seq, Vec::new(), holds)).await?;
+            let (holds, lots) = (self.state.holds.clone(), self.state.lots.clone());
+            let first_seq = self.state.last_seq + 1;
+            self.commit(EncodedChunk { first_seq, last_seq, files: Vec::new(), holds, lots }).await?;
         }
         Ok(())
     }
@@ -240,6 +286,8 @@ impl Sink {
         }
         self.state.last_seq = first_seq - 1;
         self.state.history_starts_at = first_seq;
+        // Lots changed before the gap are unknown: their first change seen has no known change.
+        self.state.lots = Lots::default();
         Ok(())
     }
 }
@@ -257,7 +305,7 @@ pub async fn read_committed(store: &Store) -> Result<CommitState> {
             Err(e) => tracing::warn!(file = %store.show(name), error = %e, "skipping an unreadable commit marker"),
         }
     }
-    Ok(CommitState { format: 1, ..CommitState::default() })
+    Ok(CommitState { format: 1, lots: Lots::new_history(), ..CommitState::default() })
 }
 
 /// Writes a level snapshot (`levels/levels-{seq}.parquet`).
@@ -286,6 +334,21 @@ pub async fn write_levels(store: &Store, seq: u64, at_ms: u64, levels: &[engine:
     let name = schema::levels_file(seq);
     store.put(&name, encode_parquet(&[batch], seq, seq)?).await?;
     Ok(name)
+}
+
+/// Writes a lot snapshot (`lots/lots-{seq}.parquet`): every lot at `seq`, as `lot_history` rows of
+/// kind `snapshot`. Nothing is written for no lot.
+pub async fn write_lots(store: &Store, seq: u64, at_ms: u64, lots: &[engine::core::LotView]) -> Result<Option<String>> {
+    if lots.is_empty() {
+        return Ok(None);
+    }
+    let mut b = LotHistoryBuilder::default();
+    for lot in lots {
+        b.push(seq, at_ms, "snapshot", lot, None);
+    }
+    let name = schema::lots_file(seq);
+    store.put(&name, encode_parquet(&[b.finish()], seq, seq)?).await?;
+    Ok(Some(name))
 }
 
 /// Writes the settings known at `seq` (`settings/settings-{seq}.parquet`).
@@ -335,13 +398,24 @@ mod tests {
             occurred_at: None,
             kind: MovementKind::Expect { sku: "A".into(), location: "dc".into(), qty: 1 },
         };
-        let (ok, fx) = (Ok(Detail::None), Effects::default());
+        let ok = Ok(Detail::None);
+        // Every record changes a lot, so that each chunk has a lot changes file too.
+        let lot = engine::core::LotView {
+            sku: "A".into(),
+            location: "dc".into(),
+            lot: "L1".into(),
+            expires_at: 1,
+            on_hand: 1,
+            reserved: 0,
+            expired: false,
+        };
+        let fx = Effects { lots: vec![lot], ..Effects::default() };
         for (i, seq) in (first..=last).enumerate() {
             let at = day_ms[i % day_ms.len()];
             let r = RecordIn { seq, shard: 0, recorded_at: at, movement: &m, outcome: &ok, effects: &fx };
             conv.convert(&r, rows.builder_for(at));
         }
-        Chunk { first_seq: first, last_seq: last, rows, holds: conv.holds, settings: Vec::new() }
+        Chunk::new(first, last, rows, &mut conv)
     }
 
     #[tokio::test]
@@ -352,12 +426,12 @@ mod tests {
         let mut sink = Sink::open(store.clone(), "test".into()).await.unwrap();
         assert_eq!(sink.resume_seq(), 1);
         sink.commit(encode_chunk(chunk(1, 10, &days)).unwrap()).await.unwrap();
-        assert_eq!(sink.state.files.len(), 2, "one file per day");
+        assert_eq!(sink.state.files.len(), 3, "one file per day, and the lot changes");
         // A second writer is refused while the first holds the store.
         assert!(Sink::open(store.clone(), "test".into()).await.is_err());
         // Killed after writing the files of 11..=20 and before their marker; plus a temporary.
-        let (_, _, files, _) = encode_chunk(chunk(11, 20, &days)).unwrap();
-        for (name, bytes, _) in files {
+        let encoded = encode_chunk(chunk(11, 20, &days)).unwrap();
+        for (name, bytes, _) in encoded.files {
             store.put(&name, bytes).await.unwrap();
         }
         std::fs::write(dir.path().join("movements/date=2024-10-04/part-x.parquet#1"), b"half").unwrap();
@@ -369,6 +443,8 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|n| n.contains("part-00000000000000000001-00000000000000000010")), "{left:?}");
         assert!(!dir.path().join("movements/date=2024-10-04/part-x.parquet#1").exists());
+        let lots: Vec<String> = store.list(schema::LOTS_DIR).await.unwrap();
+        assert_eq!(lots, ["lots/changes-00000000000000000001-00000000000000000010.parquet"]);
         // A chunk that does not follow the committed point is refused.
         let mut sink = sink;
         assert!(sink.commit(encode_chunk(chunk(12, 20, &days)).unwrap()).await.is_err());

@@ -41,11 +41,12 @@ def sql(q):
 
 n = sql("SELECT count(*) AS n FROM movements")[0]["n"]
 check("row count matches", n == table.num_rows, f"pyarrow {table.num_rows}, stock-analytics {n}")
-sales = table.filter(pc.and_(pc.is_in(table["kind"], value_set=__import__("pyarrow").array(["sell", "commit"])),
-                             table["accepted"]))
+sale_kinds = __import__("pyarrow").array(["sell", "commit", "complete_commit"])
+sales = table.filter(pc.and_(pc.is_in(table["kind"], value_set=sale_kinds), table["accepted"]))
 py = {r["sku"]: r["qty_sum"] for r in sales.group_by("sku").aggregate([("qty", "sum")]).to_pylist()}
 ours = {r["sku"]: r["units"] for r in sql(
-    "SELECT sku, sum(qty) AS units FROM movements WHERE kind IN ('sell','commit') AND accepted GROUP BY sku")}
+    "SELECT sku, sum(qty) AS units FROM movements WHERE kind IN ('sell','commit','complete_commit') AND accepted "
+    "GROUP BY sku")}
 check("units sold per SKU match", py == ours, f"{len(py)} SKUs")
 print(f"{3 - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -7,8 +7,29 @@ use arrow::datatypes::{Int64Type, UInt16Type, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
 
-/// The identity and content of a row that a test compares: (seq, line, kind, sku, location, qty).
-pub type RowKey = (u64, u16, String, Option<String>, Option<String>, Option<i64>);
+/// The identity and content of a row that a test compares: (seq, line, kind, sku, location, qty,
+/// lot changes, kit, channel). Lot changes are `lot:on_hand_change:reserved_change` joined by `;`.
+pub type RowKey =
+    (u64, u16, String, Option<String>, Option<String>, Option<i64>, Option<String>, Option<String>, String);
+
+/// The `lots` column of row `i` as text.
+fn lot_changes(lots: &arrow::array::ListArray, i: usize) -> Option<String> {
+    if lots.is_null(i) {
+        return None;
+    }
+    let items = lots.value(i);
+    let items = items.as_struct();
+    let lot = items.column_by_name("lot").unwrap().as_string::<i32>();
+    let on_hand = items.column_by_name("on_hand_change").unwrap().as_primitive::<Int64Type>();
+    let reserved = items.column_by_name("reserved_change").unwrap().as_primitive::<Int64Type>();
+    let text = (0..items.len())
+        .map(|j| {
+            let n = |a: &arrow::array::Int64Array| if a.is_null(j) { "?".to_string() } else { a.value(j).to_string() };
+            format!("{}:{}:{}", lot.value(j), n(on_hand), n(reserved))
+        })
+        .collect::<Vec<_>>();
+    Some(text.join(";"))
+}
 
 pub fn keys_of(batch: &RecordBatch) -> Vec<RowKey> {
     let seq = batch.column_by_name("seq").unwrap().as_primitive::<UInt64Type>().clone();
@@ -17,6 +38,9 @@ pub fn keys_of(batch: &RecordBatch) -> Vec<RowKey> {
     let sku = batch.column_by_name("sku").unwrap().as_string::<i32>().clone();
     let loc = batch.column_by_name("location").unwrap().as_string::<i32>().clone();
     let qty = batch.column_by_name("qty").unwrap().as_primitive::<Int64Type>().clone();
+    let lots = batch.column_by_name("lots").unwrap().as_list::<i32>().clone();
+    let kit = batch.column_by_name("kit").unwrap().as_string::<i32>().clone();
+    let channel = batch.column_by_name("channel").unwrap().as_string::<i32>().clone();
     (0..batch.num_rows())
         .map(|i| {
             let s = |a: &arrow::array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
@@ -27,6 +51,9 @@ pub fn keys_of(batch: &RecordBatch) -> Vec<RowKey> {
                 s(&sku),
                 s(&loc),
                 (!qty.is_null(i)).then(|| qty.value(i)),
+                lot_changes(&lots, i),
+                s(&kit),
+                channel.value(i).to_string(),
             )
         })
         .collect()

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 /// A server on a multi-thread runtime owned by the test, so that the test's threads can borrow
 /// its engine.
-struct Running {
+pub(crate) struct Running {
     rt: tokio::runtime::Runtime,
     server: Server,
 }
 
 impl Running {
-    fn start(dir: &Path) -> Running {
+    pub(crate) fn start(dir: &Path) -> Running {
         let mut c = ServerConfig::new(dir);
         c.listen = "127.0.0.1:0".parse().unwrap();
         c.metrics_listen = None;
@@ -34,32 +34,39 @@ impl Running {
         Running { rt, server }
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         self.server.engine()
     }
 
     /// Graceful shutdown (the engine writes a checkpoint).
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         let Running { rt, server } = self;
         rt.block_on(server.shutdown()).unwrap();
     }
 }
 
-fn mv(kind: MovementKind, channel: &str) -> Movement {
+pub(crate) fn mv(kind: MovementKind, channel: &str) -> Movement {
     Movement { key: None, channel: channel.into(), reference: None, occurred_at: None, kind }
 }
 
-/// Receives, sells (some against holds), transfers, counts and settings on a few SKUs, until
-/// `stop` or `max_batches`.
+/// Receives (some into lots), sells (first-expiry-first-out over the lots; some against holds;
+/// some of a kit), transfers, counts and settings on a few SKUs, until `stop` or `max_batches`.
 fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u64 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i:02}")).collect();
     let locs = ["dc", "store-1"];
-    let mut submitted = 0;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // Lot LOT-k expires k days after a month from now, for every SKU (a lot's expiry is fixed).
+    let lot_expiry = |k: u64| now + (30 + k) * 86_400_000;
+    let components = vec![Component { sku: skus[0].clone(), qty: 1 }, Component { sku: skus[1].clone(), qty: 2 }];
+    let kit = SkuSettings { components, ..SkuSettings::default() };
+    let set_kit = engine.execute_one(mv(MovementKind::SetSkuSettings { sku: "KIT-A".into(), settings: kit }, "admin"));
+    assert!(set_kit.outcome.is_ok(), "{:?}", set_kit.outcome);
+    let mut submitted = 1;
     for b in 0..max_batches {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -68,12 +75,31 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
         for _ in 0..20 {
             let sku = skus[rng.gen_range(0..skus.len())].clone();
             let location = locs[rng.gen_range(0..2)].to_string();
-            let kind = match rng.gen_range(0..10) {
+            let kind = match rng.gen_range(0..12) {
                 0 | 1 => MovementKind::Receive {
                     sku,
                     location,
                     qty: rng.gen_range(5..50),
                     unit_cost: Some(100),
+                    units: Units::ANY,
+                },
+                10 => {
+                    let k = rng.gen_range(0..3);
+                    MovementKind::Receive {
+                        sku,
+                        location,
+                        qty: rng.gen_range(5..20),
+                        unit_cost: Some(90),
+                        units: Units::new_lot(&format!("LOT-{k}"), lot_expiry(k)),
+                    }
+                }
+                11 => MovementKind::Sell {
+                    sku: "KIT-A".into(),
+                    location,
+                    qty: 1,
+                    unit_price: Some(2500),
+                    hold: None,
+                    allow_negative: false,
                     units: Units::ANY,
                 },
                 2 => MovementKind::Transfer { sku, from: "dc".into(), to: "store-1".into(), qty: 1, units: Units::ANY },
@@ -93,7 +119,7 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
                     units: Units::ANY,
                 },
             };
-            batch.push(mv(kind, "web"));
+            batch.push(mv(kind, ["web", "pos"][rng.gen_range(0..2)]));
         }
         submitted += engine.execute(batch).len() as u64;
         // A checkout: hold, then commit or release.
@@ -117,7 +143,7 @@ fn load(engine: &Engine, stop: &AtomicBool, max_batches: usize, seed: u64) -> u6
     submitted
 }
 
-fn analytics(snapshots: &Path) -> Command {
+pub(crate) fn analytics(snapshots: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stock-analytics"));
     c.arg("--snapshots").arg(snapshots).stdin(Stdio::null());
     c
@@ -169,6 +195,12 @@ fn killed_ingesters_resume_with_no_gap_and_no_duplicate_and_import_agrees() {
     let expected = expected_rows(server.engine());
     let got = read_movement_rows(snaps.path());
     assert!(!expected.is_empty());
+    // The load took lots first-expiry-first-out (some takes spanning lots) and sold kits.
+    let lots_taken = expected.iter().filter(|r| r.2 == "sell" && r.6.is_some()).count();
+    let across_lots = expected.iter().filter(|r| r.6.as_deref().is_some_and(|l| l.contains(';'))).count();
+    let kit_rows = expected.iter().filter(|r| r.2 == "commit" && r.7.is_some()).count();
+    eprintln!("{lots_taken} sells from lots, {across_lots} rows across lots, {kit_rows} kit commit rows");
+    assert!(lots_taken > 0 && across_lots > 0 && kit_rows > 0, "{lots_taken} {across_lots} {kit_rows}");
     let mut dedup = got.clone();
     dedup.dedup();
     assert_eq!(dedup.len(), got.len(), "duplicate rows after {kills} kills");

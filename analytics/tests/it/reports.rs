@@ -106,8 +106,7 @@ async fn dataset(dir: &std::path::Path) -> Store {
         conv.convert(&r, rows.builder_for(at(date)));
     }
     let last = history.len() as u64;
-    let settings = conv.take_settings();
-    let chunk = Chunk { first_seq: 1, last_seq: last, rows, holds: conv.holds.clone(), settings };
+    let chunk = Chunk::new(1, last, rows, &mut conv);
     sink.commit(encode_chunk(chunk).unwrap()).await.unwrap();
     let levels = vec![
         level("A", 5, 0, 0),
