@@ -10,8 +10,9 @@
 # standard workload), `lots4` (this build, `--lots 4`). Scenarios: `single` (one movement per
 # request, closed loop, 1024 clients) and `batch100` (100 per request, 64 clients). Every run
 # gets a fresh stockd (fsync always) and data directory, and must pass the load generator's
-# verification. Prints a Markdown table (movements per second, each round and the mean, and the
-# ratio to `std`); keeps every JSON report in OUT.
+# verification. Prints a Markdown table (movements per second, each round and the mean, the
+# ratio to `std`, and the server's CPU time per movement with its ratio: the figure that holds
+# when other work shares the machine); keeps every JSON report in OUT.
 #
 # Environment: OUT (default benches/results/complex-DATE), ROUNDS (2), DURATION (20s),
 # SKUS (100000), LOCATIONS (4), SCENARIOS ("single batch100"), VARIANTS (default: all available).
@@ -86,13 +87,13 @@ done
 python3 - "$OUT" "$ROUNDS" "$SCENARIOS" "$VARIANTS" <<'EOF'
 import json, os, sys
 out, rounds, scenarios, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-print("| scenario | variant | movements/s per round | mean | vs std | verification |")
-print("|---|---|---|---:|---:|---|")
+print("| scenario | variant | movements/s per round | mean | vs std | server CPU us/movement | vs std | verification |")
+print("|---|---|---|---:|---:|---:|---:|---|")
 for sc in scenarios:
     means = {}
     rows = []
     for v in variants:
-        rates, ok = [], True
+        rates, cpus, ok = [], [], True
         for r in range(1, rounds + 1):
             path = os.path.join(out, f"{sc}-{v}-{r}.json")
             if not os.path.exists(path):
@@ -100,12 +101,18 @@ for sc in scenarios:
                 continue
             d = json.load(open(path))
             rates.append(sum(p["movements_per_s"] for p in d["phases"]) / len(d["phases"]))
+            cpus.append(sum(p["server_cpu_us_per_movement"] for p in d["phases"]) / len(d["phases"]))
             ok = ok and d["verification"]["passed"]
-        means[v] = sum(rates) / len(rates) if rates else 0
+        means[v] = (sum(rates) / len(rates), sum(cpus) / len(cpus)) if rates else (0, 0)
         rows.append((v, rates, ok))
     for v, rates, ok in rows:
-        ratio = f"{means[v] / means['std'] * 100:.0f}%" if means.get("std") else "-"
+        rate, cpu = means[v]
+        std_rate, std_cpu = means.get("std", (0, 0))
+        ratio = f"{rate / std_rate * 100:.0f}%" if std_rate else "-"
+        # CPU per movement holds even when other work shares the machine: its inverse is the
+        # throughput ratio the server would reach alone.
+        cpu_ratio = f"{std_cpu / cpu * 100:.0f}%" if cpu and std_cpu else "-"
         per = ", ".join(f"{x:,.0f}" for x in rates)
-        print(f"| {sc} | {v} | {per} | {means[v]:,.0f} | {ratio} | {'passed' if ok else 'FAILED'} |")
+        print(f"| {sc} | {v} | {per} | {rate:,.0f} | {ratio} | {cpu:.2f} | {cpu_ratio} | {'passed' if ok else 'FAILED'} |")
 EOF
 log "reports in $OUT"
