@@ -1084,6 +1084,7 @@ impl ShardState {
                 self.expire_lot(dst, code, None);
                 let l = &mut self.levels[dst as usize];
                 l.unsellable += n;
+                self.lot_changed(dst, code, fx); // its view says expired
             }
         }
         let to_id = self.locations.intern(to);

@@ -362,3 +362,38 @@ fn allocations_fence_off_other_channels_sales_not_transfers_or_adjustments() {
     assert_eq!(oh_res_av(&e, "TEE", "dc"), Some((0, 0, 0)));
     assert_eq!(e.level_detail("TEE", "dc").unwrap().allocations, vec![("amazon".to_string(), 8)]);
 }
+
+#[test]
+fn expired_stock_moved_to_a_disposal_area_stays_expired_and_unsellable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, clock) = config(dir.path(), 1);
+    c.expire_interval = std::time::Duration::from_millis(5);
+    let e = Engine::open(c).unwrap();
+    ok(&e, with_units(receive("MILK", "dc", 4), Units::new_lot("L1", T0 + 1_000)));
+    clock.store(T0 + 10_000, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.level("MILK", "dc").unwrap().unsellable != 4 {
+        assert!(std::time::Instant::now() < deadline, "the lot did not expire");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let to_disposal = MovementKind::Transfer {
+        sku: "MILK".into(),
+        from: "dc".into(),
+        to: "disposal".into(),
+        qty: 4,
+        units: Units::lot("L1"),
+    };
+    let r = e.execute_one(mv(Some("t1"), to_disposal));
+    assert_eq!(r.outcome, Ok(Detail::None));
+    let l = e.level("MILK", "disposal").unwrap();
+    assert_eq!((l.on_hand, l.unsellable, l.available), (4, 4, 0));
+    assert_eq!(e.level("MILK", "dc").map(|l| (l.on_hand, l.unsellable)), Some((0, 0)));
+    // The change feed's lot views say so too.
+    e.halt();
+    let (e, _) = open(dir.path(), 1);
+    let mut feed = e.feed(r.seq.unwrap()).unwrap();
+    let event = feed.next_batch(1, std::time::Duration::from_secs(5)).unwrap().remove(0);
+    let lots: Vec<(String, Qty, bool)> =
+        event.record.effects.lots.iter().map(|l| (l.location.clone(), l.on_hand, l.expired)).collect();
+    assert_eq!(lots, vec![("dc".to_string(), 0, true), ("disposal".to_string(), 4, true)]);
+}
