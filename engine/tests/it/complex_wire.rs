@@ -936,3 +936,258 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
     assert!(lines.iter().any(|l| l["serials"] == json!(["S3"])));
     assert!(lines.iter().any(|l| l["lots"] == json!([{"lot": "L2", "qty": 1}]) && l["from_alloc"] == 1));
 }
+
+/// `stock_client.py`'s encoders give the bytes the Rust protocol gives, and its decoders read
+/// what the server sends (no QUIC needed: its codec is plain Python).
+#[test]
+fn stock_client_py_encodes_and_decodes_the_version_2_layouts() {
+    use engine::protocol::*;
+    use serde_json::{json, Value};
+    if python3_missing() {
+        return;
+    }
+    let mv = |key: Option<&str>, channel: &str, kind: MovementKind| Movement {
+        key: key.map(Into::into),
+        channel: channel.into(),
+        reference: None,
+        occurred_at: None,
+        kind,
+    };
+    let request = |id: u64, body: RequestBody| {
+        let mut f = Vec::new();
+        encode_request(&mut f, id, &body);
+        f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let submit = |id, m: Movement| request(id, RequestBody::Submit { movements: vec![m] });
+    let mut sell = sell_units("PHONE", "dc", 2, Units::serials(&["S1", "S2"]));
+    if let MovementKind::Sell { unit_price, .. } = &mut sell {
+        *unit_price = Some(999);
+    }
+    let kit = SkuSettings {
+        serial_tracked: false,
+        expiry_warning_days: Some(30),
+        components: vec![Component { sku: "SOAP".into(), qty: 2 }, Component { sku: "CREAM".into(), qty: 1 }],
+    };
+    let lines = vec![
+        Line {
+            sku: "PHONE".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: Some(900),
+            units: Units::serials(&["S3"]),
+            kit: None,
+        },
+        Line {
+            sku: "MILK".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: None,
+            units: Units::lot("L2"),
+            kit: None,
+        },
+    ];
+    let expected = json!({
+        "hello": request(0, RequestBody::Hello { version: PROTOCOL_VERSION, token: "t".into(), client: "stock_client.py".into() }),
+        "receive": submit(1, mv(Some("k-1"), "erp", receive_units("MILK", "dc", 24, Units::new_lot("L7", 1_900_000_000_000)))),
+        "sell": submit(2, mv(None, "pos", sell)),
+        "allocate": submit(3, mv(Some("k-3"), "admin", MovementKind::Allocate { sku: "MILK".into(), location: "dc".into(), channel: "web".into(), qty: 5 })),
+        "sku_settings": submit(4, mv(Some("k-4"), "admin", MovementKind::SetSkuSettings { sku: "GIFT".into(), settings: kit })),
+        "reserve": submit(5, mv(None, "web", MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 })),
+        "level_detail": request(6, RequestBody::LevelDetail { sku: "MILK".into(), location: "dc".into() }),
+        "serial": request(7, RequestBody::Serial { sku: "PHONE".into(), serial: "S1".into() }),
+        "get_sku_settings": request(8, RequestBody::GetSkuSettings { sku: "GIFT".into() }),
+        "available_for": request(9, RequestBody::AvailableFor { sku: "MILK".into(), location: "dc".into(), channel: "web".into() }),
+    });
+    let encode = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import stock_client as sc
+m, f, sub = sc.movement, sc.frame, sc.submit
+out = {
+    "hello": f(0, sc.hello("t")),
+    "receive": f(1, sub([m(sc.RECEIVE, sc.receive("MILK", "dc", 24, lot="L7", lot_expires_at=1900000000000), "k-1", "erp")])),
+    "sell": f(2, sub([m(sc.SELL, sc.sell("PHONE", "dc", 2, unit_price=999, serials=["S1", "S2"]), None, "pos")])),
+    "allocate": f(3, sub([m(sc.ALLOCATE, sc.allocate("MILK", "dc", "web", 5), "k-3", "admin")])),
+    "sku_settings": f(4, sub([m(sc.SET_SKU_SETTINGS,
+        sc.set_sku_settings("GIFT", sc.sku_settings(False, 30, [("SOAP", 2), ("CREAM", 1)])), "k-4", "admin")])),
+    "reserve": f(5, sub([m(sc.RESERVE, sc.reserve([sc.line("PHONE", "dc", 1, 900, sc.units(serials=["S3"])),
+        sc.line("MILK", "dc", 1, None, sc.units(lot="L2"))], 1700000060000), None, "web")])),
+    "level_detail": f(6, sc.level_detail_request("MILK", "dc")),
+    "serial": f(7, sc.serial_request("PHONE", "S1")),
+    "get_sku_settings": f(8, sc.get_sku_settings_request("GIFT")),
+    "available_for": f(9, sc.available_for_request("MILK", "dc", "web")),
+}
+out = {k: v.hex() for k, v in out.items()}
+for line in sys.stdin:
+    name, frame = line.split()
+    out["decoded_" + name] = sc.read_response(bytes.fromhex(frame)[4:])
+print(json.dumps(out))
+"#;
+    // Answers for the decoder.
+    let level = LevelView {
+        sku: "MILK".into(),
+        location: "dc".into(),
+        on_hand: 9,
+        reserved: 1,
+        unsellable: 3,
+        incoming: 0,
+        safety_stock: 0,
+        available: 5,
+    };
+    let lot = lot_view("MILK", "L2", T0 + 5 * DAY, 6, 1, false);
+    let answers = [
+        (
+            "detail",
+            ResponseBody::LevelDetail(Some(LevelDetail {
+                level,
+                lots: vec![lot],
+                allocations: vec![("web".into(), 2)],
+                loose_on_hand: 3,
+            })),
+        ),
+        ("no_detail", ResponseBody::LevelDetail(None)),
+        (
+            "serial",
+            ResponseBody::Serial(Some(SerialView {
+                sku: "PHONE".into(),
+                serial: "S3".into(),
+                location: "dc".into(),
+                status: SerialStatus::Reserved(65_539),
+                history: vec![SerialEvent { seq: 12, at: T0, what: "reserve".into(), location: "dc".into() }],
+            })),
+        ),
+        (
+            "settings",
+            ResponseBody::SkuSettings(SkuSettings {
+                serial_tracked: true,
+                expiry_warning_days: None,
+                components: vec![],
+            }),
+        ),
+        ("available", ResponseBody::AvailableFor(Some(-2))),
+        (
+            "outcomes",
+            ResponseBody::Outcomes {
+                results: vec![
+                    MovementOutcome { seq: Some(4), outcome: Err(Reason::LotRequired) },
+                    MovementOutcome { seq: None, outcome: Err(Reason::InvalidAllocation) },
+                ],
+            },
+        ),
+    ];
+    let stdin: String = answers
+        .iter()
+        .map(|(name, body)| {
+            let mut f = Vec::new();
+            encode_response(&mut f, 7, body);
+            format!("{name} {}\n", f.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        })
+        .collect();
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(encode)
+        .arg(tool(""))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (name, want) in expected.as_object().unwrap() {
+        assert_eq!(&got[name], want, "{name}");
+    }
+    let level = json!({"sku": "MILK", "location": "dc", "on_hand": 9, "reserved": 1, "unsellable": 3, "incoming": 0,
+        "safety_stock": 0, "available": 5});
+    let lot = json!({"sku": "MILK", "location": "dc", "lot": "L2", "expires_at": T0 + 5 * DAY, "on_hand": 6,
+        "reserved": 1, "expired": false});
+    assert_eq!(
+        got["decoded_detail"],
+        json!([7, ["level_detail", {"level": level, "lots": [lot], "allocations": [{"channel": "web", "qty": 2}], "loose_on_hand": 3}]])
+    );
+    assert_eq!(got["decoded_no_detail"], json!([7, ["level_detail", null]]));
+    assert_eq!(
+        got["decoded_serial"],
+        json!([7, ["serial", {"sku": "PHONE", "serial": "S3", "location": "dc", "status": "reserved", "hold": 65_539,
+            "history": [{"seq": 12, "at": T0, "what": "reserve", "location": "dc"}]}]])
+    );
+    assert_eq!(
+        got["decoded_settings"],
+        json!([7, ["sku_settings", {"serial_tracked": true, "expiry_warning_days": null, "components": []}]])
+    );
+    assert_eq!(got["decoded_available"], json!([7, ["available_for", -2]]));
+    assert_eq!(
+        got["decoded_outcomes"],
+        json!([7, ["outcomes", [{"seq": 4, "accepted": false, "reason": "lot_required"},
+            {"seq": null, "accepted": false, "reason": "invalid_allocation"}]]])
+    );
+}
+
+/// `stock_client.py` against a live server over QUIC, where `aioquic` is installed.
+#[test]
+fn stock_client_py_talks_to_stockd_over_quic() {
+    use serde_json::{json, Value};
+    if python3_missing() {
+        return;
+    }
+    let has_aioquic =
+        std::process::Command::new("python3").args(["-c", "import aioquic"]).status().is_ok_and(|s| s.success());
+    if !has_aioquic {
+        eprintln!("skipped: aioquic is not installed (pip install aioquic)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _clock) = start_at_t0(dir.path());
+    let py = |args: &[&str]| -> Value {
+        let out = std::process::Command::new("python3")
+            .arg(tool("stock_client.py"))
+            .args(["--server", &server.addr.to_string(), "--data-dir", dir.path().to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let accepted = |v: Value| {
+        assert_eq!(v[0], "outcomes", "{v}");
+        assert_eq!(v[1][0]["accepted"], true, "{v}");
+        v[1][0]["seq"].as_u64().unwrap()
+    };
+    let expires = (T0 + 3 * DAY).to_string();
+    accepted(py(&["receive", "MILK", "dc", "5", "--lot", "L1", "--expires-at", &expires]));
+    accepted(py(&["receive", "MILK", "dc", "2"]));
+    accepted(py(&["allocate", "MILK", "dc", "web", "4"]));
+    let refused = py(&["receive", "MILK", "dc", "1", "--lot", "L9"]);
+    assert_eq!(refused[1][0]["reason"], "invalid_lot");
+    accepted(py(&["sku-settings", "PHONE", "--serial-tracked", "true"]));
+    let received = accepted(py(&["receive", "PHONE", "dc", "--serial", "S1,S2", "--serial", "S3"]));
+    let sold = accepted(py(&["sell", "PHONE", "dc", "--serial", "S1"]));
+    accepted(py(&["sku-settings", "GIFT", "--kit", "MILK:2"]));
+
+    let lot = json!({"sku": "MILK", "location": "dc", "lot": "L1", "expires_at": T0 + 3 * DAY, "on_hand": 5,
+        "reserved": 0, "expired": false});
+    let level = json!({"sku": "MILK", "location": "dc", "on_hand": 7, "reserved": 0, "unsellable": 0, "incoming": 0,
+        "safety_stock": 0, "available": 7});
+    assert_eq!(
+        py(&["lots", "MILK", "dc"]),
+        json!(["level_detail", {"level": level, "lots": [lot], "allocations": [{"channel": "web", "qty": 4}], "loose_on_hand": 2}])
+    );
+    assert_eq!(py(&["available", "MILK", "dc", "pos"]), json!(["available_for", 3]));
+    assert_eq!(py(&["available", "GIFT", "dc", "web"]), json!(["available_for", 3]));
+    let kit_level = json!({"sku": "GIFT", "location": "dc", "on_hand": 3, "reserved": 0, "unsellable": 0, "incoming": 0,
+        "safety_stock": 0, "available": 3});
+    assert_eq!(py(&["level", "GIFT", "dc"]), json!(["level", kit_level]));
+    assert_eq!(
+        py(&["serial", "PHONE", "S1"]),
+        json!(["serial", {"sku": "PHONE", "serial": "S1", "location": "dc", "status": "sold", "hold": null,
+            "history": [{"seq": received, "at": T0, "what": "receive", "location": "dc"},
+                {"seq": sold, "at": T0, "what": "sell", "location": "dc"}]}])
+    );
+    assert_eq!(
+        py(&["sku-settings", "GIFT"]),
+        json!(["sku_settings", {"serial_tracked": false, "expiry_warning_days": null, "components": [{"sku": "MILK", "qty": 2}]}])
+    );
+}
