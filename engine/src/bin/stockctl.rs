@@ -601,6 +601,15 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
 
 /// Checks what can be checked without the server, and fills in what the units imply.
 fn check(mut command: Command) -> Result<Command, ClientError> {
+    match &command {
+        Command::Receive { qty, units, .. }
+        | Command::Sell { qty, units, .. }
+        | Command::Return { qty, units, .. }
+        | Command::Transfer { qty, units, .. } => {
+            units.qty(*qty)?;
+        }
+        _ => {}
+    }
     if let Command::Reserve { lines, units, .. } = &mut command {
         let named = units.lot.is_some() || units.expires.is_some() || !units.serials.is_empty();
         if named {
