@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Reads a Perpetua data directory's write-ahead log and checkpoints, written from docs/wal.md alone.
 
+Format version 2 (lots, serial numbers, kits, channel allocations).
+
 Standard library only. Prints one JSON object per line on standard output:
 
     {"file": ..., "offset": ..., "seq": 3, "shard": 0, "type": "movement", "recorded_at": ...,
@@ -33,7 +35,7 @@ import sys
 
 SEGMENT_MAGIC = b"PRPTWAL1"
 CHECKPOINT_MAGIC = b"PRPTCKP1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEGMENT_HEADER_LEN = 32
 RECORD_HEADER_LEN = 24
 CHECKPOINT_HEADER_LEN = 32
@@ -179,13 +181,42 @@ REASONS = [
     "invalid_quantity", "quantity_overflow", "invalid_field", "same_location",
     "hold_line_missing", "invalid_expiry", "invalid_lines", "invalid_settings",
     "storage_failure", "shutting_down",
+    # format version 2:
+    "unknown_lot", "lot_expired", "invalid_lot", "lot_required", "invalid_serials",
+    "serial_in_stock", "serial_not_in_stock", "serial_not_sold", "kit_not_stocked",
+    "invalid_kit", "invalid_allocation",
 ]
-ALERT_KINDS = ["reorder", "out_of_stock"]
+ALERT_KINDS = ["reorder", "out_of_stock", "lot_expiring", "lot_expired"]
 DETAILS = ["none", "hold", "variance"]
+SERIAL_STATUSES = ["in_stock", "reserved", "sold", "written_off"]
+
+
+def units(p):
+    """Units: which lot or serial numbers a movement line is about (docs/wal.md 9.4)."""
+    return {"lot": p.option(p.string), "lot_expires_at": p.option(p.u64), "serials": p.vec(p.string)}
+
+
+def kit_ref(p):
+    return {"sku": p.string(), "qty": p.i64()}
 
 
 def line(p):
-    return {"sku": p.string(), "location": p.string(), "qty": p.i64(), "unit_price": p.option(p.i64)}
+    return {
+        "sku": p.string(), "location": p.string(), "qty": p.i64(), "unit_price": p.option(p.i64),
+        "units": units(p), "kit": p.option(lambda: kit_ref(p)),
+    }
+
+
+def component(p):
+    return {"sku": p.string(), "qty": p.i64()}
+
+
+def sku_settings(p):
+    return {
+        "serial_tracked": p.bool(),
+        "expiry_warning_days": p.option(p.u16),
+        "components": p.vec(lambda: component(p)),
+    }
 
 
 def settings(p):
@@ -206,21 +237,25 @@ def hold_view(hold):
 
 # (name, [(field, reader)]) in declaration order: the index in this list is the variant index.
 MOVEMENT_KINDS = [
-    ("receive", [("sku", "s"), ("location", "s"), ("qty", "q"), ("unit_cost", "oq")]),
+    ("receive", [("sku", "s"), ("location", "s"), ("qty", "q"), ("unit_cost", "oq"), ("units", "units")]),
     ("expect", [("sku", "s"), ("location", "s"), ("qty", "q")]),
     ("sell", [("sku", "s"), ("location", "s"), ("qty", "q"), ("unit_price", "oq"),
-              ("hold", "oh"), ("allow_negative", "b")]),
+              ("hold", "oh"), ("allow_negative", "b"), ("units", "units")]),
     ("return", [("sku", "s"), ("location", "s"), ("qty", "q"), ("condition", "cond"),
-                ("unit_price", "oq")]),
+                ("unit_price", "oq"), ("units", "units")]),
     ("adjust", [("sku", "s"), ("location", "s"), ("delta", "q"), ("reason", "reason"),
-                ("allow_negative", "b")]),
-    ("count", [("sku", "s"), ("location", "s"), ("counted", "q")]),
-    ("transfer", [("sku", "s"), ("from", "s"), ("to", "s"), ("qty", "q")]),
+                ("allow_negative", "b"), ("units", "units")]),
+    ("count", [("sku", "s"), ("location", "s"), ("counted", "q"), ("units", "units")]),
+    ("transfer", [("sku", "s"), ("from", "s"), ("to", "s"), ("qty", "q"), ("units", "units")]),
     ("reserve", [("hold", "h"), ("lines", "lines"), ("expires_at", "u")]),
     ("commit", [("hold", "h")]),
     ("release", [("hold", "h")]),
     ("set_settings", [("sku", "s"), ("location", "s"), ("settings", "settings")]),
     ("expire", [("holds_expired_by", "u"), ("keys_seen_before", "u"), ("keys_max", "u")]),
+    # format version 2:
+    ("allocate", [("sku", "s"), ("location", "s"), ("channel", "s"), ("qty", "q")]),
+    ("set_sku_settings", [("sku", "s"), ("settings", "sku_settings")]),
+    ("complete_commit", [("hold", "h")]),
 ]
 
 FIELD_READERS = {
@@ -235,6 +270,8 @@ FIELD_READERS = {
     "reason": lambda p: p.variant(ADJUST_REASONS, "AdjustReason"),
     "lines": lambda p: p.vec(lambda: line(p)),
     "settings": settings,
+    "units": units,
+    "sku_settings": sku_settings,
 }
 
 
@@ -285,6 +322,15 @@ def alert(p):
     return {
         "kind": p.variant(ALERT_KINDS, "AlertKind"), "sku": p.string(), "location": p.string(),
         "available": p.i64(), "reorder_point": p.option(p.i64),
+        # Lot alerts: the lot's code and expiry, a tuple (String, u64).
+        "lot": p.option(lambda: {"lot": p.string(), "expires_at": p.u64()}),
+    }
+
+
+def lot_view(p):
+    return {
+        "sku": p.string(), "location": p.string(), "lot": p.string(), "expires_at": p.u64(),
+        "on_hand": p.i64(), "reserved": p.i64(), "expired": p.bool(),
     }
 
 
@@ -293,6 +339,7 @@ def effects(p):
         "levels": p.vec(lambda: level_view(p)),
         "alerts": p.vec(lambda: alert(p)),
         "holds_closed": p.vec(p.u64),
+        "lots": p.vec(lambda: lot_view(p)),
     }
 
 
@@ -314,6 +361,13 @@ def movement_payload(payload):
 LEVEL_FLAGS = [(1, "order_up_to_max"), (2, "reorder_alerted"), (4, "out_of_stock_alerted")]
 
 
+def lot_record(p):
+    return {
+        "lot": p.string(), "expires_at": p.u64(), "on_hand": p.i64(), "reserved": p.i64(),
+        "expired": p.bool(), "warned": p.bool(),
+    }
+
+
 def level_record(p):
     sku, location = p.string(), p.string()
     lv = {
@@ -321,6 +375,8 @@ def level_record(p):
         "safety_stock": p.i64(), "reorder_point": p.i64(), "order_qty": p.u32(),
         "lead_time_days": p.u16(), "flags": p.u8(),
     }
+    lots = p.vec(lambda: lot_record(p))
+    allocations = p.vec(lambda: {"channel": p.string(), "qty": p.i64()})
     reorder_point = None if lv["reorder_point"] == -1 else lv["reorder_point"]
     order_qty = None if lv["order_qty"] == ORDER_QTY_UNSET else lv["order_qty"]
     up_to_max = bool(lv["flags"] & 1)
@@ -328,6 +384,8 @@ def level_record(p):
         "sku": sku,
         "location": location,
         "level": lv,
+        "lots": lots,
+        "allocations": allocations,
         # Derived, as the engine reports them:
         "flag_names": [n for bit, n in LEVEL_FLAGS if lv["flags"] & bit],
         "available": lv["on_hand"] - lv["reserved"] - lv["unsellable"] - lv["safety_stock"],
@@ -341,8 +399,27 @@ def level_record(p):
     }
 
 
+def hold_line_record(p):
+    return {
+        "sku": p.string(), "location": p.string(), "qty": p.i64(), "unit_price": p.option(p.i64),
+        "lots": p.vec(lambda: {"lot": p.string(), "qty": p.i64()}),
+        "serials": p.vec(p.string),
+        "from_alloc": p.i64(),
+        "kit": p.option(lambda: kit_ref(p)),
+    }
+
+
 def hold_record(p):
-    return {"id": p.u64(), "expires_at": p.u64(), "lines": p.vec(lambda: line(p))}
+    return {"id": p.u64(), "expires_at": p.u64(), "channel": p.string(), "lines": p.vec(lambda: hold_line_record(p))}
+
+
+def serial_view(p):
+    out = {"sku": p.string(), "serial": p.string(), "location": p.string()}
+    status = p.variant(SERIAL_STATUSES, "SerialStatus")
+    out["status"] = status
+    out["hold"] = p.u64() if status == "reserved" else None
+    out["history"] = p.vec(lambda: {"seq": p.u64(), "at": p.u64(), "what": p.string(), "location": p.string()})
+    return out
 
 
 def key_entry(p):
@@ -362,6 +439,10 @@ def shard_snapshot(p):
         "levels": p.vec(lambda: level_record(p)),
         "holds": p.vec(lambda: hold_record(p)),
         "keys": p.vec(lambda: key_entry(p)),
+        "sku_settings": p.vec(lambda: {"sku": p.string(), "settings": sku_settings(p)}),
+        "lot_expiry": p.vec(lambda: {"sku": p.string(), "lot": p.string(), "expires_at": p.u64()}),
+        "serials": p.vec(lambda: serial_view(p)),
+        "committed_split_holds": p.vec(lambda: {"hold": p.u64(), "expires_at": p.u64()}),
     }
 
 

@@ -394,6 +394,7 @@ pub fn push_varint(buf: &mut Vec<u8>, mut v: u64) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PROTOCOL_VERSION;
     use super::*;
     use crate::core::*;
 
@@ -407,12 +408,13 @@ mod tests {
         v
     }
 
-    /// The examples of docs/protocol.md, byte for byte. A failure here means the wire format
-    /// changed: bump PROTOCOL_VERSION and update the page.
+    /// The examples of docs/protocol.md (section 12), byte for byte. A failure here means the wire
+    /// format changed: bump PROTOCOL_VERSION (and the ALPN) and update the page. Version 2 added
+    /// `units` to movements, and the pins of a lot, serial numbers, an allocation and a new read.
     #[test]
     fn golden_bytes() {
-        let hello = RequestBody::Hello { version: 1, token: "t".into(), client: "c".into() };
-        assert_eq!(hex(&frame_of(0, &hello)), "07 00 00 00 00 00 01 01 74 01 63");
+        let hello = RequestBody::Hello { version: PROTOCOL_VERSION, token: "t".into(), client: "c".into() };
+        assert_eq!(hex(&frame_of(0, &hello)), "07 00 00 00 00 00 02 01 74 01 63");
 
         let sell = Movement {
             key: Some("k1".into()),

@@ -447,3 +447,747 @@ async fn only_the_right_roles_allocate_or_change_sku_settings() {
         assert_eq!(c.serial("R", "S1").await.unwrap(), None);
     }
 }
+
+// ---- the independent Python tools of docs/tools against the engine ----
+
+fn python3_missing() -> bool {
+    let missing = std::process::Command::new("python3").arg("--version").output().map_or(true, |o| !o.status.success());
+    if missing {
+        eprintln!("skipped: python3 is not installed");
+    }
+    missing
+}
+
+fn tool(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tools").join(name)
+}
+
+fn adjust_reason(r: AdjustReason) -> &'static str {
+    match r {
+        AdjustReason::Correction => "correction",
+        AdjustReason::Shrinkage => "shrinkage",
+        AdjustReason::Damaged => "damaged",
+        AdjustReason::Found => "found",
+        AdjustReason::Promotion => "promotion",
+    }
+}
+
+fn units_json(u: &Units) -> serde_json::Value {
+    serde_json::json!({"lot": u.lot, "lot_expires_at": u.lot_expires_at, "serials": u.serials})
+}
+
+fn kit_json(k: &Option<KitRef>) -> serde_json::Value {
+    k.as_ref().map_or(serde_json::Value::Null, |k| serde_json::json!({"sku": k.sku, "qty": k.qty}))
+}
+
+fn sku_settings_json(s: &SkuSettings) -> serde_json::Value {
+    let components: Vec<_> = s.components.iter().map(|c| serde_json::json!({"sku": c.sku, "qty": c.qty})).collect();
+    serde_json::json!({"serial_tracked": s.serial_tracked, "expiry_warning_days": s.expiry_warning_days,
+        "components": components})
+}
+
+/// A movement record as `read_wal.py` prints it (docs/wal.md section 12), from the engine's own
+/// decoder.
+fn record_json(rec: &engine::wal::record::MovementRecord) -> serde_json::Value {
+    use serde_json::json;
+    let m = &rec.movement;
+    let mut mv = json!({"key": m.key, "channel": m.channel, "reference": m.reference, "occurred_at": m.occurred_at});
+    let kind = match &m.kind {
+        MovementKind::Receive { sku, location, qty, unit_cost, units } => json!({"kind": "receive", "sku": sku,
+            "location": location, "qty": qty, "unit_cost": unit_cost, "units": units_json(units)}),
+        MovementKind::Expect { sku, location, qty } => {
+            json!({"kind": "expect", "sku": sku, "location": location, "qty": qty})
+        }
+        MovementKind::Sell { sku, location, qty, unit_price, hold, allow_negative, units } => json!({"kind": "sell",
+            "sku": sku, "location": location, "qty": qty, "unit_price": unit_price, "hold": hold,
+            "allow_negative": allow_negative, "units": units_json(units)}),
+        MovementKind::Return { sku, location, qty, condition, unit_price, units } => json!({"kind": "return",
+            "sku": sku, "location": location, "qty": qty,
+            "condition": if *condition == ReturnCondition::Damaged { "damaged" } else { "restock" },
+            "unit_price": unit_price, "units": units_json(units)}),
+        MovementKind::Adjust { sku, location, delta, reason, allow_negative, units } => json!({"kind": "adjust",
+            "sku": sku, "location": location, "delta": delta, "reason": adjust_reason(*reason),
+            "allow_negative": allow_negative, "units": units_json(units)}),
+        MovementKind::Count { sku, location, counted, units } => json!({"kind": "count", "sku": sku,
+            "location": location, "counted": counted, "units": units_json(units)}),
+        MovementKind::Transfer { sku, from, to, qty, units } => json!({"kind": "transfer", "sku": sku, "from": from,
+            "to": to, "qty": qty, "units": units_json(units)}),
+        MovementKind::Reserve { hold, lines, expires_at } => {
+            let lines: Vec<_> = lines
+                .iter()
+                .map(|l| {
+                    json!({"sku": l.sku, "location": l.location, "qty": l.qty, "unit_price": l.unit_price,
+                    "units": units_json(&l.units), "kit": kit_json(&l.kit)})
+                })
+                .collect();
+            json!({"kind": "reserve", "hold": hold, "lines": lines, "expires_at": expires_at})
+        }
+        MovementKind::Commit { hold } => json!({"kind": "commit", "hold": hold}),
+        MovementKind::Release { hold } => json!({"kind": "release", "hold": hold}),
+        MovementKind::SetSettings { sku, location, settings } => json!({"kind": "set_settings", "sku": sku,
+            "location": location, "settings": settings}),
+        MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => json!({"kind": "expire",
+            "holds_expired_by": holds_expired_by, "keys_seen_before": keys_seen_before, "keys_max": keys_max}),
+        MovementKind::Allocate { sku, location, channel, qty } => json!({"kind": "allocate", "sku": sku,
+            "location": location, "channel": channel, "qty": qty}),
+        MovementKind::SetSkuSettings { sku, settings } => {
+            json!({"kind": "set_sku_settings", "sku": sku, "settings": sku_settings_json(settings)})
+        }
+        MovementKind::CompleteCommit { hold } => json!({"kind": "complete_commit", "hold": hold}),
+    };
+    for (k, v) in kind.as_object().unwrap() {
+        mv[k] = v.clone();
+    }
+    if let Some(hold) = mv["hold"].as_u64() {
+        let shards: Vec<u32> = (0..HOLD_SHARD_BITS).filter(|s| hold >> s & 1 == 1).collect();
+        mv["hold_parts"] = json!({"id": hold, "counter": hold >> HOLD_SHARD_BITS, "shards": shards});
+    }
+    let outcome = match rec.outcome {
+        Ok(Detail::None) => json!({"ok": "none"}),
+        Ok(Detail::Hold(h)) => json!({"ok": {"hold": h}}),
+        Ok(Detail::Variance(v)) => json!({"ok": {"variance": v}}),
+        Err(r) => json!({"err": r.code()}),
+    };
+    let alert_kind = |k: AlertKind| match k {
+        AlertKind::Reorder => "reorder",
+        AlertKind::OutOfStock => "out_of_stock",
+        AlertKind::LotExpiring => "lot_expiring",
+        AlertKind::LotExpired => "lot_expired",
+    };
+    let alerts: Vec<_> = rec
+        .effects
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({"kind": alert_kind(a.kind), "sku": a.sku, "location": a.location, "available": a.available,
+            "reorder_point": a.reorder_point,
+            "lot": a.lot.as_ref().map(|(lot, at)| json!({"lot": lot, "expires_at": at}))})
+        })
+        .collect();
+    json!({
+        "type": "movement",
+        "recorded_at": rec.recorded_at,
+        "body_hash": format!("{:016x}", rec.body_hash),
+        "movement": mv,
+        "outcome": outcome,
+        "effects": {"levels": rec.effects.levels, "alerts": alerts, "holds_closed": rec.effects.holds_closed,
+            "lots": rec.effects.lots},
+    })
+}
+
+/// What a checkpoint should hold for the checks below: every level's detail, every serial
+/// number, every SKU's settings, copied from the engine just before it was taken.
+struct Expected {
+    details: Vec<LevelDetail>,
+    serials: Vec<SerialView>,
+}
+
+fn expected_now(e: &engine::runtime::Engine, serials: &[(&str, &str)]) -> Expected {
+    let details = e.levels(None).iter().map(|l| e.level_detail(&l.sku, &l.location).unwrap()).collect();
+    let serials = serials.iter().map(|(sku, s)| e.serial(sku, s).unwrap()).collect();
+    Expected { details, serials }
+}
+
+#[test]
+fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
+    use serde_json::{json, Value};
+    if python3_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, clock) = crate::common::config(dir.path(), 2);
+    config.segment_bytes_max = 2048; // several segments
+    config.expire_interval = Duration::from_millis(10);
+    let e = engine::runtime::Engine::open(config).unwrap();
+    let run = |key: Option<&str>, channel: &str, kind: MovementKind| {
+        let m =
+            Movement { key: key.map(Into::into), channel: channel.into(), reference: None, occurred_at: None, kind };
+        e.execute_one(m)
+    };
+    let ok = |r: engine::runtime::MovementResult| r.outcome.unwrap_or_else(|r| panic!("rejected: {r}"));
+    let settings = |kind| MovementKind::SetSkuSettings { sku: "MILK".into(), settings: kind };
+    let (soap, cream) = two_shards();
+
+    // Lots: a warning 1 day ahead, two lots, loose units, an allocation, a FEFO sale from it.
+    ok(run(Some("s-milk"), "admin", settings(SkuSettings { expiry_warning_days: Some(1), ..SkuSettings::default() })));
+    ok(run(Some("r-1"), "erp", receive_units("MILK", "dc", 5, Units::new_lot("L1", T0 + 2 * DAY))));
+    ok(run(None, "erp", receive_units("MILK", "dc", 4, Units::new_lot("L2", T0 + 5 * DAY))));
+    ok(run(None, "erp", receive_units("MILK", "dc", 2, Units::ANY)));
+    ok(run(
+        None,
+        "admin",
+        MovementKind::Allocate { sku: "MILK".into(), location: "dc".into(), channel: "web".into(), qty: 3 },
+    ));
+    ok(run(Some("o-1"), "web", sell_units("MILK", "dc", 6, Units::ANY)));
+    // L1 emptied and dropped; received again under its known code, without an expiry.
+    ok(run(None, "erp", receive_units("MILK", "dc", 3, Units::lot("L1"))));
+    let count = MovementKind::Count { sku: "MILK".into(), location: "dc".into(), counted: 1, units: Units::ANY };
+    assert_eq!(run(Some("c-1"), "web", count).outcome, Err(Reason::LotRequired));
+    // Serial numbers.
+    let tracked = SkuSettings { serial_tracked: true, ..SkuSettings::default() };
+    ok(run(None, "admin", MovementKind::SetSkuSettings { sku: "PHONE".into(), settings: tracked }));
+    ok(run(None, "erp", receive_units("PHONE", "dc", 3, Units::serials(&["S1", "S2", "S3"]))));
+    ok(run(None, "pos", sell_units("PHONE", "dc", 1, Units::serials(&["S1"]))));
+    ok(run(None, "pos", return_units("PHONE", "dc", 1, Units::serials(&["S1"]))));
+    let transfer = MovementKind::Transfer {
+        sku: "PHONE".into(),
+        from: "dc".into(),
+        to: "store".into(),
+        qty: 1,
+        units: Units::serials(&["S2"]),
+    };
+    ok(run(None, "erp", transfer));
+    // A kit over two shards: a sale (reservation with kit lines, then its commit), a refused one.
+    ok(run(None, "erp", receive_units(&soap, "dc", 10, Units::ANY)));
+    ok(run(None, "erp", receive_units(&cream, "dc", 3, Units::ANY)));
+    let kit = SkuSettings {
+        components: vec![Component { sku: soap.clone(), qty: 2 }, Component { sku: cream.clone(), qty: 1 }],
+        ..SkuSettings::default()
+    };
+    ok(run(None, "admin", MovementKind::SetSkuSettings { sku: "GIFT".into(), settings: kit.clone() }));
+    ok(run(Some("kit-1"), "web", sell_units("GIFT", "dc", 2, Units::ANY)));
+    // Soap's part is held, cream's refused: the engine releases soap's part (a `release` record).
+    assert_eq!(run(None, "web", sell_units("GIFT", "dc", 2, Units::ANY)).outcome, Err(Reason::InsufficientStock));
+    ok(run(
+        None,
+        "admin",
+        MovementKind::Allocate { sku: "MILK".into(), location: "dc".into(), channel: "web".into(), qty: 2 },
+    ));
+    // An open hold of a serial number and of a lot, from the allocated channel.
+    let lines = vec![
+        Line {
+            sku: "PHONE".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: Some(900),
+            units: Units::serials(&["S3"]),
+            kit: None,
+        },
+        Line {
+            sku: "MILK".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: None,
+            units: Units::lot("L2"),
+            kit: None,
+        },
+    ];
+    let held = ok(run(Some("cart-9"), "web", MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 3_600_000 }));
+    let Detail::Hold(hold) = held else { panic!("a hold") };
+    let serials = [("PHONE", "S1"), ("PHONE", "S2"), ("PHONE", "S3")];
+    let before_first = expected_now(&e, &serials);
+    e.checkpoint().unwrap();
+
+    // The hold expires, L1's warning and then its expiry reach the log; the expired lot is written off.
+    clock.store(T0 + DAY + 2_000, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !e.holds().is_empty() {
+        assert!(Instant::now() < deadline, "the hold never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    clock.store(T0 + 2 * DAY + 2_000, Ordering::Relaxed);
+    let lot_expired = || e.level_detail("MILK", "dc").unwrap().lots.iter().any(|l| l.lot == "L1" && l.expired);
+    while !lot_expired() {
+        assert!(Instant::now() < deadline, "the lot never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let write_off = MovementKind::Adjust {
+        sku: "MILK".into(),
+        location: "dc".into(),
+        delta: -3,
+        reason: AdjustReason::Damaged,
+        allow_negative: false,
+        units: Units::lot("L1"),
+    };
+    ok(run(None, "erp", write_off));
+    let before_second = expected_now(&e, &serials);
+    e.checkpoint().unwrap();
+    ok(run(None, "erp", receive_units("MILK", "store", 1, Units::ANY)));
+    e.halt();
+
+    // The engine's own reading of its log and checkpoints.
+    let mut records = Vec::new();
+    for (_, path) in engine::wal::segment::list_segments(&dir.path().join("wal")).unwrap() {
+        let data = std::fs::read(&path).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for rec in engine::wal::segment::RecordIter::new(&data) {
+            let rec = rec.unwrap();
+            let h = rec.header;
+            let mut v = json!({"file": file, "offset": rec.offset, "seq": h.seq, "shard": h.shard});
+            if h.record_type == engine::wal::format::RECORD_TYPE_MOVEMENT {
+                let decoded = engine::wal::record::decode_movement_payload(rec.payload).unwrap();
+                for (k, x) in record_json(&decoded).as_object().unwrap() {
+                    v[k] = x.clone();
+                }
+            } else {
+                v["type"] = json!("nop");
+            }
+            records.push(v);
+        }
+    }
+    let checkpoints: Vec<engine::wal::checkpoint::CheckpointBody> =
+        engine::wal::checkpoint::list_checkpoints(&dir.path().join("checkpoints"))
+            .unwrap()
+            .iter()
+            .map(|(_, p)| engine::wal::checkpoint::read_checkpoint(p).unwrap())
+            .collect();
+    assert_eq!(checkpoints.len(), 2);
+
+    let out = std::process::Command::new("python3")
+        .arg(tool("read_wal.py"))
+        .arg(dir.path())
+        .arg("--checkpoints")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "read_wal.py failed: {stderr}");
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (py_checkpoints, py_records): (Vec<&Value>, Vec<&Value>) =
+        lines.iter().partition(|v| v.get("checkpoint").is_some());
+
+    // Record for record.
+    assert_eq!(py_records.len(), records.len());
+    for (py, rust) in py_records.iter().zip(&records) {
+        assert_eq!(*py, rust, "record {}", rust["seq"]);
+    }
+    // What the log must hold: every kind of the new layouts.
+    let kinds: std::collections::BTreeSet<&str> =
+        records.iter().filter_map(|r| r["movement"]["kind"].as_str()).collect();
+    for kind in [
+        "set_sku_settings",
+        "allocate",
+        "receive",
+        "sell",
+        "return",
+        "transfer",
+        "count",
+        "adjust",
+        "reserve",
+        "commit",
+        "release",
+        "expire",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} record");
+    }
+    let kit_lines: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["movement"]["kind"] == "reserve")
+        .flat_map(|r| r["movement"]["lines"].as_array().unwrap())
+        .filter(|l| l["kit"]["sku"] == "GIFT")
+        .collect();
+    assert!(kit_lines.len() >= 2, "the kit sale's reservation lines are marked");
+    let alerts: Vec<&str> = records
+        .iter()
+        .flat_map(|r| r["effects"]["alerts"].as_array().into_iter().flatten())
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert!(alerts.contains(&"lot_expiring") && alerts.contains(&"lot_expired"), "{alerts:?}");
+    let fefo = records.iter().find(|r| r["movement"]["key"] == "o-1").unwrap();
+    let taken: Vec<(&str, i64)> = fefo["effects"]["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["lot"].as_str().unwrap(), l["on_hand"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(taken, [("L1", 0), ("L2", 3)]);
+
+    // Checkpoints: what Rust sees of them, and what the engine reported when they were taken.
+    assert_eq!(py_checkpoints.len(), 2);
+    let kit_hold = records
+        .iter()
+        .find(|r| r["movement"]["kind"] == "reserve" && r["movement"]["lines"][0]["kit"]["sku"] == "GIFT")
+        .map(|r| (r["movement"]["hold"].as_u64().unwrap(), r["movement"]["expires_at"].as_u64().unwrap()))
+        .unwrap();
+    for ((py, body), expected) in py_checkpoints.iter().zip(&checkpoints).zip([&before_first, &before_second]) {
+        let c = &py["checkpoint"];
+        assert_eq!(c["taken_at"], body.taken_at);
+        assert_eq!(c["hold_counter"], body.hold_counter);
+        assert_eq!(c["covered_seq"], body.covered_seq());
+        let shards = c["shards"].as_array().unwrap();
+        assert_eq!(shards.len(), body.shards.len());
+        let mut levels = Vec::new();
+        for (py_shard, shard) in shards.iter().zip(&body.shards) {
+            assert_eq!(py_shard["last_seq"], shard.last_seq);
+            let names: Vec<(&str, &str)> = py_shard["levels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| (l["sku"].as_str().unwrap(), l["location"].as_str().unwrap()))
+                .collect();
+            let rust_names: Vec<(&str, &str)> =
+                shard.levels.iter().map(|l| (l.sku.as_str(), l.location.as_str())).collect();
+            assert_eq!(names, rust_names);
+            levels.extend(py_shard["levels"].as_array().unwrap().iter());
+            let holds: Vec<Value> = shard
+                .holds
+                .iter()
+                .map(|h| {
+                    let lines: Vec<Value> = h
+                        .lines
+                        .iter()
+                        .map(|l| {
+                            json!({"sku": l.sku, "location": l.location, "qty": l.qty, "unit_price": l.unit_price,
+                            "lots": l.lots.iter().map(|(lot, q)| json!({"lot": lot, "qty": q})).collect::<Vec<_>>(),
+                            "serials": l.serials, "from_alloc": l.from_alloc, "kit": kit_json(&l.kit)})
+                        })
+                        .collect();
+                    json!({"id": h.id, "expires_at": h.expires_at, "channel": h.channel, "lines": lines})
+                })
+                .collect();
+            assert_eq!(py_shard["holds"], json!(holds));
+            for k in py_shard["keys"].as_array().unwrap() {
+                assert_eq!(k["key_hash"].as_str().unwrap().len(), 32);
+                let rec = records.iter().find(|r| r["seq"] == k["seq"]).expect("a key's record is in the log");
+                assert_eq!(rec["body_hash"], k["body_hash"]);
+            }
+        }
+        // Every level with its quantities, lots and allocations, as the engine reported them.
+        assert_eq!(levels.len(), expected.details.len());
+        for (l, d) in levels.iter().zip({
+            let mut ds: Vec<&LevelDetail> = expected.details.iter().collect();
+            ds.sort_by_key(|d| (shard_of(&d.level.sku, 2), d.level.sku.clone(), d.level.location.clone()));
+            ds
+        }) {
+            assert_eq!(
+                (l["sku"].as_str(), l["location"].as_str()),
+                (Some(d.level.sku.as_str()), Some(d.level.location.as_str()))
+            );
+            let lv = &l["level"];
+            assert_eq!(
+                [&lv["on_hand"], &lv["reserved"], &lv["unsellable"], &lv["incoming"], &l["available"]],
+                [
+                    &json!(d.level.on_hand),
+                    &json!(d.level.reserved),
+                    &json!(d.level.unsellable),
+                    &json!(d.level.incoming),
+                    &json!(d.level.available)
+                ]
+            );
+            let lots: Vec<Value> = l["lots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    json!({"sku": l["sku"], "location": l["location"], "lot": x["lot"], "expires_at": x["expires_at"],
+                    "on_hand": x["on_hand"], "reserved": x["reserved"], "expired": x["expired"]})
+                })
+                .collect();
+            assert_eq!(json!(lots), json!(d.lots), "lots of {}@{}", d.level.sku, d.level.location);
+            let allocations: Vec<Value> = d.allocations.iter().map(|(c, q)| json!({"channel": c, "qty": q})).collect();
+            assert_eq!(l["allocations"], json!(allocations));
+        }
+        let all =
+            |field: &str| -> Vec<Value> { shards.iter().flat_map(|s| s[field].as_array().unwrap().clone()).collect() };
+        let mut settings: Vec<Value> = all("sku_settings");
+        settings.sort_by_key(|s| s["sku"].as_str().unwrap().to_owned());
+        let tracked = SkuSettings { serial_tracked: true, ..SkuSettings::default() };
+        let warned = SkuSettings { expiry_warning_days: Some(1), ..SkuSettings::default() };
+        assert_eq!(
+            settings,
+            vec![
+                json!({"sku": "GIFT", "settings": sku_settings_json(&kit)}),
+                json!({"sku": "MILK", "settings": sku_settings_json(&warned)}),
+                json!({"sku": "PHONE", "settings": sku_settings_json(&tracked)}),
+            ]
+        );
+        let mut lot_expiry = all("lot_expiry");
+        lot_expiry.sort_by_key(|x| x["lot"].as_str().unwrap().to_owned());
+        assert_eq!(
+            lot_expiry,
+            vec![
+                json!({"sku": "MILK", "lot": "L1", "expires_at": T0 + 2 * DAY}),
+                json!({"sku": "MILK", "lot": "L2", "expires_at": T0 + 5 * DAY}),
+            ]
+        );
+        let serials: Vec<Value> = expected
+            .serials
+            .iter()
+            .map(|s| {
+                let (status, hold) = match s.status {
+                    SerialStatus::InStock => ("in_stock", None),
+                    SerialStatus::Reserved(h) => ("reserved", Some(h)),
+                    SerialStatus::Sold => ("sold", None),
+                    SerialStatus::WrittenOff => ("written_off", None),
+                };
+                json!({"sku": s.sku, "serial": s.serial, "location": s.location, "status": status, "hold": hold,
+                    "history": s.history.iter().map(|h| json!({"seq": h.seq, "at": h.at, "what": h.what, "location": h.location})).collect::<Vec<_>>()})
+            })
+            .collect();
+        assert_eq!(all("serials"), serials);
+        // A split commit is remembered until an hour past its hold's expiry.
+        let remembered = if body.taken_at < kit_hold.1 + 3_600_000 {
+            vec![json!({"hold": kit_hold.0, "expires_at": kit_hold.1}); 2]
+        } else {
+            vec![]
+        };
+        assert_eq!(all("committed_split_holds"), remembered, "the kit sale's split commit, on both shards");
+    }
+    // The first checkpoint holds the open hold of a serial number and a lot, from the allocation.
+    let holds: Vec<Value> = py_checkpoints[0]["checkpoint"]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["holds"].as_array().unwrap().clone())
+        .collect();
+    let lines: Vec<&Value> =
+        holds.iter().filter(|h| h["id"] == hold).flat_map(|h| h["lines"].as_array().unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().any(|l| l["serials"] == json!(["S3"])));
+    assert!(lines.iter().any(|l| l["lots"] == json!([{"lot": "L2", "qty": 1}]) && l["from_alloc"] == 1));
+}
+
+/// `stock_client.py`'s encoders give the bytes the Rust protocol gives, and its decoders read
+/// what the server sends (no QUIC needed: its codec is plain Python).
+#[test]
+fn stock_client_py_encodes_and_decodes_the_version_2_layouts() {
+    use engine::protocol::*;
+    use serde_json::{json, Value};
+    if python3_missing() {
+        return;
+    }
+    let mv = |key: Option<&str>, channel: &str, kind: MovementKind| Movement {
+        key: key.map(Into::into),
+        channel: channel.into(),
+        reference: None,
+        occurred_at: None,
+        kind,
+    };
+    let request = |id: u64, body: RequestBody| {
+        let mut f = Vec::new();
+        encode_request(&mut f, id, &body);
+        f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let submit = |id, m: Movement| request(id, RequestBody::Submit { movements: vec![m] });
+    let mut sell = sell_units("PHONE", "dc", 2, Units::serials(&["S1", "S2"]));
+    if let MovementKind::Sell { unit_price, .. } = &mut sell {
+        *unit_price = Some(999);
+    }
+    let kit = SkuSettings {
+        serial_tracked: false,
+        expiry_warning_days: Some(30),
+        components: vec![Component { sku: "SOAP".into(), qty: 2 }, Component { sku: "CREAM".into(), qty: 1 }],
+    };
+    let lines = vec![
+        Line {
+            sku: "PHONE".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: Some(900),
+            units: Units::serials(&["S3"]),
+            kit: None,
+        },
+        Line {
+            sku: "MILK".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: None,
+            units: Units::lot("L2"),
+            kit: None,
+        },
+    ];
+    let expected = json!({
+        "hello": request(0, RequestBody::Hello { version: PROTOCOL_VERSION, token: "t".into(), client: "stock_client.py".into() }),
+        "receive": submit(1, mv(Some("k-1"), "erp", receive_units("MILK", "dc", 24, Units::new_lot("L7", 1_900_000_000_000)))),
+        "sell": submit(2, mv(None, "pos", sell)),
+        "allocate": submit(3, mv(Some("k-3"), "admin", MovementKind::Allocate { sku: "MILK".into(), location: "dc".into(), channel: "web".into(), qty: 5 })),
+        "sku_settings": submit(4, mv(Some("k-4"), "admin", MovementKind::SetSkuSettings { sku: "GIFT".into(), settings: kit })),
+        "reserve": submit(5, mv(None, "web", MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 60_000 })),
+        "level_detail": request(6, RequestBody::LevelDetail { sku: "MILK".into(), location: "dc".into() }),
+        "serial": request(7, RequestBody::Serial { sku: "PHONE".into(), serial: "S1".into() }),
+        "get_sku_settings": request(8, RequestBody::GetSkuSettings { sku: "GIFT".into() }),
+        "available_for": request(9, RequestBody::AvailableFor { sku: "MILK".into(), location: "dc".into(), channel: "web".into() }),
+    });
+    let encode = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import stock_client as sc
+m, f, sub = sc.movement, sc.frame, sc.submit
+out = {
+    "hello": f(0, sc.hello("t")),
+    "receive": f(1, sub([m(sc.RECEIVE, sc.receive("MILK", "dc", 24, lot="L7", lot_expires_at=1900000000000), "k-1", "erp")])),
+    "sell": f(2, sub([m(sc.SELL, sc.sell("PHONE", "dc", 2, unit_price=999, serials=["S1", "S2"]), None, "pos")])),
+    "allocate": f(3, sub([m(sc.ALLOCATE, sc.allocate("MILK", "dc", "web", 5), "k-3", "admin")])),
+    "sku_settings": f(4, sub([m(sc.SET_SKU_SETTINGS,
+        sc.set_sku_settings("GIFT", sc.sku_settings(False, 30, [("SOAP", 2), ("CREAM", 1)])), "k-4", "admin")])),
+    "reserve": f(5, sub([m(sc.RESERVE, sc.reserve([sc.line("PHONE", "dc", 1, 900, sc.units(serials=["S3"])),
+        sc.line("MILK", "dc", 1, None, sc.units(lot="L2"))], 1700000060000), None, "web")])),
+    "level_detail": f(6, sc.level_detail_request("MILK", "dc")),
+    "serial": f(7, sc.serial_request("PHONE", "S1")),
+    "get_sku_settings": f(8, sc.get_sku_settings_request("GIFT")),
+    "available_for": f(9, sc.available_for_request("MILK", "dc", "web")),
+}
+out = {k: v.hex() for k, v in out.items()}
+for line in sys.stdin:
+    name, frame = line.split()
+    out["decoded_" + name] = sc.read_response(bytes.fromhex(frame)[4:])
+print(json.dumps(out))
+"#;
+    // Answers for the decoder.
+    let level = LevelView {
+        sku: "MILK".into(),
+        location: "dc".into(),
+        on_hand: 9,
+        reserved: 1,
+        unsellable: 3,
+        incoming: 0,
+        safety_stock: 0,
+        available: 5,
+    };
+    let lot = lot_view("MILK", "L2", T0 + 5 * DAY, 6, 1, false);
+    let answers = [
+        (
+            "detail",
+            ResponseBody::LevelDetail(Some(LevelDetail {
+                level,
+                lots: vec![lot],
+                allocations: vec![("web".into(), 2)],
+                loose_on_hand: 3,
+            })),
+        ),
+        ("no_detail", ResponseBody::LevelDetail(None)),
+        (
+            "serial",
+            ResponseBody::Serial(Some(SerialView {
+                sku: "PHONE".into(),
+                serial: "S3".into(),
+                location: "dc".into(),
+                status: SerialStatus::Reserved(65_539),
+                history: vec![SerialEvent { seq: 12, at: T0, what: "reserve".into(), location: "dc".into() }],
+            })),
+        ),
+        (
+            "settings",
+            ResponseBody::SkuSettings(SkuSettings {
+                serial_tracked: true,
+                expiry_warning_days: None,
+                components: vec![],
+            }),
+        ),
+        ("available", ResponseBody::AvailableFor(Some(-2))),
+        (
+            "outcomes",
+            ResponseBody::Outcomes {
+                results: vec![
+                    MovementOutcome { seq: Some(4), outcome: Err(Reason::LotRequired) },
+                    MovementOutcome { seq: None, outcome: Err(Reason::InvalidAllocation) },
+                ],
+            },
+        ),
+    ];
+    let stdin: String = answers
+        .iter()
+        .map(|(name, body)| {
+            let mut f = Vec::new();
+            encode_response(&mut f, 7, body);
+            format!("{name} {}\n", f.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        })
+        .collect();
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(encode)
+        .arg(tool(""))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (name, want) in expected.as_object().unwrap() {
+        assert_eq!(&got[name], want, "{name}");
+    }
+    let level = json!({"sku": "MILK", "location": "dc", "on_hand": 9, "reserved": 1, "unsellable": 3, "incoming": 0,
+        "safety_stock": 0, "available": 5});
+    let lot = json!({"sku": "MILK", "location": "dc", "lot": "L2", "expires_at": T0 + 5 * DAY, "on_hand": 6,
+        "reserved": 1, "expired": false});
+    assert_eq!(
+        got["decoded_detail"],
+        json!([7, ["level_detail", {"level": level, "lots": [lot], "allocations": [{"channel": "web", "qty": 2}], "loose_on_hand": 3}]])
+    );
+    assert_eq!(got["decoded_no_detail"], json!([7, ["level_detail", null]]));
+    assert_eq!(
+        got["decoded_serial"],
+        json!([7, ["serial", {"sku": "PHONE", "serial": "S3", "location": "dc", "status": "reserved", "hold": 65_539,
+            "history": [{"seq": 12, "at": T0, "what": "reserve", "location": "dc"}]}]])
+    );
+    assert_eq!(
+        got["decoded_settings"],
+        json!([7, ["sku_settings", {"serial_tracked": true, "expiry_warning_days": null, "components": []}]])
+    );
+    assert_eq!(got["decoded_available"], json!([7, ["available_for", -2]]));
+    assert_eq!(
+        got["decoded_outcomes"],
+        json!([7, ["outcomes", [{"seq": 4, "accepted": false, "reason": "lot_required"},
+            {"seq": null, "accepted": false, "reason": "invalid_allocation"}]]])
+    );
+}
+
+/// `stock_client.py` against a live server over QUIC, where `aioquic` is installed.
+#[test]
+fn stock_client_py_talks_to_stockd_over_quic() {
+    use serde_json::{json, Value};
+    if python3_missing() {
+        return;
+    }
+    let has_aioquic =
+        std::process::Command::new("python3").args(["-c", "import aioquic"]).status().is_ok_and(|s| s.success());
+    if !has_aioquic {
+        eprintln!("skipped: aioquic is not installed (pip install aioquic)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _clock) = start_at_t0(dir.path());
+    let py = |args: &[&str]| -> Value {
+        let out = std::process::Command::new("python3")
+            .arg(tool("stock_client.py"))
+            .args(["--server", &server.addr.to_string(), "--data-dir", dir.path().to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let accepted = |v: Value| {
+        assert_eq!(v[0], "outcomes", "{v}");
+        assert_eq!(v[1][0]["accepted"], true, "{v}");
+        v[1][0]["seq"].as_u64().unwrap()
+    };
+    let expires = (T0 + 3 * DAY).to_string();
+    accepted(py(&["receive", "MILK", "dc", "5", "--lot", "L1", "--expires-at", &expires]));
+    accepted(py(&["receive", "MILK", "dc", "2"]));
+    accepted(py(&["allocate", "MILK", "dc", "web", "4"]));
+    let refused = py(&["receive", "MILK", "dc", "1", "--lot", "L9"]);
+    assert_eq!(refused[1][0]["reason"], "invalid_lot");
+    accepted(py(&["sku-settings", "PHONE", "--serial-tracked", "true"]));
+    let received = accepted(py(&["receive", "PHONE", "dc", "--serial", "S1,S2", "--serial", "S3"]));
+    let sold = accepted(py(&["sell", "PHONE", "dc", "--serial", "S1"]));
+    accepted(py(&["sku-settings", "GIFT", "--kit", "MILK:2"]));
+
+    let lot = json!({"sku": "MILK", "location": "dc", "lot": "L1", "expires_at": T0 + 3 * DAY, "on_hand": 5,
+        "reserved": 0, "expired": false});
+    let level = json!({"sku": "MILK", "location": "dc", "on_hand": 7, "reserved": 0, "unsellable": 0, "incoming": 0,
+        "safety_stock": 0, "available": 7});
+    assert_eq!(
+        py(&["lots", "MILK", "dc"]),
+        json!(["level_detail", {"level": level, "lots": [lot], "allocations": [{"channel": "web", "qty": 4}], "loose_on_hand": 2}])
+    );
+    assert_eq!(py(&["available", "MILK", "dc", "pos"]), json!(["available_for", 3]));
+    assert_eq!(py(&["available", "GIFT", "dc", "web"]), json!(["available_for", 3]));
+    let kit_level = json!({"sku": "GIFT", "location": "dc", "on_hand": 3, "reserved": 0, "unsellable": 0, "incoming": 0,
+        "safety_stock": 0, "available": 3});
+    assert_eq!(py(&["level", "GIFT", "dc"]), json!(["level", kit_level]));
+    assert_eq!(
+        py(&["serial", "PHONE", "S1"]),
+        json!(["serial", {"sku": "PHONE", "serial": "S1", "location": "dc", "status": "sold", "hold": null,
+            "history": [{"seq": received, "at": T0, "what": "receive", "location": "dc"},
+                {"seq": sold, "at": T0, "what": "sell", "location": "dc"}]}])
+    );
+    assert_eq!(
+        py(&["sku-settings", "GIFT"]),
+        json!(["sku_settings", {"serial_tracked": false, "expiry_warning_days": null, "components": [{"sku": "MILK", "qty": 2}]}])
+    );
+}

@@ -260,6 +260,42 @@ async fn a_bad_hello_is_refused_with_its_code() {
     still_serves(&server).await;
 }
 
+/// A client of protocol version 1 (ALPN `perpetua/1`, hello version 1) is told the server
+/// speaks another version, instead of failing the handshake or misreading movements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_client_gets_unsupported_version() {
+    use rustls::pki_types::pem::PemObject;
+    let (_dir, server) = start(|_| {});
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(server.dir.join("tls/cert.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"perpetua/1".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+    let conn = endpoint.connect_with(config, server.addr, "localhost").unwrap().await.expect("the handshake passes");
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = RequestBody::Hello { version: 1, token: server.admin_token(), client: "v1".into() };
+    send.write_all(&frame(0, &hello)).await.unwrap();
+    let mut reader = FrameReader::new(recv, SERVER_FRAME_BYTES_MAX, Duration::from_secs(5));
+    match next(&mut reader).await.body {
+        ResponseBody::Error { code, message } => {
+            assert_eq!(code, "unsupported_version");
+            assert_eq!(message, "this server speaks protocol version 2, not 1");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    still_serves(&server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let (_dir, server) = start(|c| c.limits.idle_timeout_ms = 300);

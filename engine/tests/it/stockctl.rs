@@ -237,3 +237,250 @@ fn stockd_help_explains_every_flag_and_a_config_file_agrees_with_the_flags() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("listen_on"));
 }
+
+/// Runs stockctl against an in-process server whose data directory is `dir/data`.
+fn run(dir: &Path, addr: SocketAddr, args: &[&str]) -> Out {
+    ctl(dir, addr, args)
+}
+
+/// The key and sequence number an accepted movement printed for people.
+fn accepted(out: &Out) -> (u64, String) {
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line = out.stdout.lines().next().unwrap();
+    let inner = line.strip_prefix("accepted (seq ").unwrap_or_else(|| panic!("not accepted: {line}"));
+    let (seq, key) = inner.trim_end_matches(')').split_once(", key ").unwrap();
+    (seq.parse().unwrap(), key.to_string())
+}
+
+/// The rejection line printed for people, without its sequence number and key.
+fn rejection(out: &Out) -> String {
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let line = out.stdout.lines().next().unwrap();
+    let (head, rest) = line.split_once(" (").unwrap();
+    let (_, hint) = rest.split_once("): ").unwrap();
+    format!("{head}: {hint}")
+}
+
+#[test]
+fn stockctl_handles_lots_serials_allocations_and_kits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (server, clock) = crate::complex_wire::start_at_t0(&d.join("data"));
+    let addr = server.addr;
+    let t0 = crate::complex_wire::T0;
+
+    // Lots: received out of expiry order, sold first to expire first.
+    let (first, _) =
+        accepted(&run(d, addr, &["receive", "MILK", "dc", "10", "--lot", "L2", "--expires", "2024-06-30"]));
+    accepted(&run(d, addr, &["receive", "MILK", "dc", "5", "--lot", "L1", "--expires", "2024-03-31"]));
+    accepted(&run(d, addr, &["receive", "MILK", "dc", "3"]));
+    accepted(&run(d, addr, &["sell", "MILK", "dc", "7"]));
+    accepted(&run(d, addr, &["receive", "MILK", "dc", "4", "--lot", "L3", "--expires", "2024-05-01T12:00:00+02:00"]));
+    let lots = run(d, addr, &["lots", "MILK", "--location", "dc"]);
+    assert_eq!(lots.code, 0, "{}", lots.stderr);
+    assert_eq!(
+        lots.stdout,
+        "MILK at dc: on_hand 15, reserved 0, unsellable 0, available 15\n\
+         LOT  EXPIRES                   ON_HAND  RESERVED  STATE\n\
+         L3   2024-05-01T10:00:00Z      4        0         sellable\n\
+         L2   2024-06-30T23:59:59.999Z  8        0         sellable\n\
+         loose (in no lot): 3\n\
+         no channel allocations\n"
+    );
+    let json = run(d, addr, &["--json", "lots", "MILK", "--location", "dc"]).json();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "level": {"sku": "MILK", "location": "dc", "on_hand": 15, "reserved": 0, "unsellable": 0, "incoming": 0,
+                "safety_stock": 0, "available": 15},
+            "lots": [
+                {"lot": "L3", "expires_at": 1_714_557_600_000u64, "expires": "2024-05-01T10:00:00Z", "on_hand": 4,
+                    "reserved": 0, "expired": false},
+                {"lot": "L2", "expires_at": 1_719_791_999_999u64, "expires": "2024-06-30T23:59:59.999Z", "on_hand": 8,
+                    "reserved": 0, "expired": false},
+            ],
+            "loose_on_hand": 3,
+            "allocations": [],
+        })
+    );
+    assert_eq!(
+        run(d, addr, &["lots", "MILK", "--location", "nowhere"]).stdout,
+        "no level for MILK at nowhere (nothing was ever recorded there)\n"
+    );
+    assert_eq!(
+        rejection(&run(d, addr, &["count", "MILK", "dc", "20"])),
+        "rejected: lot_required: the level has lots: name the lot counted with --lot"
+    );
+    let counted = run(d, addr, &["--json", "count", "MILK", "dc", "6", "--lot", "L3"]).json();
+    assert_eq!(counted["variance"], 2);
+    assert_eq!(
+        rejection(&run(d, addr, &["receive", "MILK", "dc", "1", "--lot", "L9"])),
+        "rejected: invalid_lot: a lot new to this SKU needs --expires DATE, a known lot keeps its expiry (leave \
+         --expires out); serial-tracked SKUs and kits take no --lot; at most 64 lots per level"
+    );
+    let refused = run(d, addr, &["--json", "sell", "MILK", "dc", "1", "--lot", "L1"]);
+    assert_eq!(refused.code, 2);
+    assert_eq!(refused.json()["reason"], "unknown_lot");
+    assert!(refused.json()["hint"].as_str().unwrap().contains("stockctl lots SKU --location LOCATION"));
+    let bad_date = run(d, addr, &["receive", "MILK", "dc", "1", "--lot", "L9", "--expires", "2024-02-30"]);
+    assert_eq!(bad_date.code, 2, "clap refuses it before connecting");
+    assert!(bad_date.stderr.contains("\"2024-02-30\" is not a date: give YYYY-MM-DD"), "{}", bad_date.stderr);
+
+    // Serial numbers: repeated and comma-separated, the quantity is their number.
+    let set = run(d, addr, &["sku-settings", "PHONE", "--serial-tracked", "true"]);
+    accepted(&set);
+    assert!(
+        set.stdout.ends_with(
+            "settings of SKU PHONE:\n  serial_tracked       true\n  expiry_warning_days  -\n  kit                  - (not a kit)\n"
+        ),
+        "{}",
+        set.stdout
+    );
+    let (received, _) =
+        accepted(&run(d, addr, &["receive", "PHONE", "dc", "--serial", "SN-1,SN-2", "--serial", "SN-3"]));
+    assert_eq!(run(d, addr, &["--json", "level", "PHONE", "dc"]).json()["on_hand"], 3);
+    let (sold, _) = accepted(&run(d, addr, &["sell", "PHONE", "dc", "--serial", "SN-2"]));
+    assert_eq!(
+        rejection(&run(d, addr, &["sell", "PHONE", "dc", "--serial", "SN-2"])),
+        "rejected: serial_not_in_stock: a serial number is not in stock at this location (unknown, sold, elsewhere \
+         or held): check it with `stockctl serial SKU SERIAL`"
+    );
+    let (returned, _) = accepted(&run(d, addr, &["return", "PHONE", "dc", "--serial", "SN-2"]));
+    let (moved, _) = accepted(&run(d, addr, &["transfer", "PHONE", "dc", "store", "--serial", "SN-2"]));
+    let serial = run(d, addr, &["serial", "PHONE", "SN-2"]);
+    assert_eq!(
+        serial.stdout,
+        format!(
+            "PHONE SN-2: in stock, at store\n\
+             SEQ  TIME                  WHAT      LOCATION\n\
+             {received:<3}  2023-11-14T22:13:20Z  receive   dc\n\
+             {sold:<3}  2023-11-14T22:13:20Z  sell      dc\n\
+             {returned:<3}  2023-11-14T22:13:20Z  return    dc\n\
+             {moved:<3}  2023-11-14T22:13:20Z  transfer  store\n"
+        )
+    );
+    let serial = run(d, addr, &["--json", "serial", "PHONE", "SN-1"]).json();
+    assert_eq!(
+        serial,
+        serde_json::json!({"sku": "PHONE", "serial": "SN-1", "location": "dc", "status": "in_stock", "hold": null,
+            "history": [{"seq": received, "at": t0, "time": "2023-11-14T22:13:20Z", "what": "receive", "location": "dc"}]})
+    );
+    assert_eq!(
+        run(d, addr, &["serial", "PHONE", "SN-9"]).stdout,
+        "no serial number SN-9 of PHONE (the engine never saw it)\n"
+    );
+    assert_eq!(run(d, addr, &["--json", "serial", "PHONE", "SN-9"]).stdout, "null\n");
+    let none = run(d, addr, &["receive", "PHONE", "dc"]);
+    assert_eq!(none.code, 1);
+    assert!(none.stderr.contains("give QTY, or name the serial numbers with --serial"), "{}", none.stderr);
+
+    // Allocations between two channels.
+    accepted(&run(d, addr, &["receive", "B", "dc", "10"]));
+    accepted(&run(d, addr, &["allocate", "B", "--location", "dc", "--channel", "web", "--qty", "6"]));
+    accepted(&run(d, addr, &["allocate", "B", "--location", "dc", "--channel", "pos", "--qty", "3"]));
+    let available = run(d, addr, &["available", "B", "--location", "dc", "--channel", "web"]);
+    assert_eq!(available.stdout, "B at dc for channel web: 7 available\n");
+    let available = run(d, addr, &["--json", "available", "B", "--location", "dc", "--channel", "erp"]).json();
+    assert_eq!(available, serde_json::json!({"sku": "B", "location": "dc", "channel": "erp", "available": 1}));
+    assert_eq!(
+        rejection(&run(d, addr, &["sell", "B", "dc", "5", "--channel", "pos"])),
+        "rejected: insufficient_stock: not enough available stock (for this --channel, where others have \
+         allocations): check `stockctl level` and `stockctl available`"
+    );
+    accepted(&run(d, addr, &["sell", "B", "dc", "4", "--channel", "pos"]));
+    assert_eq!(
+        run(d, addr, &["lots", "B", "--location", "dc"]).stdout,
+        "B at dc: on_hand 6, reserved 0, unsellable 0, available 6\nno lots\nloose (in no lot): 6\n\
+         CHANNEL  ALLOCATED\nweb      6\npos      0\n"
+    );
+
+    // Kits: defined, listed, sold (components move), refused whole when a component is short.
+    accepted(&run(d, addr, &["receive", "SOAP", "dc", "10"]));
+    accepted(&run(d, addr, &["receive", "CREAM", "dc", "3"]));
+    accepted(&run(d, addr, &["sku-settings", "GIFT", "--kit", "SOAP:2,CREAM:1"]));
+    assert_eq!(
+        run(d, addr, &["sku-settings", "GIFT"]).stdout,
+        "settings of SKU GIFT:\n  serial_tracked       false\n  expiry_warning_days  -\n  kit                  SOAP:2,CREAM:1\n"
+    );
+    assert_eq!(
+        run(d, addr, &["--json", "sku-settings", "GIFT"]).json(),
+        serde_json::json!({"serial_tracked": false, "expiry_warning_days": null,
+            "components": [{"sku": "SOAP", "qty": 2}, {"sku": "CREAM", "qty": 1}]})
+    );
+    assert_eq!(
+        run(d, addr, &["level", "GIFT", "dc"]).stdout,
+        "SKU   LOCATION  ON_HAND  RESERVED  UNSELLABLE  INCOMING  SAFETY  AVAILABLE\n\
+         GIFT  dc        3        0         0           0         0       3\n"
+    );
+    let (kit_sale, _) = accepted(&run(d, addr, &["sell", "GIFT", "dc", "2"]));
+    assert_eq!(run(d, addr, &["--json", "level", "SOAP", "dc"]).json()["on_hand"], 6);
+    assert_eq!(run(d, addr, &["--json", "level", "CREAM", "dc"]).json()["on_hand"], 1);
+    assert_eq!(run(d, addr, &["--json", "level", "GIFT", "dc"]).json()["available"], 1);
+    assert_eq!(rejection(&run(d, addr, &["sell", "GIFT", "dc", "2"])).split(':').nth(1), Some(" insufficient_stock"));
+    assert_eq!(run(d, addr, &["--json", "level", "SOAP", "dc"]).json()["on_hand"], 6, "nothing moved");
+    assert_eq!(
+        rejection(&run(d, addr, &["receive", "GIFT", "dc", "1"])),
+        "rejected: kit_not_stocked: a kit has no stock of its own: receive, count, move or allocate its components \
+         (`stockctl sku-settings KIT` lists them)"
+    );
+    assert_eq!(
+        run(d, addr, &["lots", "GIFT", "--location", "dc"]).stdout,
+        "GIFT is a kit: it has no stock of its own (see its components' lots)\n"
+    );
+    accepted(&run(d, addr, &["sku-settings", "GIFT", "--no-kit"]));
+    assert_eq!(run(d, addr, &["--json", "sku-settings", "GIFT"]).json()["components"], serde_json::json!([]));
+
+    // Lot alerts and the new movements on `watch`.
+    accepted(&run(d, addr, &["sku-settings", "FRESH", "--expiry-warning-days", "1"]));
+    let (fresh, _) =
+        accepted(&run(d, addr, &["receive", "FRESH", "dc", "4", "--lot", "F1", "--expires", "2023-11-16T22:13:20Z"]));
+    clock.store(t0 + 86_400_000 + 1_000, std::sync::atomic::Ordering::Relaxed);
+    let warned = run(d, addr, &["watch", "--alerts", "--from", &fresh.to_string(), "--count", "1"]);
+    assert_eq!(warned.code, 0, "{}", warned.stderr);
+    let line = warned.stdout.lines().next().unwrap();
+    assert!(
+        line.ends_with(" ALERT lot_expiring FRESH@dc: lot F1 expires at 2023-11-16T22:13:20Z; 4 unit(s) in it"),
+        "{line}"
+    );
+    let warned_seq: u64 = line[1..line.find(' ').unwrap()].parse().unwrap();
+    clock.store(t0 + 2 * 86_400_000 + 1_000, std::sync::atomic::Ordering::Relaxed);
+    let expired = run(d, addr, &["watch", "--alerts", "--from", &(warned_seq + 1).to_string(), "--count", "1"]);
+    let line = expired.stdout.lines().next().unwrap();
+    assert!(
+        line.ends_with(" ALERT lot_expired FRESH@dc: lot F1 expired at 2023-11-16T22:13:20Z; 4 unit(s) now unsellable"),
+        "{line}"
+    );
+    let json = run(d, addr, &["--json", "watch", "--alerts", "--from", &(warned_seq + 1).to_string(), "--count", "1"]);
+    let event = json.json();
+    assert_eq!(
+        event["alerts"][0],
+        serde_json::json!({"kind": "lot_expired", "sku": "FRESH", "location": "dc", "available": 4,
+            "reorder_point": null, "lot": {"lot": "F1", "expires_at": 1_700_172_800_000u64, "expires": "2023-11-16T22:13:20Z"}})
+    );
+    assert_eq!(event["lots"][0]["expired"], true);
+
+    let watch = run(d, addr, &["watch", "--from", &first.to_string(), "--count", "4"]);
+    assert_eq!(watch.code, 0, "{}", watch.stderr);
+    let lines: Vec<&str> = watch.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "#{first} [cli] receive 10 MILK@dc lot L2 (expires 2024-06-30T23:59:59.999Z): ok -> MILK@dc on_hand 10 \
+             available 10; MILK@dc lot L2 on_hand 10"
+        )
+    );
+    assert!(
+        lines[3].ends_with(
+            "[cli] sell 7 MILK@dc: ok -> MILK@dc on_hand 11 available 11; MILK@dc lot L1 on_hand 0; MILK@dc lot L2 \
+             on_hand 8"
+        ),
+        "{}",
+        lines[3]
+    );
+    let from_sale = (kit_sale - 3).to_string();
+    let kit = run(d, addr, &["watch", "--from", &from_sale, "--count", "6"]).stdout;
+    assert!(kit.contains("(for 2 kit(s) GIFT)"), "{kit}");
+    let phone = run(d, addr, &["watch", "--from", &received.to_string(), "--count", "1"]).stdout;
+    assert!(phone.contains("receive 3 PHONE@dc serials SN-1,SN-2,SN-3: ok"), "{phone}");
+    drop(server);
+}
