@@ -442,7 +442,7 @@ def shard_snapshot(p):
         "sku_settings": p.vec(lambda: {"sku": p.string(), "settings": sku_settings(p)}),
         "lot_expiry": p.vec(lambda: {"sku": p.string(), "lot": p.string(), "expires_at": p.u64()}),
         "serials": p.vec(lambda: serial_view(p)),
-        "committed_split_holds": p.vec(lambda: {"hold": p.u64(), "expires_at": p.u64()}),
+        "committed_split_holds": p.vec(lambda: {"committed_at": p.u64(), "hold": p.u64()}),
     }
 
 
@@ -547,8 +547,8 @@ def read_meta(data_dir):
     with open(path, encoding="utf-8", newline="") as f:
         # Lines end with "\n" (a "\r" before it is dropped), as Rust's str::lines splits them.
         lines = [t[:-1] if t.endswith("\r") else t for t in f.read().split("\n")]
-    if not any(text.strip() == "format = 1" for text in lines):
-        fail("%s has no `format = 1` line: written by another version" % path)
+    if not any(text.strip() == "format = 2" for text in lines):
+        fail("%s has no `format = 2` line: written by another version" % path)
     for text in lines:
         if text.startswith("shards = "):
             value = text[len("shards = "):].strip()

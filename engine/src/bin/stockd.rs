@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Perpetua's stock server: a perpetual-inventory engine behind QUIC (UDP, ALPN perpetua/1).
+/// Perpetua's stock server: a perpetual-inventory engine behind QUIC (UDP, ALPN perpetua/2).
 ///
 /// With no arguments it keeps its data in ./data and listens on 127.0.0.1:7400. On first start
 /// it creates a self-signed TLS certificate (DATA_DIR/tls/cert.pem) and an admin token
@@ -76,7 +76,7 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(path) = &info.admin_token_path {
             let _ = writeln!(out, "stockd: wrote the admin token to {} (mode 0600)", path.display());
         }
-        let _ = writeln!(out, "stockd: listening on {} (QUIC, ALPN perpetua/1)", server.local_addr());
+        let _ = writeln!(out, "stockd: listening on {} (QUIC, ALPN perpetua/2)", server.local_addr());
         if let Some(addr) = server.metrics_addr() {
             let _ = writeln!(out, "stockd: metrics on http://{addr}/metrics");
         }

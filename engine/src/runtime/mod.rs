@@ -18,6 +18,7 @@ pub use shard_worker::{Answer, Query};
 
 use crate::core::*;
 use crate::wal::checkpoint::{list_checkpoints, read_checkpoint, write_checkpoint, CheckpointBody};
+use crate::wal::format::FORMAT_VERSION;
 use crate::wal::recovery::{recover, RecoveryError, RecoveryReport};
 use crate::wal::segment::{list_segments, SegmentWriter};
 use ahash::AHashMap;
@@ -444,10 +445,14 @@ fn shard_count(data_dir: &Path, wanted: usize) -> Result<usize, EngineError> {
     let io = |what, source| EngineError::Io { what, path: path.clone(), source };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            if !text.lines().any(|l| l.trim() == "format = 1") {
+            let format = format!("format = {FORMAT_VERSION}");
+            if !text.lines().any(|l| l.trim() == format) {
+                let found = text.lines().find(|l| l.trim().starts_with("format =")).unwrap_or("no format line");
                 return Err(EngineError::Config(format!(
-                    "{} is not `format = 1`: this data directory was written by another version",
-                    path.display()
+                    "{} says `{}`, this build reads `{format}`: the data directory was written by another \
+                     version of Perpetua; open it with that version, or start this one on an empty directory",
+                    path.display(),
+                    found.trim()
                 )));
             }
             let shards = text
@@ -463,8 +468,11 @@ fn shard_count(data_dir: &Path, wanted: usize) -> Result<usize, EngineError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("# Perpetua data directory. Do not edit.\nformat = 1\nshards = {wanted}\n"))
-                .map_err(|e| io("cannot write", e))?;
+            std::fs::write(
+                &tmp,
+                format!("# Perpetua data directory. Do not edit.\nformat = {FORMAT_VERSION}\nshards = {wanted}\n"),
+            )
+            .map_err(|e| io("cannot write", e))?;
             std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", e))?;
             std::fs::rename(&tmp, &path).map_err(|e| io("cannot create", e))?;
             crate::wal::segment::sync_dir(data_dir).map_err(|e| io("cannot sync", e))?;
@@ -602,6 +610,17 @@ impl Engine {
         for &(shard, hold) in &unfinished_commits {
             tracing::warn!(hold, shard, "completing a split commit cut by a crash");
             inner.send_internal(shard, complete_commit_movement(hold));
+        }
+        if !unfinished_commits.is_empty() {
+            // Open only once they are durable: each takes one record, right after the recovered ones.
+            let last = recovered.next_seq + unfinished_commits.len() as Seq - 1;
+            let deadline = Instant::now() + std::time::Duration::from_secs(60);
+            while inner.log.durable_seq.load(Ordering::Acquire) < last {
+                if inner.log.failed.load(Ordering::Acquire) || Instant::now() > deadline {
+                    return Err(EngineError::Config("could not log the completion of split commits".into()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let hk = inner.clone();

@@ -915,9 +915,11 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
             })
             .collect();
         assert_eq!(all("serials"), serials);
-        // A split commit is remembered until an hour past its hold's expiry.
-        let remembered = if body.taken_at < kit_hold.1 + 3_600_000 {
-            vec![json!({"hold": kit_hold.0, "expires_at": kit_hold.1}); 2]
+        // A split commit is remembered for 60 s after it was made (the kit sale's hold was made
+        // and committed at once, 60 s before its expiry).
+        let committed_at = kit_hold.1 - 60_000;
+        let remembered = if body.taken_at < committed_at + 60_000 {
+            vec![json!({"committed_at": committed_at, "hold": kit_hold.0}); 2]
         } else {
             vec![]
         };

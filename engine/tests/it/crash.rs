@@ -97,8 +97,8 @@ fn levels_from_movements(events: &[engine::runtime::FeedEvent]) -> BTreeMap<(Str
                 }
                 held.insert((*hold, ev.shard), lines.clone());
             }
-            MovementKind::Commit { hold } | MovementKind::Release { hold } => {
-                let commit = matches!(ev.record.movement.kind, MovementKind::Commit { .. });
+            MovementKind::Commit { hold } | MovementKind::CompleteCommit { hold } | MovementKind::Release { hold } => {
+                let commit = !matches!(ev.record.movement.kind, MovementKind::Release { .. });
                 for l in held.remove(&(*hold, ev.shard)).expect("a committed hold was reserved") {
                     let e = levels.entry(at(&l.sku, &l.location)).or_default();
                     e.1 -= l.qty;
