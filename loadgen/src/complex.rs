@@ -37,19 +37,7 @@ pub const RESERVED_CHANNELS: [&str; 5] = ["pos", "erp", "warehouse", "admin", "l
 pub const ALLOCATED_SKUS_DEFAULT: u32 = 100;
 
 /// The rejection reasons complex inventory brings, listed in the report even when none occurred.
-pub const COMPLEX_REASONS: [Reason; 11] = [
-    Reason::UnknownLot,
-    Reason::LotExpired,
-    Reason::InvalidLot,
-    Reason::LotRequired,
-    Reason::InvalidSerials,
-    Reason::SerialInStock,
-    Reason::SerialNotInStock,
-    Reason::SerialNotSold,
-    Reason::KitNotStocked,
-    Reason::InvalidKit,
-    Reason::InvalidAllocation,
-];
+pub const COMPLEX_REASONS: &[Reason] = Reason::ALL.split_at(Reason::UnknownLot as usize).1;
 
 /// Salt of the random stream the extras of an operation are drawn from.
 const EXTRAS_SALT: u64 = 0x5EED_C0FF_EE00_0001;

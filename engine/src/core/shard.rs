@@ -1908,24 +1908,7 @@ impl ShardState {
 
 /// The `&'static` name of a movement kind, for serial histories read back from a checkpoint.
 fn static_kind_name(name: &str) -> &'static str {
-    const NAMES: [&str; 15] = [
-        "receive",
-        "expect",
-        "sell",
-        "return",
-        "adjust",
-        "count",
-        "transfer",
-        "reserve",
-        "commit",
-        "release",
-        "set_settings",
-        "expire",
-        "allocate",
-        "set_sku_settings",
-        "complete_commit",
-    ];
-    NAMES.iter().find(|n| **n == name).copied().unwrap_or("unknown")
+    MovementKind::NAMES.iter().find(|n| **n == name).copied().unwrap_or("unknown")
 }
 
 fn view(sku: &str, location: &str, l: &Level) -> LevelView {

@@ -256,25 +256,49 @@ pub enum MovementKind {
 }
 
 impl MovementKind {
+    /// Every kind's name, in variant order (see [`MovementKind::index`]).
+    pub const NAMES: [&'static str; 15] = [
+        "receive",
+        "expect",
+        "sell",
+        "return",
+        "adjust",
+        "count",
+        "transfer",
+        "reserve",
+        "commit",
+        "release",
+        "set_settings",
+        "expire",
+        "allocate",
+        "set_sku_settings",
+        "complete_commit",
+    ];
+
+    /// The variant's position (its index in the log format and in [`MovementKind::NAMES`]).
+    pub fn index(&self) -> usize {
+        match self {
+            MovementKind::Receive { .. } => 0,
+            MovementKind::Expect { .. } => 1,
+            MovementKind::Sell { .. } => 2,
+            MovementKind::Return { .. } => 3,
+            MovementKind::Adjust { .. } => 4,
+            MovementKind::Count { .. } => 5,
+            MovementKind::Transfer { .. } => 6,
+            MovementKind::Reserve { .. } => 7,
+            MovementKind::Commit { .. } => 8,
+            MovementKind::Release { .. } => 9,
+            MovementKind::SetSettings { .. } => 10,
+            MovementKind::Expire { .. } => 11,
+            MovementKind::Allocate { .. } => 12,
+            MovementKind::SetSkuSettings { .. } => 13,
+            MovementKind::CompleteCommit { .. } => 14,
+        }
+    }
+
     /// The name used in the protocol, metrics and logs.
     pub fn name(&self) -> &'static str {
-        match self {
-            MovementKind::Receive { .. } => "receive",
-            MovementKind::Expect { .. } => "expect",
-            MovementKind::Sell { .. } => "sell",
-            MovementKind::Return { .. } => "return",
-            MovementKind::Adjust { .. } => "adjust",
-            MovementKind::Count { .. } => "count",
-            MovementKind::Transfer { .. } => "transfer",
-            MovementKind::Reserve { .. } => "reserve",
-            MovementKind::Commit { .. } => "commit",
-            MovementKind::Release { .. } => "release",
-            MovementKind::SetSettings { .. } => "set_settings",
-            MovementKind::Expire { .. } => "expire",
-            MovementKind::Allocate { .. } => "allocate",
-            MovementKind::SetSkuSettings { .. } => "set_sku_settings",
-            MovementKind::CompleteCommit { .. } => "complete_commit",
-        }
+        MovementKind::NAMES[self.index()]
     }
 }
 
@@ -339,6 +363,35 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in variant order: `Reason::ALL[r as usize] == r`.
+    pub const ALL: [Reason; 25] = [
+        Reason::InsufficientStock,
+        Reason::UnknownHold,
+        Reason::HoldExpired,
+        Reason::IdempotencyMismatch,
+        Reason::InvalidQuantity,
+        Reason::QuantityOverflow,
+        Reason::InvalidField,
+        Reason::SameLocation,
+        Reason::HoldLineMissing,
+        Reason::InvalidExpiry,
+        Reason::InvalidLines,
+        Reason::InvalidSettings,
+        Reason::StorageFailure,
+        Reason::ShuttingDown,
+        Reason::UnknownLot,
+        Reason::LotExpired,
+        Reason::InvalidLot,
+        Reason::LotRequired,
+        Reason::InvalidSerials,
+        Reason::SerialInStock,
+        Reason::SerialNotInStock,
+        Reason::SerialNotSold,
+        Reason::KitNotStocked,
+        Reason::InvalidKit,
+        Reason::InvalidAllocation,
+    ];
+
     /// The stable code on the wire and in logs.
     pub fn code(self) -> &'static str {
         match self {
@@ -504,5 +557,21 @@ impl Effects {
         self.alerts.clear();
         self.holds_closed.clear();
         self.lots.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_in_variant_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
+        let mut codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
     }
 }

@@ -12,102 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KINDS: [&str; 15] = [
-    "receive",
-    "expect",
-    "sell",
-    "return",
-    "adjust",
-    "count",
-    "transfer",
-    "reserve",
-    "commit",
-    "release",
-    "set_settings",
-    "expire",
-    "allocate",
-    "set_sku_settings",
-    "complete_commit",
-];
-
-fn kind_index(kind: &MovementKind) -> usize {
-    match kind {
-        MovementKind::Receive { .. } => 0,
-        MovementKind::Expect { .. } => 1,
-        MovementKind::Sell { .. } => 2,
-        MovementKind::Return { .. } => 3,
-        MovementKind::Adjust { .. } => 4,
-        MovementKind::Count { .. } => 5,
-        MovementKind::Transfer { .. } => 6,
-        MovementKind::Reserve { .. } => 7,
-        MovementKind::Commit { .. } => 8,
-        MovementKind::Release { .. } => 9,
-        MovementKind::SetSettings { .. } => 10,
-        MovementKind::Expire { .. } => 11,
-        MovementKind::Allocate { .. } => 12,
-        MovementKind::SetSkuSettings { .. } => 13,
-        MovementKind::CompleteCommit { .. } => 14,
-    }
-}
-
-const REASONS: [Reason; 25] = [
-    Reason::InsufficientStock,
-    Reason::UnknownHold,
-    Reason::HoldExpired,
-    Reason::IdempotencyMismatch,
-    Reason::InvalidQuantity,
-    Reason::QuantityOverflow,
-    Reason::InvalidField,
-    Reason::SameLocation,
-    Reason::HoldLineMissing,
-    Reason::InvalidExpiry,
-    Reason::InvalidLines,
-    Reason::InvalidSettings,
-    Reason::StorageFailure,
-    Reason::ShuttingDown,
-    Reason::UnknownLot,
-    Reason::LotExpired,
-    Reason::InvalidLot,
-    Reason::LotRequired,
-    Reason::InvalidSerials,
-    Reason::SerialInStock,
-    Reason::SerialNotInStock,
-    Reason::SerialNotSold,
-    Reason::KitNotStocked,
-    Reason::InvalidKit,
-    Reason::InvalidAllocation,
-];
-
-fn reason_index(r: Reason) -> usize {
-    // Exhaustive on purpose: a new reason must get a counter.
-    match r {
-        Reason::InsufficientStock => 0,
-        Reason::UnknownHold => 1,
-        Reason::HoldExpired => 2,
-        Reason::IdempotencyMismatch => 3,
-        Reason::InvalidQuantity => 4,
-        Reason::QuantityOverflow => 5,
-        Reason::InvalidField => 6,
-        Reason::SameLocation => 7,
-        Reason::HoldLineMissing => 8,
-        Reason::InvalidExpiry => 9,
-        Reason::InvalidLines => 10,
-        Reason::InvalidSettings => 11,
-        Reason::StorageFailure => 12,
-        Reason::ShuttingDown => 13,
-        Reason::UnknownLot => 14,
-        Reason::LotExpired => 15,
-        Reason::InvalidLot => 16,
-        Reason::LotRequired => 17,
-        Reason::InvalidSerials => 18,
-        Reason::SerialInStock => 19,
-        Reason::SerialNotInStock => 20,
-        Reason::SerialNotSold => 21,
-        Reason::KitNotStocked => 22,
-        Reason::InvalidKit => 23,
-        Reason::InvalidAllocation => 24,
-    }
-}
+const KINDS: [&str; 15] = MovementKind::NAMES;
+const REASONS: [Reason; 25] = Reason::ALL;
 
 /// Upper bounds of the acknowledgement latency buckets, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 16] = [
@@ -132,11 +38,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn movement(&self, kind: &MovementKind) {
-        self.movements[kind_index(kind)].fetch_add(1, Relaxed);
+        self.movements[kind.index()].fetch_add(1, Relaxed);
     }
 
     pub fn rejection(&self, reason: Reason) {
-        self.rejections[reason_index(reason)].fetch_add(1, Relaxed);
+        self.rejections[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub fn error(&self, code: ErrorCode) {
