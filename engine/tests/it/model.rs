@@ -872,6 +872,10 @@ struct SeedSnapshot {
     levels: Vec<SeedLevelRecord>,
     holds: Vec<HoldRecord>,
     keys: Vec<()>,
+    sku_settings: Vec<()>,
+    lot_expiry: Vec<()>,
+    serials: Vec<()>,
+    committed_split_holds: Vec<()>,
 }
 
 #[derive(Serialize)]
@@ -879,6 +883,8 @@ struct SeedLevelRecord {
     sku: String,
     location: String,
     level: SeedLevelFields,
+    lots: Vec<()>,
+    allocations: Vec<()>,
 }
 
 #[derive(Serialize)]
@@ -932,10 +938,16 @@ fn seeded(seed: &[SeedLevel]) -> (ShardState, Model) {
                     lead_time_days: 0,
                     flags: if l.reorder_alerted { 2 } else { 0 } | if l.out_of_stock_alerted { 4 } else { 0 },
                 },
+                lots: Vec::new(),
+                allocations: Vec::new(),
             })
             .collect(),
         holds: Vec::new(),
         keys: Vec::new(),
+        sku_settings: Vec::new(),
+        lot_expiry: Vec::new(),
+        serials: Vec::new(),
+        committed_split_holds: Vec::new(),
     };
     let bytes = postcard::to_stdvec(&snapshot).expect("seed encodes");
     let snapshot: ShardSnapshot = postcard::from_bytes(&bytes).expect("seed decodes as a ShardSnapshot");
