@@ -811,7 +811,11 @@ impl ShardState {
         self.levels[slot as usize].flags |= FLAG_EXTRAS;
         let x = self.extras.entry(slot).or_insert_with(|| Extras { sku: sku_id, ..Extras::default() });
         if x.lot(code).is_none() {
-            let at = x.lots.partition_point(|l| (l.expires_at, l.code) < (expires_at, code));
+            // First to expire first; ties by lot code (its text, not its id: ids depend on the
+            // order codes were seen, which a restore from a checkpoint does not keep).
+            let names = &self.lot_codes;
+            let key = (expires_at, names.name(code));
+            let at = x.lots.partition_point(|l| (l.expires_at, names.name(l.code)) < key);
             let lot = Lot { code, expires_at, on_hand: 0, reserved: 0, expired: false, warned: false };
             x.lots.insert(at, lot);
             self.lots_due.insert((expires_at, slot, code));
@@ -1336,8 +1340,9 @@ impl ShardState {
                 lot.reserved -= n;
                 self.lot_changed(line.slot, code, fx);
             }
-            if line.from_alloc > 0 {
-                let x = self.extras.get_mut(&line.slot).expect("level has allocations");
+            // Allocated units go back to the channel's allocation if it still exists; once it
+            // was removed (allocate 0) they stay in the shared pool, like any released unit.
+            if let (true, Some(x)) = (line.from_alloc > 0, self.extras.get_mut(&line.slot)) {
                 if let Some(a) = x.allocations.iter_mut().find(|a| a.0 == h.channel) {
                     a.1 += line.from_alloc;
                 }
@@ -1350,34 +1355,54 @@ impl ShardState {
 
     // ---- lot expiry ----
 
-    /// Raises the warnings and expires the lots due by `by`, at most `budget` of them.
+    /// Raises the warnings and expires the lots due by `by`, at most `budget` of them, the
+    /// earliest first (see `due_first`).
     fn expire_lots(&mut self, by: Millis, mut budget: usize, fx: &mut Effects) {
         while budget > 0 {
-            let Some(&(at, slot, code)) = self.lot_warnings_due.first() else { break };
-            if at > by {
+            let due = self.due_first(&self.lot_warnings_due, by, budget);
+            if due.is_empty() {
                 break;
             }
-            self.lot_warnings_due.pop_first();
-            let lot = self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
-            lot.warned = true;
-            let alert = (lot.expires_at, lot.on_hand - lot.reserved);
-            self.lot_alert(AlertKind::LotExpiring, slot, code, alert, fx);
-            budget -= 1;
+            for (at, slot, code) in due {
+                self.lot_warnings_due.remove(&(at, slot, code));
+                let lot = self.extras.get_mut(&slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
+                lot.warned = true;
+                let alert = (lot.expires_at, lot.on_hand - lot.reserved);
+                self.lot_alert(AlertKind::LotExpiring, slot, code, alert, fx);
+                budget -= 1;
+            }
         }
         while budget > 0 {
-            let Some(&(at, slot, code)) = self.lots_due.first() else { break };
-            if at > by {
+            let due = self.due_first(&self.lots_due, by, budget);
+            if due.is_empty() {
                 break;
             }
-            let units = self.expire_lot(slot, code, Some(fx));
-            let sku = self.sku_of_slot(slot);
-            let l = &mut self.levels[slot as usize];
-            l.unsellable += units;
-            let location = l.location;
-            self.lot_changed(slot, code, fx);
-            self.changed_ids(slot, sku, location, fx);
-            budget -= 1;
+            for (_, slot, code) in due {
+                let units = self.expire_lot(slot, code, Some(fx));
+                let sku = self.sku_of_slot(slot);
+                let l = &mut self.levels[slot as usize];
+                l.unsellable += units;
+                let location = l.location;
+                self.lot_changed(slot, code, fx);
+                self.changed_ids(slot, sku, location, fx);
+                budget -= 1;
+            }
         }
+    }
+
+    /// The first `max` entries of `due` at its earliest time, if that is at or before `by`, in
+    /// the order they are handled: by (SKU, location, lot code) as text. Slots and code ids
+    /// depend on the order things were first seen, which a shard restored from a checkpoint does
+    /// not keep; names make the original and the restored shard expire lots in the same order.
+    fn due_first(&self, due: &BTreeSet<(Millis, u32, u32)>, by: Millis, max: usize) -> Vec<(Millis, u32, u32)> {
+        let Some(&(at, _, _)) = due.first().filter(|d| d.0 <= by) else { return Vec::new() };
+        let mut group: Vec<(Millis, u32, u32)> = due.range((at, 0, 0)..=(at, u32::MAX, u32::MAX)).copied().collect();
+        group.sort_by_cached_key(|&(_, slot, code)| {
+            let sku = self.skus.name(self.sku_of_slot(slot));
+            (sku, self.locations.name(self.levels[slot as usize].location), self.lot_codes.name(code))
+        });
+        group.truncate(max);
+        group
     }
 
     /// Marks a lot expired and drops its due entries; returns its units that leave `available`.

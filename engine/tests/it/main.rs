@@ -2,6 +2,7 @@
 //! core state machine against a reference model (`model`).
 
 mod common;
+mod complex_core;
 mod complex_engine;
 mod complex_wire;
 mod crash;
