@@ -15,7 +15,8 @@
 # when other work shares the machine); keeps every JSON report in OUT.
 #
 # Environment: OUT (default benches/results/complex-DATE), ROUNDS (2), DURATION (20s),
-# SKUS (100000), LOCATIONS (4), SCENARIOS ("single batch100"), VARIANTS (default: all available).
+# SKUS (100000), LOCATIONS (4), SCENARIOS ("single batch100"), VARIANTS (default: all available);
+# CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,7 +56,7 @@ scenario_flags() {
 
 # run VARIANT SCENARIO ROUND
 run() {
-  local variant="$1" scenario="$2" round="$3" bin="$ROOT/target/release" extra=""
+  local variant="$1" scenario="$2" round="$3" bin="${CARGO_TARGET_DIR:-$ROOT/target}/release" extra=""
   [[ "$variant" == base ]] && bin="$BASE_BIN"
   [[ "$variant" == lots4 ]] && extra="--lots 4"
   local name="$scenario-$variant-$round" port dir
@@ -63,7 +64,7 @@ run() {
   dir="$WORK/$name"
   "$bin/stockd" --listen "127.0.0.1:$port" --data-dir "$dir" --metrics-listen off --fsync always >"$OUT/$name.stockd.log" 2>&1 &
   STOCKD_PID=$!
-  for _ in $(seq 150); do grep -q "listening on" "$OUT/$name.stockd.log" && break; sleep 0.2; done
+  for _ in $(seq 150); do grep -qs "listening on" "$OUT/$name.stockd.log" && break; sleep 0.2; done
   log "run $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   # shellcheck disable=SC2046
   if ! timeout -k 15 900 "$bin/stock-loadgen" --quiet --label "$name" --json "$OUT/$name.json" --server "127.0.0.1:$port" \
