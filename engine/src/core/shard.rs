@@ -1083,11 +1083,16 @@ impl ShardState {
         self.levels[dst as usize].on_hand = dst_on_hand;
         let sku_id = self.skus.intern(sku);
         for (code, expires_at, expired, n) in moved {
+            let dst_expired = self.extras.get(&dst).and_then(|x| x.lot(code)).is_some_and(|l| l.expired);
             self.lot_add(dst, sku_id, code, expires_at, n, fx);
-            if expired {
-                self.expire_lot(dst, code, None);
-                let l = &mut self.levels[dst as usize];
-                l.unsellable += n;
+            if dst_expired {
+                // Units put into an expired lot are unsellable (as for a return).
+                self.levels[dst as usize].unsellable += n;
+            } else if expired {
+                // Expired units stay expired: the lot expires at the destination too, with every
+                // free unit it has there (not only those moved), and is no longer due.
+                let units = self.expire_lot(dst, code, None);
+                self.levels[dst as usize].unsellable += units;
                 self.lot_changed(dst, code, fx); // its view says expired
             }
         }

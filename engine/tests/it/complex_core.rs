@@ -219,6 +219,49 @@ fn an_expired_lot_is_not_sold_held_or_received_and_leaves_available_when_expired
     assert_eq!(refused(&mut s, expires + 2, mv(count)), Reason::LotRequired);
 }
 
+/// Bug: moving units of an expired lot into a lot of the same code that was not marked expired
+/// at the destination (put back there by a return after the expiry) made only the moved units
+/// unsellable and took the lot off the expiry schedule, so the units it had stayed `available`
+/// in an expired lot forever; and moving units into a lot already expired at the destination
+/// left them `available`.
+#[test]
+fn units_moved_into_or_out_of_an_expired_lot_are_all_unsellable_at_the_destination() {
+    let mut s = ShardState::new();
+    let expires = T0 + 100;
+    ok(&mut s, T0, receive("MILK", "dc", 5, Units::new_lot("L", expires)));
+    ok(&mut s, expires, expire(expires));
+    assert_eq!(quantities(&s, "MILK", "dc"), (5, 0, 5, 0));
+    let ret = |location: &str, qty| {
+        mv(MovementKind::Return {
+            sku: "MILK".into(),
+            location: location.into(),
+            qty,
+            condition: ReturnCondition::Restock,
+            unit_price: None,
+            units: Units::lot("L"),
+        })
+    };
+    // Returned after the expiry: due, not yet marked expired.
+    ok(&mut s, expires + 1, ret("store", 3));
+    assert_eq!(lots(&s, "MILK", "store"), vec![lot_row("L", 3, 0, false)]);
+    let transfer = |from: &str, to: &str, qty| {
+        mv(MovementKind::Transfer { sku: "MILK".into(), from: from.into(), to: to.into(), qty, units: Units::lot("L") })
+    };
+    // Expired units into the store's lot: the lot expires there with its 3 units and the 2 moved.
+    let fx = ok(&mut s, expires + 2, transfer("dc", "store", 2));
+    let views: Vec<(&str, Qty, bool)> = fx.lots.iter().map(|l| (l.location.as_str(), l.on_hand, l.expired)).collect();
+    assert_eq!(views, vec![("dc", 3, true), ("store", 5, true)]);
+    assert_eq!(quantities(&s, "MILK", "store"), (5, 0, 5, 0));
+    assert_eq!(quantities(&s, "MILK", "dc"), (3, 0, 3, 0));
+    assert!(!s.expire_due(expires + 1_000, 0, u64::MAX), "nothing is left to expire");
+    // Units of a lot not marked expired at the source, into the lot expired at the destination.
+    ok(&mut s, expires + 3, ret("shelf", 2));
+    ok(&mut s, expires + 4, transfer("shelf", "dc", 1));
+    assert_eq!(lots(&s, "MILK", "dc"), vec![lot_row("L", 4, 0, true)]);
+    assert_eq!(quantities(&s, "MILK", "dc"), (4, 0, 4, 0));
+    assert_eq!(quantities(&s, "MILK", "shelf"), (1, 0, 0, 1));
+}
+
 // ---- serial numbers ----
 
 #[test]

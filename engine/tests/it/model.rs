@@ -24,6 +24,12 @@ use std::collections::{BTreeMap, BTreeSet};
 const T0: Millis = 1_700_000_000_000;
 const SKUS: [&str; 3] = ["A", "B", "C"];
 const LOCATIONS: [&str; 2] = ["dc", "store"];
+/// Lot codes the generators use (each SKU's lot keeps the expiry it first had).
+const LOTS: [&str; 6] = ["L1", "L2", "L3", "L4", "L5", "L6"];
+/// Serial numbers the generators use (per SKU).
+const SERIALS: [&str; 8] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+/// Channels that allocations name and movements come from.
+const CHANNELS: [&str; 3] = ["web", "pos", "amazon"];
 /// A hold id that no reservation ever gets.
 const UNKNOWN_HOLD: HoldId = (0xFFFF_FFFF << HOLD_SHARD_BITS) | 1;
 
@@ -52,6 +58,24 @@ fn config() -> Config {
 // The reference model
 // ================================================================================================
 
+/// One lot of one level.
+#[derive(Clone, Debug, PartialEq)]
+struct MLot {
+    expires_at: Millis,
+    on_hand: Qty,
+    reserved: Qty,
+    /// The expiry record marked it expired: its units are `unsellable`.
+    expired: bool,
+    /// Its `lot_expiring` alert was raised.
+    warned: bool,
+}
+
+impl MLot {
+    fn free(&self) -> Qty {
+        self.on_hand - self.reserved
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct MLevel {
     on_hand: Qty,
@@ -63,19 +87,77 @@ struct MLevel {
     reorder_alerted: bool,
     /// An out-of-stock alert was raised and `available` has not risen above zero since.
     out_of_stock_alerted: bool,
+    /// Lots by code (a lot with no units and no reservation is dropped).
+    lots: BTreeMap<String, MLot>,
+    /// (channel, units still ring-fenced), in the order the channels were first allocated.
+    allocations: Vec<(String, Qty)>,
 }
 
 impl MLevel {
     fn available(&self) -> Qty {
         self.on_hand - self.reserved - self.unsellable - self.settings.safety_stock
     }
+
+    fn allocation(&self, channel: &str) -> Qty {
+        self.allocations.iter().find(|a| a.0 == channel).map_or(0, |a| a.1)
+    }
+
+    /// `min(available, a_c + max(0, available - F))` (docs/complex-inventory.md).
+    fn available_for(&self, channel: &str) -> Qty {
+        if self.allocations.is_empty() {
+            return self.available();
+        }
+        let fenced: Qty = self.allocations.iter().map(|a| a.1).sum();
+        let available = self.available();
+        available.min(self.allocation(channel) + (available - fenced).max(0))
+    }
+
+    /// Lots first to expire first: by (expiry, code).
+    fn lots_fefo(&self) -> Vec<(String, MLot)> {
+        let mut v: Vec<(String, MLot)> = self.lots.iter().map(|(c, l)| (c.clone(), l.clone())).collect();
+        v.sort_by(|a, b| (a.1.expires_at, &a.0).cmp(&(b.1.expires_at, &b.0)));
+        v
+    }
+
+    fn loose_on_hand(&self) -> Qty {
+        self.on_hand - self.lots.values().map(|l| l.on_hand).sum::<Qty>()
+    }
+
+    fn loose_free(&self) -> Qty {
+        self.loose_on_hand() - (self.reserved - self.lots.values().map(|l| l.reserved).sum::<Qty>())
+    }
+}
+
+/// One line of an open hold.
+#[derive(Clone, Debug, PartialEq)]
+struct MLine {
+    sku: String,
+    location: String,
+    /// Still held; > 0.
+    qty: Qty,
+    unit_price: Option<i64>,
+    /// Lots held, in the order they are consumed.
+    lots: Vec<(String, Qty)>,
+    serials: Vec<String>,
+    /// Units taken from the hold's channel's allocation.
+    from_alloc: Qty,
+    kit: Option<KitRef>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 struct MHold {
     expires_at: Millis,
-    /// (sku, location, qty still held), in the order of the reservation; qty > 0.
-    lines: Vec<(String, String, Qty)>,
+    /// The channel that placed it, if it took allocated units.
+    channel: Option<String>,
+    /// In the order of the reservation.
+    lines: Vec<MLine>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct MSerial {
+    location: String,
+    status: SerialStatus,
+    history: Vec<SerialEvent>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +177,35 @@ struct Model {
     holds: BTreeMap<HoldId, MHold>,
     /// Remembered idempotency keys, oldest first.
     keys: Vec<MKey>,
+    /// The expiry of every (SKU, lot code) ever received.
+    lot_expiry: BTreeMap<(String, String), Millis>,
+    /// SKU settings that differ from the default.
+    sku_settings: BTreeMap<String, SkuSettings>,
+    /// Every serial number ever seen, by (SKU, serial).
+    serials: BTreeMap<(String, String), MSerial>,
+    /// Split holds committed here: (when, hold), kept `SPLIT_COMMIT_KEEP_MS`.
+    committed: BTreeSet<(Millis, HoldId)>,
+}
+
+/// A lot warning or expiry due: (when, level, lot code).
+type LotDue = (Millis, LevelKey, String);
+
+/// How long a shard remembers that it committed its part of a split hold (docs: 60 s).
+const SPLIT_COMMIT_KEEP_MS: Millis = 60_000;
+
+/// Which units a take uses.
+#[derive(Debug, Default)]
+struct MTake {
+    lots: Vec<(String, Qty)>,
+    from_alloc: Qty,
+}
+
+/// How units come in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Put {
+    Receive,
+    Return(ReturnCondition),
+    Found,
 }
 
 fn text_ok(s: &str, max: usize) -> bool {
@@ -138,33 +249,97 @@ fn key_of(sku: &str, location: &str) -> LevelKey {
     (sku.to_string(), location.to_string())
 }
 
+fn unit_sizes(u: &Units) -> Result<(), Reason> {
+    if u.lot.as_ref().is_some_and(|l| !text_ok(l, LOT_BYTES_MAX)) {
+        return Err(Reason::InvalidField);
+    }
+    if u.serials.len() > SERIALS_PER_LINE_MAX {
+        return Err(Reason::InvalidSerials);
+    }
+    if u.serials.iter().any(|s| !text_ok(s, SERIAL_BYTES_MAX)) {
+        return Err(Reason::InvalidField);
+    }
+    Ok(())
+}
+
+/// What every movement must satisfy before anything else is looked at (field lengths, numbers of
+/// lines and serial numbers): a movement failing it is refused and its key not remembered.
+fn sizes(m: &Movement) -> Result<(), Reason> {
+    let envelope_ok = m.key.iter().all(|k| text_ok(k, IDEMPOTENCY_KEY_BYTES_MAX))
+        && text_ok(&m.channel, CHANNEL_BYTES_MAX)
+        && m.reference.iter().all(|r| text_ok(r, REFERENCE_BYTES_MAX));
+    if !envelope_ok {
+        return Err(Reason::InvalidField);
+    }
+    match &m.kind {
+        MovementKind::Receive { sku, location, units, .. }
+        | MovementKind::Sell { sku, location, units, .. }
+        | MovementKind::Return { sku, location, units, .. }
+        | MovementKind::Adjust { sku, location, units, .. }
+        | MovementKind::Count { sku, location, units, .. } => {
+            check_names(sku, location)?;
+            unit_sizes(units)
+        }
+        MovementKind::Expect { sku, location, .. } | MovementKind::SetSettings { sku, location, .. } => {
+            check_names(sku, location)
+        }
+        MovementKind::Transfer { sku, from, to, units, .. } => {
+            check_names(sku, from)?;
+            check_names(sku, to)?;
+            unit_sizes(units)
+        }
+        MovementKind::Reserve { lines, .. } => {
+            if lines.len() > HOLD_LINES_MAX {
+                return Err(Reason::InvalidLines);
+            }
+            if lines.iter().map(|l| l.units.serials.len()).sum::<usize>() > SERIALS_PER_LINE_MAX {
+                return Err(Reason::InvalidSerials);
+            }
+            for l in lines {
+                check_names(&l.sku, &l.location)?;
+                unit_sizes(&l.units)?;
+                if l.kit.as_ref().is_some_and(|k| !text_ok(&k.sku, SKU_BYTES_MAX)) {
+                    return Err(Reason::InvalidField);
+                }
+            }
+            Ok(())
+        }
+        MovementKind::Allocate { sku, location, channel, .. } => {
+            check_names(sku, location)?;
+            if text_ok(channel, CHANNEL_BYTES_MAX) {
+                Ok(())
+            } else {
+                Err(Reason::InvalidField)
+            }
+        }
+        MovementKind::SetSkuSettings { sku, settings } => {
+            if !text_ok(sku, SKU_BYTES_MAX) {
+                return Err(Reason::InvalidField);
+            }
+            if settings.components.len() > KIT_COMPONENTS_MAX {
+                return Err(Reason::InvalidKit);
+            }
+            if settings.components.iter().any(|c| !text_ok(&c.sku, SKU_BYTES_MAX)) {
+                return Err(Reason::InvalidField);
+            }
+            Ok(())
+        }
+        MovementKind::Commit { .. }
+        | MovementKind::Release { .. }
+        | MovementKind::Expire { .. }
+        | MovementKind::CompleteCommit { .. } => Ok(()),
+    }
+}
+
+/// A hold id naming parts on more than one shard.
+fn is_split(hold: HoldId) -> bool {
+    hold_shard_mask(hold).count_ones() > 1
+}
+
 impl Model {
     /// The model's answer to one movement: what `ShardState::apply` must return and append.
     fn apply(&mut self, now: Millis, seq: Seq, m: &Movement) -> (Applied, Effects) {
-        let envelope_ok = m.key.iter().all(|k| text_ok(k, IDEMPOTENCY_KEY_BYTES_MAX))
-            && text_ok(&m.channel, CHANNEL_BYTES_MAX)
-            && m.reference.iter().all(|r| text_ok(r, REFERENCE_BYTES_MAX));
-        let names: Vec<(&str, &str)> = match &m.kind {
-            MovementKind::Receive { sku, location, .. }
-            | MovementKind::Expect { sku, location, .. }
-            | MovementKind::Sell { sku, location, .. }
-            | MovementKind::Return { sku, location, .. }
-            | MovementKind::Adjust { sku, location, .. }
-            | MovementKind::Count { sku, location, .. }
-            | MovementKind::SetSettings { sku, location, .. } => vec![(sku, location)],
-            MovementKind::Transfer { sku, from, to, .. } => vec![(sku, from), (sku, to)],
-            MovementKind::Reserve { lines, .. } => lines.iter().map(|l| (&l.sku[..], &l.location[..])).collect(),
-            _ => Vec::new(),
-        };
-        let too_many_lines = matches!(&m.kind, MovementKind::Reserve { lines, .. } if lines.len() > HOLD_LINES_MAX);
-        let sizes = if !envelope_ok {
-            Err(Reason::InvalidField)
-        } else if too_many_lines {
-            Err(Reason::InvalidLines)
-        } else {
-            names.iter().try_for_each(|(sku, location)| check_names(sku, location))
-        };
-        if let Err(reason) = sizes {
+        if let Err(reason) = sizes(m) {
             // Malformed movements are refused before keys are looked at: the key is not remembered.
             self.last_seq = seq;
             return (Applied::Recorded(Err(reason)), Effects::default());
@@ -181,7 +356,7 @@ impl Model {
         }
         let mut next = self.clone();
         let mut fx = Effects::default();
-        let outcome = next.decide(now, m, &mut fx);
+        let outcome = next.decide(now, seq, m, &mut fx);
         if outcome.is_ok() {
             *self = next;
         } else {
@@ -199,8 +374,84 @@ impl Model {
         self.levels.get(&key_of(sku, location)).cloned().unwrap_or_default()
     }
 
+    fn has_level(&self, sku: &str, location: &str) -> bool {
+        self.levels.contains_key(&key_of(sku, location))
+    }
+
     fn level_mut(&mut self, sku: &str, location: &str) -> &mut MLevel {
         self.levels.entry(key_of(sku, location)).or_default()
+    }
+
+    fn settings_of(&self, sku: &str) -> SkuSettings {
+        self.sku_settings.get(sku).cloned().unwrap_or_default()
+    }
+
+    fn tracked(&self, sku: &str) -> bool {
+        self.settings_of(sku).serial_tracked
+    }
+
+    /// Kits have no stock of their own.
+    fn stocked(&self, sku: &str) -> Result<(), Reason> {
+        if self.settings_of(sku).is_kit() {
+            Err(Reason::KitNotStocked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Serial numbers: exactly `qty` distinct ones for a serial-tracked SKU (which has no lots),
+    /// none otherwise.
+    fn check_units(&self, sku: &str, units: &Units, qty: Qty) -> Result<(), Reason> {
+        if !self.tracked(sku) {
+            return if units.serials.is_empty() { Ok(()) } else { Err(Reason::InvalidSerials) };
+        }
+        if units.lot.is_some() || units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        let distinct: BTreeSet<&String> = units.serials.iter().collect();
+        if units.serials.len() as i128 != qty as i128 || distinct.len() != units.serials.len() {
+            return Err(Reason::InvalidSerials);
+        }
+        Ok(())
+    }
+
+    fn serial_status(&self, sku: &str, serial: &str) -> Option<SerialStatus> {
+        self.serials.get(&key_of(sku, serial)).map(|s| s.status)
+    }
+
+    /// Each serial must be in stock at this location.
+    fn serials_here(&self, sku: &str, location: &str, serials: &[String]) -> Result<(), Reason> {
+        for serial in serials {
+            match self.serials.get(&key_of(sku, serial)) {
+                Some(s) if s.status == SerialStatus::InStock && s.location == location => {}
+                _ => return Err(Reason::SerialNotInStock),
+            }
+        }
+        Ok(())
+    }
+
+    /// A serial number changes state (and, if given, location); the movement goes in its history.
+    #[allow(clippy::too_many_arguments)]
+    fn serial_moved(
+        &mut self,
+        sku: &str,
+        serial: &str,
+        status: SerialStatus,
+        location: Option<&str>,
+        seq: Seq,
+        now: Millis,
+        what: &str,
+    ) {
+        let s = self.serials.entry(key_of(sku, serial)).or_insert_with(|| MSerial {
+            location: location.unwrap_or_default().to_string(),
+            status,
+            history: Vec::new(),
+        });
+        s.status = status;
+        if let Some(location) = location {
+            s.location = location.to_string();
+        }
+        s.history.push(SerialEvent { seq, at: now, what: what.to_string(), location: s.location.clone() });
     }
 
     /// A level changed: raise its alerts once per crossing and report its new quantities.
@@ -237,184 +488,739 @@ impl Model {
         fx.levels.push(model_view(sku, location, l));
     }
 
-    /// A sale without a hold (also a negative adjustment).
-    fn take(&mut self, sku: &str, location: &str, qty: Qty, allow_negative: bool, fx: &mut Effects) -> Outcome {
-        if !allow_negative && self.level(sku, location).available() < qty {
+    /// A lot changed: report it (once per movement, as it ends up) and drop it once it has no
+    /// units and no reservation.
+    fn lot_touched(&mut self, sku: &str, location: &str, code: &str, fx: &mut Effects) {
+        let l = self.levels.get_mut(&key_of(sku, location)).expect("level exists");
+        let lot = l.lots.get(code).expect("lot exists").clone();
+        if lot.on_hand == 0 && lot.reserved == 0 {
+            l.lots.remove(code);
+        }
+        let view = lot_view(sku, location, code, &lot);
+        match fx.lots.iter_mut().find(|v| (&v.sku, &v.location, &v.lot) == (&view.sku, &view.location, &view.lot)) {
+            Some(v) => *v = view,
+            None => fx.lots.push(view),
+        }
+    }
+
+    /// Which units a take of `qty` uses: the named lot, or FEFO over the lots still usable after
+    /// `usable_after`, then loose units; the channel's allocation first.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_take(
+        &self,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        lot: Option<&str>,
+        usable_after: Millis,
+        channel: Option<&str>,
+        allow_negative: bool,
+        expired_ok: bool,
+    ) -> Result<MTake, Reason> {
+        let l = self.level(sku, location);
+        let mut take = MTake::default();
+        let mut named_expired = false;
+        if let Some(code) = lot {
+            let named = l.lots.get(code).ok_or(Reason::UnknownLot)?;
+            if (named.expired || named.expires_at <= usable_after) && !expired_ok {
+                return Err(Reason::LotExpired);
+            }
+            if named.free() < qty {
+                return Err(Reason::InsufficientStock);
+            }
+            take.lots.push((code.to_string(), qty));
+            named_expired = named.expired;
+        }
+        let available = match channel {
+            Some(c) => l.available_for(c),
+            None => l.available(),
+        };
+        // Units of an expired lot are unsellable already: writing them off needs no `available`.
+        if !allow_negative && !named_expired && available < qty {
             return Err(Reason::InsufficientStock);
         }
+        if lot.is_none() {
+            let mut rest = qty;
+            for (code, lot) in l.lots_fefo() {
+                if rest == 0 {
+                    break;
+                }
+                if lot.expired || lot.expires_at <= usable_after {
+                    continue;
+                }
+                let n = rest.min(lot.free());
+                if n > 0 {
+                    take.lots.push((code, n));
+                    rest -= n;
+                }
+            }
+            if rest > 0 && !allow_negative && l.loose_free() < rest {
+                return Err(Reason::InsufficientStock);
+            }
+        }
+        if let Some(c) = channel {
+            take.from_alloc = qty.min(l.allocation(c));
+        }
+        Ok(take)
+    }
+
+    /// Takes units out of lots (and their reservations, if `held`); units of an expired lot leave
+    /// `unsellable` too.
+    fn take_lots(&mut self, sku: &str, location: &str, lots: &[(String, Qty)], held: bool, fx: &mut Effects) {
+        for (code, n) in lots {
+            let l = self.level_mut(sku, location);
+            let lot = l.lots.get_mut(code).expect("lot exists");
+            lot.on_hand -= n;
+            if held {
+                lot.reserved -= n;
+            }
+            if lot.expired {
+                l.unsellable = (l.unsellable - n).max(0);
+            }
+            self.lot_touched(sku, location, code, fx);
+        }
+    }
+
+    fn use_allocation(&mut self, sku: &str, location: &str, channel: &str, n: Qty) {
+        if let Some(a) = self.level_mut(sku, location).allocations.iter_mut().find(|a| a.0 == channel) {
+            a.1 -= n;
+        }
+    }
+
+    /// A sale without a hold (`status` Sold) or a write-off (negative adjustment, WrittenOff).
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        what: &str,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        units: &Units,
+        channel: Option<&str>,
+        allow_negative: bool,
+        status: SerialStatus,
+        fx: &mut Effects,
+    ) -> Outcome {
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        if !self.has_level(sku, location) {
+            if units.lot.is_some() {
+                return Err(Reason::UnknownLot);
+            }
+            if !units.serials.is_empty() {
+                return Err(Reason::SerialNotInStock);
+            }
+            if !allow_negative {
+                return Err(Reason::InsufficientStock);
+            }
+        }
+        self.serials_here(sku, location, &units.serials)?;
+        let write_off = status == SerialStatus::WrittenOff;
+        let take = self.plan_take(sku, location, qty, units.lot.as_deref(), now, channel, allow_negative, write_off)?;
         let l = self.level_mut(sku, location);
         l.on_hand = level_qty(l.on_hand as i128 - qty as i128)?;
+        self.take_lots(sku, location, &take.lots, false, fx);
+        if let Some(c) = channel {
+            self.use_allocation(sku, location, c, take.from_alloc);
+        }
+        for serial in &units.serials {
+            self.serial_moved(sku, serial, status, None, seq, now, what);
+        }
         self.touched(sku, location, fx);
         Ok(Detail::None)
     }
 
-    fn drop_hold(&mut self, hold: HoldId, sold: bool, fx: &mut Effects) {
+    /// Units come in: receive, return, found (positive adjustment).
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        what: &str,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        units: &Units,
+        how: Put,
+        from_purchase_order: bool,
+        fx: &mut Effects,
+    ) -> Outcome {
+        check_names(sku, location)?;
+        check_movement_qty(qty)?;
+        self.stocked(sku)?;
+        self.check_units(sku, units, qty)?;
+        for serial in &units.serials {
+            match (how, self.serial_status(sku, serial)) {
+                (_, Some(SerialStatus::InStock | SerialStatus::Reserved(_))) => return Err(Reason::SerialInStock),
+                (Put::Return(_), Some(SerialStatus::Sold)) => {}
+                (Put::Return(_), _) => return Err(Reason::SerialNotSold),
+                _ => {}
+            }
+        }
+        let lot = match &units.lot {
+            None if units.lot_expires_at.is_some() => return Err(Reason::InvalidLot),
+            None => None,
+            Some(code) => {
+                let known = self.lot_expiry.get(&key_of(sku, code)).copied();
+                let expires_at = match (known, units.lot_expires_at) {
+                    (Some(k), Some(given)) if k != given => return Err(Reason::InvalidLot),
+                    (Some(k), _) => k,
+                    (None, Some(given)) => given,
+                    (None, None) => return Err(Reason::InvalidLot),
+                };
+                if how == Put::Receive && expires_at <= now {
+                    return Err(Reason::LotExpired);
+                }
+                Some((code.clone(), expires_at))
+            }
+        };
+        let l = self.level_mut(sku, location);
+        l.on_hand = level_qty(l.on_hand as i128 + qty as i128)?;
+        if how == Put::Return(ReturnCondition::Damaged) {
+            l.unsellable = level_qty(l.unsellable as i128 + qty as i128)?;
+        }
+        if from_purchase_order {
+            l.incoming -= qty.min(l.incoming);
+        }
+        if let Some((code, expires_at)) = lot {
+            let l = self.level_mut(sku, location);
+            match l.lots.get(&code) {
+                None if l.lots.len() >= LOTS_PER_LEVEL_MAX => return Err(Reason::InvalidLot),
+                // Units put back into an expired lot are unsellable (damaged ones are already).
+                Some(lot) if lot.expired && how != Put::Return(ReturnCondition::Damaged) => {
+                    l.unsellable = level_qty(l.unsellable as i128 + qty as i128)?;
+                }
+                _ => {}
+            }
+            let lot = l.lots.entry(code.clone()).or_insert(MLot {
+                expires_at,
+                on_hand: 0,
+                reserved: 0,
+                expired: false,
+                warned: false,
+            });
+            lot.on_hand += qty;
+            self.lot_expiry.insert(key_of(sku, &code), expires_at);
+            self.lot_touched(sku, location, &code, fx);
+        }
+        for serial in &units.serials {
+            self.serial_moved(sku, serial, SerialStatus::InStock, Some(location), seq, now, what);
+        }
+        self.touched(sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    fn transfer(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        (sku, from, to): (&str, &str, &str),
+        qty: Qty,
+        units: &Units,
+        fx: &mut Effects,
+    ) -> Outcome {
+        check_names(sku, from)?;
+        check_names(sku, to)?;
+        check_movement_qty(qty)?;
+        if from == to {
+            return Err(Reason::SameLocation);
+        }
+        self.stocked(sku)?;
+        self.check_units(sku, units, qty)?;
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        if !self.has_level(sku, from) {
+            return Err(if units.lot.is_some() {
+                Reason::UnknownLot
+            } else if !units.serials.is_empty() {
+                Reason::SerialNotInStock
+            } else {
+                Reason::InsufficientStock
+            });
+        }
+        self.serials_here(sku, from, &units.serials)?;
+        // Expired stock may be moved (to a disposal area) when its lot is named.
+        let take = self.plan_take(sku, from, qty, units.lot.as_deref(), now, None, false, true)?;
+        let dst = self.level_mut(sku, to);
+        dst.on_hand = level_qty(dst.on_hand as i128 + qty as i128)?;
+        let new_lots = take.lots.iter().filter(|(c, _)| !dst.lots.contains_key(c)).count();
+        if dst.lots.len() + new_lots > LOTS_PER_LEVEL_MAX {
+            return Err(Reason::InvalidLot);
+        }
+        let moved: Vec<(String, MLot, Qty)> = {
+            let src = self.level(sku, from);
+            take.lots.iter().map(|(c, n)| (c.clone(), src.lots[c].clone(), *n)).collect()
+        };
+        let src = self.level_mut(sku, from);
+        src.on_hand -= qty;
+        self.take_lots(sku, from, &take.lots, false, fx);
+        for (code, src_lot, n) in moved {
+            let dst = self.level_mut(sku, to);
+            let lot = dst.lots.entry(code.clone()).or_insert(MLot {
+                expires_at: src_lot.expires_at,
+                on_hand: 0,
+                reserved: 0,
+                expired: false,
+                warned: false,
+            });
+            let was_expired = lot.expired;
+            lot.on_hand += n;
+            if was_expired {
+                // Units put into an expired lot are unsellable.
+                dst.unsellable += n;
+            } else if src_lot.expired {
+                // Expired units stay expired: the lot at the destination expires with them.
+                lot.expired = true;
+                dst.unsellable += lot.free();
+            }
+            self.lot_touched(sku, to, &code, fx);
+        }
+        for serial in &units.serials {
+            self.serial_moved(sku, serial, SerialStatus::InStock, Some(to), seq, now, "transfer");
+        }
+        self.touched(sku, from, fx);
+        self.touched(sku, to, fx);
+        Ok(Detail::None)
+    }
+
+    fn count(&mut self, sku: &str, location: &str, counted: Qty, units: &Units, fx: &mut Effects) -> Outcome {
+        check_names(sku, location)?;
+        if !(0..=MOVEMENT_QTY_MAX).contains(&counted) {
+            return Err(Reason::InvalidQuantity);
+        }
+        self.stocked(sku)?;
+        if self.tracked(sku) || !units.serials.is_empty() {
+            return Err(Reason::InvalidSerials);
+        }
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        let Some(code) = &units.lot else {
+            if !self.level(sku, location).lots.is_empty() {
+                return Err(Reason::LotRequired);
+            }
+            let l = self.level_mut(sku, location);
+            let variance = counted - l.on_hand;
+            l.on_hand = counted;
+            l.unsellable = l.unsellable.min(counted);
+            self.touched(sku, location, fx);
+            return Ok(Detail::Variance(variance));
+        };
+        let lot = self.level(sku, location).lots.get(code).cloned().ok_or(Reason::UnknownLot)?;
+        let variance = counted - lot.on_hand;
+        let l = self.level_mut(sku, location);
+        l.on_hand = level_qty(l.on_hand as i128 + variance as i128)?;
+        if lot.expired {
+            l.unsellable = (l.unsellable + variance).max(0);
+        }
+        l.unsellable = l.unsellable.min(l.on_hand.max(0));
+        l.lots.get_mut(code).expect("lot exists").on_hand = counted;
+        self.lot_touched(sku, location, code, fx);
+        self.touched(sku, location, fx);
+        Ok(Detail::Variance(variance))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sell_from_hold(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        hold: HoldId,
+        sku: &str,
+        location: &str,
+        qty: Qty,
+        allow_negative: bool,
+        units: &Units,
+        fx: &mut Effects,
+    ) -> Outcome {
+        let h = self.holds.get(&hold).ok_or(Reason::UnknownHold)?;
+        if now >= h.expires_at {
+            return Err(Reason::HoldExpired);
+        }
+        if units.lot.is_some() || units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot); // the hold decides the lots
+        }
+        let i = h.lines.iter().position(|l| l.sku == sku && l.location == location).ok_or(Reason::HoldLineMissing)?;
+        let line = h.lines[i].clone();
+        let from_hold = qty.min(line.qty);
+        let beyond_hold = qty - from_hold;
+        if units.serials.iter().any(|s| !line.serials.contains(s)) {
+            return Err(Reason::SerialNotInStock);
+        }
+        if !line.serials.is_empty() && beyond_hold > 0 {
+            return Err(Reason::SerialNotInStock);
+        }
+        // The held lots, in order, for the units sold from the hold.
+        let mut lots = Vec::new();
+        let mut rest = from_hold;
+        for (code, n) in &line.lots {
+            if rest == 0 {
+                break;
+            }
+            lots.push((code.clone(), rest.min(*n)));
+            rest -= rest.min(*n);
+        }
+        let beyond = if beyond_hold > 0 {
+            if !allow_negative && self.level(sku, location).available() < beyond_hold {
+                return Err(Reason::InsufficientStock);
+            }
+            self.plan_take(sku, location, beyond_hold, None, now, None, allow_negative, false)?.lots
+        } else {
+            Vec::new()
+        };
+        let l = self.level_mut(sku, location);
+        l.on_hand = level_qty(l.on_hand as i128 - qty as i128)?;
+        l.reserved -= from_hold;
+        self.take_lots(sku, location, &lots, true, fx);
+        self.take_lots(sku, location, &beyond, false, fx);
+        let sold: Vec<String> = if units.serials.is_empty() {
+            line.serials.iter().take(from_hold as usize).cloned().collect()
+        } else {
+            units.serials.clone()
+        };
+        let h = self.holds.get_mut(&hold).expect("hold exists");
+        let line = &mut h.lines[i];
+        line.qty -= from_hold;
+        for (code, n) in &lots {
+            line.lots.iter_mut().find(|l| &l.0 == code).expect("lot held").1 -= n;
+        }
+        line.lots.retain(|l| l.1 > 0);
+        line.serials.retain(|s| !sold.contains(s));
+        line.from_alloc = line.from_alloc.min(line.qty);
+        if line.qty == 0 {
+            h.lines.remove(i);
+        }
+        if h.lines.is_empty() {
+            self.holds.remove(&hold);
+            fx.holds_closed.push(hold);
+        }
+        for serial in &sold {
+            self.serial_moved(sku, serial, SerialStatus::Sold, None, seq, now, "sell");
+        }
+        self.touched(sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reserve(
+        &mut self,
+        now: Millis,
+        seq: Seq,
+        hold: HoldId,
+        channel: &str,
+        lines: &[Line],
+        expires_at: Millis,
+        fx: &mut Effects,
+    ) -> Outcome {
+        if lines.is_empty() || lines.len() > HOLD_LINES_MAX {
+            return Err(Reason::InvalidLines);
+        }
+        for line in lines {
+            check_names(&line.sku, &line.location)?;
+            check_movement_qty(line.qty)?;
+        }
+        let levels: BTreeSet<LevelKey> = lines.iter().map(|l| key_of(&l.sku, &l.location)).collect();
+        if levels.len() != lines.len() {
+            return Err(Reason::InvalidLines);
+        }
+        for line in lines {
+            self.stocked(&line.sku)?;
+            self.check_units(&line.sku, &line.units, line.qty)?;
+            if line.units.lot_expires_at.is_some() {
+                return Err(Reason::InvalidLot);
+            }
+        }
+        if expires_at <= now {
+            return Err(Reason::InvalidExpiry);
+        }
+        if self.holds.contains_key(&hold) {
+            return Err(Reason::InvalidLines);
+        }
+        let mut takes = Vec::new();
+        for line in lines {
+            if !self.has_level(&line.sku, &line.location) {
+                return Err(if line.units.lot.is_some() {
+                    Reason::UnknownLot
+                } else if !line.units.serials.is_empty() {
+                    Reason::SerialNotInStock
+                } else {
+                    Reason::InsufficientStock
+                });
+            }
+            self.serials_here(&line.sku, &line.location, &line.units.serials)?;
+            // A hold never outlives what it holds: lots expiring by its expiry are not used.
+            let lot = line.units.lot.as_deref();
+            takes.push(self.plan_take(
+                &line.sku,
+                &line.location,
+                line.qty,
+                lot,
+                expires_at,
+                Some(channel),
+                false,
+                false,
+            )?);
+        }
+        let took_allocated = takes.iter().any(|t| t.from_alloc > 0);
+        let mut held = Vec::new();
+        for (line, take) in lines.iter().zip(takes) {
+            let (sku, location) = (&line.sku[..], &line.location[..]);
+            self.level_mut(sku, location).reserved += line.qty;
+            for (code, n) in &take.lots {
+                self.level_mut(sku, location).lots.get_mut(code).expect("lot exists").reserved += n;
+                self.lot_touched(sku, location, code, fx);
+            }
+            self.use_allocation(sku, location, channel, take.from_alloc);
+            for serial in &line.units.serials {
+                self.serial_moved(sku, serial, SerialStatus::Reserved(hold), None, seq, now, "reserve");
+            }
+            held.push(MLine {
+                sku: line.sku.clone(),
+                location: line.location.clone(),
+                qty: line.qty,
+                unit_price: line.unit_price,
+                lots: take.lots,
+                serials: line.units.serials.clone(),
+                from_alloc: take.from_alloc,
+                kit: line.kit.clone(),
+            });
+            self.touched(sku, location, fx);
+        }
+        let channel = took_allocated.then(|| channel.to_string());
+        self.holds.insert(hold, MHold { expires_at, channel, lines: held });
+        Ok(Detail::Hold(hold))
+    }
+
+    /// A commit (`sold`) or a release or expiry of a hold.
+    fn drop_hold(&mut self, now: Millis, seq: Seq, hold: HoldId, sold: bool, fx: &mut Effects) {
         let h = self.holds.remove(&hold).expect("hold exists");
-        for (sku, location, qty) in &h.lines {
+        if sold && is_split(hold) {
+            self.committed.insert((now, hold));
+        }
+        for line in &h.lines {
+            let (sku, location) = (&line.sku[..], &line.location[..]);
             let l = self.levels.get_mut(&key_of(sku, location)).expect("held level exists");
-            l.reserved -= qty;
+            l.reserved -= line.qty;
             if sold {
-                l.on_hand -= qty;
+                l.on_hand -= line.qty;
+                self.take_lots(sku, location, &line.lots, true, fx);
+            } else {
+                for (code, n) in &line.lots {
+                    self.level_mut(sku, location).lots.get_mut(code).expect("held lot exists").reserved -= n;
+                    self.lot_touched(sku, location, code, fx);
+                }
+                // Allocated units go back to the allocation, if it still exists.
+                if let Some(channel) = &h.channel {
+                    if let Some(a) = self.level_mut(sku, location).allocations.iter_mut().find(|a| &a.0 == channel) {
+                        a.1 += line.from_alloc;
+                    }
+                }
+            }
+            let (status, what) = if sold { (SerialStatus::Sold, "commit") } else { (SerialStatus::InStock, "release") };
+            for serial in &line.serials {
+                self.serial_moved(sku, serial, status, None, seq, now, what);
             }
             self.touched(sku, location, fx);
         }
         fx.holds_closed.push(hold);
     }
 
-    fn decide(&mut self, now: Millis, m: &Movement, fx: &mut Effects) -> Outcome {
-        match &m.kind {
-            MovementKind::Receive { sku, location, qty, .. } => {
-                check_names(sku, location)?;
-                check_movement_qty(*qty)?;
-                let l = self.level_mut(sku, location);
-                l.on_hand = level_qty(l.on_hand as i128 + *qty as i128)?;
-                if m.reference.is_some() {
-                    l.incoming -= (*qty).min(l.incoming);
+    fn allocate(&mut self, sku: &str, location: &str, channel: &str, qty: Qty, fx: &mut Effects) -> Outcome {
+        check_names(sku, location)?;
+        if !(0..=MOVEMENT_QTY_MAX).contains(&qty) {
+            return Err(Reason::InvalidAllocation);
+        }
+        self.stocked(sku)?;
+        let l = self.level_mut(sku, location);
+        match l.allocations.iter().position(|a| a.0 == channel) {
+            Some(i) if qty == 0 => {
+                l.allocations.remove(i);
+            }
+            Some(i) => l.allocations[i].1 = qty,
+            None if qty == 0 => {}
+            None if l.allocations.len() >= ALLOCATIONS_PER_LEVEL_MAX => return Err(Reason::InvalidAllocation),
+            None => l.allocations.push((channel.to_string(), qty)),
+        }
+        self.touched(sku, location, fx);
+        Ok(Detail::None)
+    }
+
+    fn set_sku_settings(&mut self, sku: &str, new: &SkuSettings) -> Outcome {
+        if new.is_kit() {
+            if new.serial_tracked {
+                return Err(Reason::InvalidKit);
+            }
+            for (i, c) in new.components.iter().enumerate() {
+                let repeated = new.components[..i].iter().any(|d| d.sku == c.sku);
+                if c.sku == sku || !(1..=KIT_COMPONENT_QTY_MAX).contains(&c.qty) || repeated {
+                    return Err(Reason::InvalidKit);
                 }
-                self.touched(sku, location, fx);
-                Ok(Detail::None)
+            }
+        }
+        let old = self.settings_of(sku);
+        let has_stock = self.levels.iter().any(|((s, _), l)| {
+            s == sku && (l.on_hand != 0 || l.reserved != 0 || l.incoming != 0 || !l.lots.is_empty())
+        });
+        let has_serials = self.serials.keys().any(|(s, _)| s == sku);
+        if new.is_kit() && !old.is_kit() && (has_stock || has_serials) {
+            return Err(Reason::InvalidKit);
+        }
+        if new.serial_tracked != old.serial_tracked && has_stock {
+            return Err(Reason::InvalidSettings);
+        }
+        if *new == SkuSettings::default() {
+            self.sku_settings.remove(sku);
+        } else {
+            self.sku_settings.insert(sku.to_string(), new.clone());
+        }
+        Ok(Detail::None)
+    }
+
+    /// When the `lot_expiring` alert of a lot is due, if ever.
+    fn warning_due(&self, sku: &str, lot: &MLot) -> Option<Millis> {
+        let days = self.settings_of(sku).expiry_warning_days?;
+        (!lot.expired && !lot.warned).then(|| lot.expires_at.saturating_sub(days as Millis * DAY_MILLIS))
+    }
+
+    /// (due time, sku, location, lot) of the lot warnings and expiries due by `by`, in the order
+    /// they are raised.
+    fn lots_due(&self, by: Millis) -> (Vec<LotDue>, Vec<LotDue>) {
+        let mut warnings = Vec::new();
+        let mut expiries = Vec::new();
+        for (k, l) in &self.levels {
+            for (code, lot) in &l.lots {
+                if let Some(at) = self.warning_due(&k.0, lot).filter(|&at| at <= by) {
+                    warnings.push((at, k.clone(), code.clone()));
+                }
+                if !lot.expired && lot.expires_at <= by {
+                    expiries.push((lot.expires_at, k.clone(), code.clone()));
+                }
+            }
+        }
+        warnings.sort();
+        expiries.sort();
+        (warnings, expiries)
+    }
+
+    fn lot_alert(kind: AlertKind, (sku, location): &LevelKey, code: &str, lot: &MLot) -> Alert {
+        Alert {
+            kind,
+            sku: sku.clone(),
+            location: location.clone(),
+            available: lot.free(),
+            reorder_point: None,
+            lot: Some((code.to_string(), lot.expires_at)),
+        }
+    }
+
+    fn expire(&mut self, now: Millis, seq: Seq, by: Millis, keys_seen_before: Millis, keys_max: u64, fx: &mut Effects) {
+        let mut expired: Vec<(Millis, HoldId)> =
+            self.holds.iter().filter(|(_, h)| h.expires_at <= by).map(|(&id, h)| (h.expires_at, id)).collect();
+        expired.sort();
+        for (_, id) in expired {
+            self.drop_hold(now, seq, id, false, fx);
+        }
+        let (warnings, expiries) = self.lots_due(by);
+        for (_, k, code) in warnings {
+            let lot = self.levels.get_mut(&k).and_then(|l| l.lots.get_mut(&code)).expect("lot exists");
+            lot.warned = true;
+            fx.alerts.push(Model::lot_alert(AlertKind::LotExpiring, &k, &code, lot));
+        }
+        for (_, k, code) in expiries {
+            let l = self.levels.get_mut(&k).expect("level exists");
+            let lot = l.lots.get_mut(&code).expect("lot exists");
+            lot.expired = true;
+            let units = lot.free();
+            fx.alerts.push(Model::lot_alert(AlertKind::LotExpired, &k, &code, lot));
+            l.unsellable += units;
+            self.lot_touched(&k.0, &k.1, &code, fx);
+            self.touched(&k.0, &k.1, fx);
+        }
+        self.keys.retain(|k| k.seen_at >= keys_seen_before);
+        while self.keys.len() as u64 > keys_max {
+            self.keys.remove(0);
+        }
+        self.committed.retain(|&(at, _)| at + SPLIT_COMMIT_KEEP_MS > by);
+    }
+
+    fn decide(&mut self, now: Millis, seq: Seq, m: &Movement, fx: &mut Effects) -> Outcome {
+        let what = m.kind.name();
+        match &m.kind {
+            MovementKind::Receive { sku, location, qty, units, .. } => {
+                self.put(now, seq, what, sku, location, *qty, units, Put::Receive, m.reference.is_some(), fx)
             }
             MovementKind::Expect { sku, location, qty } => {
                 check_names(sku, location)?;
                 check_movement_qty(*qty)?;
+                self.stocked(sku)?;
                 let l = self.level_mut(sku, location);
                 l.incoming = level_qty(l.incoming as i128 + *qty as i128)?;
                 self.touched(sku, location, fx);
                 Ok(Detail::None)
             }
-            MovementKind::Sell { sku, location, qty, hold: None, allow_negative, .. } => {
+            MovementKind::Sell { sku, location, qty, hold, allow_negative, units, .. } => {
                 check_names(sku, location)?;
                 check_movement_qty(*qty)?;
-                self.take(sku, location, *qty, *allow_negative, fx)
+                self.stocked(sku)?;
+                self.check_units(sku, units, *qty)?;
+                match hold {
+                    None => {
+                        let channel = Some(&m.channel[..]);
+                        let sold = SerialStatus::Sold;
+                        self.take(now, seq, what, sku, location, *qty, units, channel, *allow_negative, sold, fx)
+                    }
+                    Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
+                }
             }
-            MovementKind::Sell { sku, location, qty, hold: Some(hold), allow_negative, .. } => {
-                check_names(sku, location)?;
-                check_movement_qty(*qty)?;
-                let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
-                if now >= h.expires_at {
-                    return Err(Reason::HoldExpired);
-                }
-                let line =
-                    h.lines.iter().position(|(s, l, _)| s == sku && l == location).ok_or(Reason::HoldLineMissing)?;
-                let from_hold = (*qty).min(h.lines[line].2);
-                let beyond_hold = qty - from_hold;
-                if beyond_hold > 0 && !allow_negative && self.level(sku, location).available() < beyond_hold {
-                    return Err(Reason::InsufficientStock);
-                }
-                let l = self.level_mut(sku, location);
-                l.on_hand = level_qty(l.on_hand as i128 - *qty as i128)?;
-                l.reserved -= from_hold;
-                let h = self.holds.get_mut(hold).expect("hold exists");
-                h.lines[line].2 -= from_hold;
-                if h.lines[line].2 == 0 {
-                    h.lines.remove(line);
-                }
-                if h.lines.is_empty() {
-                    self.holds.remove(hold);
-                    fx.holds_closed.push(*hold);
-                }
-                self.touched(sku, location, fx);
-                Ok(Detail::None)
+            MovementKind::Return { sku, location, qty, condition, units, .. } => {
+                self.put(now, seq, what, sku, location, *qty, units, Put::Return(*condition), false, fx)
             }
-            MovementKind::Return { sku, location, qty, condition, .. } => {
-                check_names(sku, location)?;
-                check_movement_qty(*qty)?;
-                let l = self.level_mut(sku, location);
-                l.on_hand = level_qty(l.on_hand as i128 + *qty as i128)?;
-                if *condition == ReturnCondition::Damaged {
-                    l.unsellable = level_qty(l.unsellable as i128 + *qty as i128)?;
-                }
-                self.touched(sku, location, fx);
-                Ok(Detail::None)
-            }
-            MovementKind::Adjust { sku, location, delta, allow_negative, .. } => {
+            MovementKind::Adjust { sku, location, delta, allow_negative, units, .. } => {
                 check_names(sku, location)?;
                 let magnitude = (*delta as i128).abs();
                 if magnitude < 1 || magnitude > MOVEMENT_QTY_MAX as i128 {
                     return Err(Reason::InvalidQuantity);
                 }
-                if *delta < 0 {
-                    return self.take(sku, location, -delta, *allow_negative, fx);
+                if *delta > 0 {
+                    return self.put(now, seq, what, sku, location, *delta, units, Put::Found, false, fx);
                 }
-                let l = self.level_mut(sku, location);
-                l.on_hand = level_qty(l.on_hand as i128 + *delta as i128)?;
-                self.touched(sku, location, fx);
-                Ok(Detail::None)
+                self.stocked(sku)?;
+                self.check_units(sku, units, -delta)?;
+                let off = SerialStatus::WrittenOff;
+                self.take(now, seq, what, sku, location, -delta, units, None, *allow_negative, off, fx)
             }
-            MovementKind::Count { sku, location, counted, units: _ } => {
-                check_names(sku, location)?;
-                if *counted < 0 || *counted > MOVEMENT_QTY_MAX {
-                    return Err(Reason::InvalidQuantity);
-                }
-                let l = self.level_mut(sku, location);
-                let variance = counted - l.on_hand;
-                l.on_hand = *counted;
-                l.unsellable = l.unsellable.min(*counted);
-                self.touched(sku, location, fx);
-                Ok(Detail::Variance(variance))
-            }
-            MovementKind::Transfer { sku, from, to, qty, units: _ } => {
-                check_names(sku, from)?;
-                check_names(sku, to)?;
-                check_movement_qty(*qty)?;
-                if from == to {
-                    return Err(Reason::SameLocation);
-                }
-                if self.level(sku, from).available() < *qty {
-                    return Err(Reason::InsufficientStock);
-                }
-                let dst = self.level_mut(sku, to);
-                dst.on_hand = level_qty(dst.on_hand as i128 + *qty as i128)?;
-                let src = self.level_mut(sku, from);
-                src.on_hand = level_qty(src.on_hand as i128 - *qty as i128)?;
-                self.touched(sku, from, fx);
-                self.touched(sku, to, fx);
-                Ok(Detail::None)
+            MovementKind::Count { sku, location, counted, units } => self.count(sku, location, *counted, units, fx),
+            MovementKind::Transfer { sku, from, to, qty, units } => {
+                self.transfer(now, seq, (sku, from, to), *qty, units, fx)
             }
             MovementKind::Reserve { hold, lines, expires_at } => {
-                if lines.is_empty() || lines.len() > HOLD_LINES_MAX {
-                    return Err(Reason::InvalidLines);
-                }
-                for line in lines {
-                    check_names(&line.sku, &line.location)?;
-                    check_movement_qty(line.qty)?;
-                }
-                let levels: BTreeSet<LevelKey> = lines.iter().map(|l| key_of(&l.sku, &l.location)).collect();
-                if levels.len() != lines.len() {
-                    return Err(Reason::InvalidLines);
-                }
-                if *expires_at <= now {
-                    return Err(Reason::InvalidExpiry);
-                }
-                if self.holds.contains_key(hold) {
-                    return Err(Reason::InvalidLines);
-                }
-                for line in lines {
-                    if self.level(&line.sku, &line.location).available() < line.qty {
-                        return Err(Reason::InsufficientStock);
-                    }
-                }
-                for line in lines {
-                    self.level_mut(&line.sku, &line.location).reserved += line.qty;
-                    self.touched(&line.sku, &line.location, fx);
-                }
-                let lines = lines.iter().map(|l| (l.sku.clone(), l.location.clone(), l.qty)).collect();
-                self.holds.insert(*hold, MHold { expires_at: *expires_at, lines });
-                Ok(Detail::Hold(*hold))
+                self.reserve(now, seq, *hold, &m.channel, lines, *expires_at, fx)
             }
             MovementKind::Commit { hold } => {
                 let h = self.holds.get(hold).ok_or(Reason::UnknownHold)?;
                 if now >= h.expires_at {
                     return Err(Reason::HoldExpired);
                 }
-                self.drop_hold(*hold, true, fx);
+                self.drop_hold(now, seq, *hold, true, fx);
+                Ok(Detail::None)
+            }
+            MovementKind::CompleteCommit { hold } => {
+                // Finishes a commit another shard made: whatever the hold's expiry.
+                if !self.holds.contains_key(hold) {
+                    return Err(Reason::UnknownHold);
+                }
+                self.drop_hold(now, seq, *hold, true, fx);
                 Ok(Detail::None)
             }
             MovementKind::Release { hold } => {
                 if !self.holds.contains_key(hold) {
                     return Err(Reason::UnknownHold);
                 }
-                self.drop_hold(*hold, false, fx);
+                self.drop_hold(now, seq, *hold, false, fx);
                 Ok(Detail::None)
             }
             MovementKind::SetSettings { sku, location, settings } => {
@@ -428,37 +1234,26 @@ impl Model {
                 if !quantities_ok || !one_policy || !order_qty_ok {
                     return Err(Reason::InvalidSettings);
                 }
+                self.stocked(sku)?;
                 self.level_mut(sku, location).settings = *settings;
                 self.touched(sku, location, fx);
                 Ok(Detail::None)
             }
-            MovementKind::Allocate { .. }
-            | MovementKind::SetSkuSettings { .. }
-            | MovementKind::CompleteCommit { .. } => {
-                unreachable!("the model does not generate complex-inventory movements yet")
-            }
+            MovementKind::Allocate { sku, location, channel, qty } => self.allocate(sku, location, channel, *qty, fx),
+            MovementKind::SetSkuSettings { sku, settings } => self.set_sku_settings(sku, settings),
             MovementKind::Expire { holds_expired_by, keys_seen_before, keys_max } => {
-                let mut expired: Vec<(Millis, HoldId)> = self
-                    .holds
-                    .iter()
-                    .filter(|(_, h)| h.expires_at <= *holds_expired_by)
-                    .map(|(&id, h)| (h.expires_at, id))
-                    .collect();
-                expired.sort();
-                for (_, id) in expired {
-                    self.drop_hold(id, false, fx);
-                }
-                self.keys.retain(|k| k.seen_at >= *keys_seen_before);
-                while self.keys.len() as u64 > *keys_max {
-                    self.keys.remove(0);
-                }
+                self.expire(now, seq, *holds_expired_by, *keys_seen_before, *keys_max, fx);
                 Ok(Detail::None)
             }
         }
     }
 
     fn expire_due(&self, holds_expired_by: Millis, keys_seen_before: Millis, keys_max: u64) -> bool {
+        let (warnings, expiries) = self.lots_due(holds_expired_by);
         self.holds.values().any(|h| h.expires_at <= holds_expired_by)
+            || !warnings.is_empty()
+            || !expiries.is_empty()
+            || self.committed.iter().any(|&(at, _)| at + SPLIT_COMMIT_KEEP_MS <= holds_expired_by)
             || self.keys.iter().any(|k| k.seen_at < keys_seen_before)
             || self.keys.len() as u64 > keys_max
     }
@@ -468,7 +1263,60 @@ impl Model {
     }
 
     fn open_holds(&self) -> Vec<OpenHold> {
-        self.holds.iter().map(|(&id, h)| (id, h.expires_at, h.lines.clone())).collect()
+        self.holds
+            .iter()
+            .map(|(&id, h)| {
+                let lines = h.lines.iter().map(|l| (l.sku.clone(), l.location.clone(), l.qty)).collect();
+                (id, h.expires_at, lines)
+            })
+            .collect()
+    }
+
+    /// Open holds down to their lots, serial numbers and allocated units, as a checkpoint has them.
+    fn hold_records(&self) -> Vec<HoldRecord> {
+        self.holds
+            .iter()
+            .map(|(&id, h)| HoldRecord {
+                id,
+                expires_at: h.expires_at,
+                channel: h.channel.clone().unwrap_or_default(),
+                lines: h
+                    .lines
+                    .iter()
+                    .map(|l| HoldLineRecord {
+                        sku: l.sku.clone(),
+                        location: l.location.clone(),
+                        qty: l.qty,
+                        unit_price: l.unit_price,
+                        lots: l.lots.clone(),
+                        serials: l.serials.clone(),
+                        from_alloc: l.from_alloc,
+                        kit: l.kit.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn detail(&self, sku: &str, location: &str) -> Option<LevelDetail> {
+        let l = self.levels.get(&key_of(sku, location))?;
+        Some(LevelDetail {
+            level: model_view(sku, location, l),
+            lots: l.lots_fefo().iter().map(|(code, lot)| lot_view(sku, location, code, lot)).collect(),
+            allocations: l.allocations.clone(),
+            loose_on_hand: l.loose_on_hand(),
+        })
+    }
+
+    fn serial_view(&self, sku: &str, serial: &str) -> Option<SerialView> {
+        let s = self.serials.get(&key_of(sku, serial))?;
+        Some(SerialView {
+            sku: sku.to_string(),
+            serial: serial.to_string(),
+            location: s.location.clone(),
+            status: s.status,
+            history: s.history.clone(),
+        })
     }
 
     fn key_guards(&self) -> Vec<(u128, u64, Millis, Option<HoldId>)> {
@@ -485,6 +1333,18 @@ impl Model {
             .collect();
         v.sort();
         v
+    }
+}
+
+fn lot_view(sku: &str, location: &str, code: &str, lot: &MLot) -> LotView {
+    LotView {
+        sku: sku.to_string(),
+        location: location.to_string(),
+        lot: code.to_string(),
+        expires_at: lot.expires_at,
+        on_hand: lot.on_hand,
+        reserved: lot.reserved,
+        expired: lot.expired,
     }
 }
 
@@ -517,10 +1377,37 @@ enum HoldPick {
     Unknown,
 }
 
+/// Which units a movement line names, resolved against the model when the command runs.
+#[derive(Clone, Debug)]
+enum UnitsPick {
+    /// Plain units; for a serial-tracked SKU, serial numbers in the state the movement needs
+    /// (in stock here to take, sold to return, not in stock to receive), how many chosen by the
+    /// number, and the quantity set to match.
+    Auto(usize),
+    /// A lot code of the pool, with an expiry.
+    Lot(usize, ExpiryPick),
+    /// Serial numbers of the pool whatever their state (quantity unchanged).
+    Serials(Vec<usize>),
+    /// Given as is (malformed ones).
+    Raw(Units),
+}
+
+/// The `lot_expires_at` of a lot.
+#[derive(Clone, Debug)]
+enum ExpiryPick {
+    Omit,
+    /// The one the SKU's lot has (none if it never had it).
+    Known,
+    /// `now` plus this.
+    InMs(i64),
+    /// Another one than the SKU's lot has.
+    Wrong,
+}
+
 #[derive(Clone, Debug)]
 enum Op {
-    /// A movement fully decided by the generator.
-    Plain(MovementKind),
+    /// A movement decided by the generator but for its units.
+    Plain(MovementKind, UnitsPick),
     /// `held_line`: sell the SKU and location of that line of the hold, when it is open.
     SellFromHold {
         sku: String,
@@ -529,14 +1416,22 @@ enum Op {
         hold: HoldPick,
         allow_negative: bool,
         held_line: Option<usize>,
+        units: UnitsPick,
     },
-    /// `reuse_open_id`: give it the id of an open hold (the core must refuse it).
+    /// `reuse_open_id`: give it the id of an open hold (the core must refuse it); `split`: an id
+    /// of a hold split over two shards (this shard has one part).
     Reserve {
-        lines: Vec<Line>,
+        lines: Vec<(Line, UnitsPick)>,
         expires_in_ms: i64,
         reuse_open_id: bool,
+        split: bool,
     },
     Commit(HoldPick),
+    /// Allocates `qty` (mostly 0: removes the allocation) for the channel of a hold that took
+    /// allocated units, at the level of its first such line (else a plain allocation at A/dc).
+    Reallocate(HoldPick, Qty),
+    /// Engine-internal completion of a split commit (whatever the hold's expiry).
+    CompleteCommit(HoldPick),
     Release(HoldPick),
     /// The housekeeping the engine runs periodically.
     Expire {
@@ -556,6 +1451,18 @@ enum HoldsBy {
     GraceMs(i64),
     /// ...a hold's own expiry, off by -1, 0 or +1 ms (the boundary).
     ExpiryOf(HoldPick, i64),
+}
+
+/// What a movement does with the serial numbers it names (for picking them).
+enum Role {
+    /// Brings them in: not in stock, not held.
+    In,
+    /// Takes them: in stock at the level.
+    Out,
+    /// Returns them: sold.
+    Back,
+    /// Sells them from a hold line: these.
+    Held(Vec<String>),
 }
 
 /// Which idempotency keys an `Expire` forgets: those first seen before...
@@ -708,17 +1615,78 @@ fn line() -> impl Strategy<Value = Line> {
     })
 }
 
-fn reserve_lines() -> impl Strategy<Value = Vec<Line>> {
+fn reserve_lines() -> impl Strategy<Value = Vec<(Line, UnitsPick)>> {
     prop_oneof![
-        40 => prop::collection::vec(line(), 1..=2),
-        10 => prop::collection::vec(line(), 3..=4),
+        40 => prop::collection::vec((line(), units_out()), 1..=2),
+        10 => prop::collection::vec((line(), units_out()), 3..=4),
         1 => Just(Vec::new()),
         1 => Just(
             (0..=HOLD_LINES_MAX)
-                .map(|_| Line { sku: "A".into(), location: "dc".into(), qty: 1, unit_price: None, kit: None, units: Units::ANY  })
+                .map(|_| (Line { sku: "A".into(), location: "dc".into(), qty: 1, unit_price: None, kit: None, units: Units::ANY  }, UnitsPick::Auto(0)))
                 .collect()
         ),
     ]
+}
+
+/// Units that go out (sell, reserve, transfer, write-off): mostly any (FEFO) or a known lot.
+fn units_out() -> impl Strategy<Value = UnitsPick> {
+    prop_oneof![
+        60 => any::<usize>().prop_map(UnitsPick::Auto),
+        12 => (0..LOTS.len()).prop_map(|i| UnitsPick::Lot(i, ExpiryPick::Omit)),
+        1 => (0..LOTS.len()).prop_map(|i| UnitsPick::Lot(i, ExpiryPick::Known)),
+        2 => odd_units(),
+    ]
+}
+
+/// Units that come in (receive, return, found): mostly a lot (new, known, or wrongly dated).
+fn units_in() -> impl Strategy<Value = UnitsPick> {
+    prop_oneof![
+        40 => any::<usize>().prop_map(UnitsPick::Auto),
+        25 => (0..LOTS.len()).prop_map(|i| UnitsPick::Lot(i, ExpiryPick::Known)),
+        12 => (0..LOTS.len(), prop_oneof![8 => 200..=20_000i64, 1 => -100..=0i64])
+            .prop_map(|(i, ms)| UnitsPick::Lot(i, ExpiryPick::InMs(ms))),
+        3 => (0..LOTS.len()).prop_map(|i| UnitsPick::Lot(i, ExpiryPick::Omit)),
+        2 => (0..LOTS.len()).prop_map(|i| UnitsPick::Lot(i, ExpiryPick::Wrong)),
+        2 => odd_units(),
+    ]
+}
+
+fn odd_units() -> impl Strategy<Value = UnitsPick> {
+    prop_oneof![
+        3 => prop::collection::vec(0..SERIALS.len(), 1..=3).prop_map(UnitsPick::Serials),
+        1 => Just(UnitsPick::Raw(Units { lot: Some("x".repeat(LOT_BYTES_MAX + 1)), ..Units::ANY })),
+        1 => Just(UnitsPick::Raw(Units { lot: Some("x".repeat(LOT_BYTES_MAX)), ..Units::ANY })),
+        1 => Just(UnitsPick::Raw(Units { lot_expires_at: Some(T0 + 1_000_000), ..Units::ANY })),
+        1 => Just(UnitsPick::Raw(Units::serials(&[""]))),
+        1 => Just(UnitsPick::Raw(Units { lot: Some("L1".into()), lot_expires_at: Some(T0 + 1_000_000), serials: vec!["s0".into()] })),
+    ]
+}
+
+fn allocation_qty() -> impl Strategy<Value = Qty> {
+    prop_oneof![
+        12 => 1..=8i64,
+        4 => Just(0i64),
+        1 => Just(-1i64),
+        1 => Just(MOVEMENT_QTY_MAX),
+        1 => Just(MOVEMENT_QTY_MAX + 1),
+    ]
+}
+
+fn sku_settings() -> impl Strategy<Value = SkuSettings> {
+    let components = prop_oneof![
+        20 => Just(Vec::new()),
+        2 => (sku(), 1..=3i64).prop_map(|(sku, qty)| vec![Component { sku, qty }]),
+        1 => (sku(), prop_oneof![Just(0i64), Just(KIT_COMPONENT_QTY_MAX + 1)]).prop_map(|(sku, qty)| vec![Component { sku, qty }]),
+        1 => Just((0..=KIT_COMPONENTS_MAX).map(|i| Component { sku: format!("K{i}"), qty: 1 }).collect()),
+        1 => Just(vec![Component { sku: "A".into(), qty: 1 }, Component { sku: "A".into(), qty: 1 }]),
+    ];
+    (prop::bool::weighted(0.4), prop::option::weighted(0.4, 0..=2u16), components).prop_map(
+        |(serial_tracked, expiry_warning_days, components)| SkuSettings {
+            serial_tracked,
+            expiry_warning_days,
+            components,
+        },
+    )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -731,46 +1699,53 @@ fn op() -> impl Strategy<Value = Op> {
     ]);
     let condition = prop::sample::select(vec![ReturnCondition::Restock, ReturnCondition::Damaged]);
     prop_oneof![
-        12 => (sku(), location(), prop_oneof![4 => 1..=30i64, 1 => qty()], prop::option::of(0..1000i64))
-            .prop_map(|(sku, location, qty, unit_cost)| Op::Plain(MovementKind::Receive { sku, location, qty, unit_cost, units: Units::ANY  })),
+        12 => (sku(), location(), prop_oneof![4 => 1..=30i64, 1 => qty()], prop::option::of(0..1000i64), units_in())
+            .prop_map(|(sku, location, qty, unit_cost, u)| Op::Plain(MovementKind::Receive { sku, location, qty, unit_cost, units: Units::ANY  }, u)),
         4 => (sku(), location(), qty())
-            .prop_map(|(sku, location, qty)| Op::Plain(MovementKind::Expect { sku, location, qty })),
-        12 => (sku(), location(), qty(), prop::option::of(0..10_000i64), prop::bool::weighted(0.15))
-            .prop_map(|(sku, location, qty, unit_price, allow_negative)| Op::Plain(MovementKind::Sell {
+            .prop_map(|(sku, location, qty)| Op::Plain(MovementKind::Expect { sku, location, qty }, UnitsPick::Auto(0))),
+        12 => (sku(), location(), qty(), prop::option::of(0..10_000i64), prop::bool::weighted(0.15), units_out())
+            .prop_map(|(sku, location, qty, unit_price, allow_negative, u)| Op::Plain(MovementKind::Sell {
                 sku, location, qty, unit_price, hold: None, allow_negative, units: Units::ANY
-            })),
-        7 => (sku(), location(), qty(), hold_pick(), prop::bool::weighted(0.15), prop::option::weighted(0.8, any::<usize>()))
-            .prop_map(|(sku, location, qty, hold, allow_negative, held_line)| Op::SellFromHold {
-                sku, location, qty, hold, allow_negative, held_line,
+            }, u)),
+        7 => (sku(), location(), qty(), hold_pick(), prop::bool::weighted(0.15), prop::option::weighted(0.8, any::<usize>()), units_out())
+            .prop_map(|(sku, location, qty, hold, allow_negative, held_line, units)| Op::SellFromHold {
+                sku, location, qty, hold, allow_negative, held_line, units,
             }),
-        5 => (sku(), location(), qty(), condition, prop::option::of(0..10_000i64))
-            .prop_map(|(sku, location, qty, condition, unit_price)| Op::Plain(MovementKind::Return {
+        5 => (sku(), location(), qty(), condition, prop::option::of(0..10_000i64), units_in())
+            .prop_map(|(sku, location, qty, condition, unit_price, u)| Op::Plain(MovementKind::Return {
                 sku, location, qty, condition, unit_price, units: Units::ANY
-            })),
-        6 => (sku(), location(), delta(), adjust_reason, prop::bool::weighted(0.2))
-            .prop_map(|(sku, location, delta, reason, allow_negative)| Op::Plain(MovementKind::Adjust {
+            }, u)),
+        6 => (sku(), location(), delta(), adjust_reason, prop::bool::weighted(0.2), units_in(), units_out())
+            .prop_map(|(sku, location, delta, reason, allow_negative, u_in, u_out)| Op::Plain(MovementKind::Adjust {
                 sku, location, delta, reason, allow_negative, units: Units::ANY
-            })),
-        3 => (sku(), location(), counted())
-            .prop_map(|(sku, location, counted)| Op::Plain(MovementKind::Count { sku, location, counted, units: Units::ANY  })),
-        6 => (sku(), location(), prop::bool::weighted(0.85), location(), qty())
-            .prop_map(|(sku, from, to_other, any_to, qty)| {
+            }, if delta > 0 { u_in } else { u_out })),
+        3 => (sku(), location(), counted(), units_out())
+            .prop_map(|(sku, location, counted, u)| Op::Plain(MovementKind::Count { sku, location, counted, units: Units::ANY  }, u)),
+        6 => (sku(), location(), prop::bool::weighted(0.85), location(), qty(), units_out())
+            .prop_map(|(sku, from, to_other, any_to, qty, u)| {
                 let to = match LOCATIONS.iter().position(|l| *l == from) {
                     Some(i) if to_other => LOCATIONS[1 - i].to_string(),
                     _ => any_to,
                 };
-                Op::Plain(MovementKind::Transfer { sku, from, to, qty, units: Units::ANY  })
+                Op::Plain(MovementKind::Transfer { sku, from, to, qty, units: Units::ANY  }, u)
             }),
         14 => (
             reserve_lines(),
             prop_oneof![70 => 1..=10_000i64, 15 => 10_001..=120_000i64, 3 => Just(0i64), 2 => -2_000..=-1i64],
             prop::bool::weighted(0.03),
+            prop::bool::weighted(0.2),
         )
-            .prop_map(|(lines, expires_in_ms, reuse_open_id)| Op::Reserve { lines, expires_in_ms, reuse_open_id }),
+            .prop_map(|(lines, expires_in_ms, reuse_open_id, split)| Op::Reserve { lines, expires_in_ms, reuse_open_id, split }),
         6 => hold_pick().prop_map(Op::Commit),
+        2 => hold_pick().prop_map(Op::CompleteCommit),
+        4 => (hold_pick(), prop_oneof![3 => Just(0i64), 1 => 1..=4i64]).prop_map(|(h, qty)| Op::Reallocate(h, qty)),
         4 => hold_pick().prop_map(Op::Release),
         5 => (sku(), location(), settings())
-            .prop_map(|(sku, location, settings)| Op::Plain(MovementKind::SetSettings { sku, location, settings })),
+            .prop_map(|(sku, location, settings)| Op::Plain(MovementKind::SetSettings { sku, location, settings }, UnitsPick::Auto(0))),
+        5 => (sku(), location(), channel_name(), allocation_qty())
+            .prop_map(|(sku, location, channel, qty)| Op::Plain(MovementKind::Allocate { sku, location, channel, qty }, UnitsPick::Auto(0))),
+        2 => (sku(), sku_settings())
+            .prop_map(|(sku, settings)| Op::Plain(MovementKind::SetSkuSettings { sku, settings }, UnitsPick::Auto(0))),
         6 => (
             prop_oneof![
                 3 => Just(HoldsBy::GraceMs(0)),
@@ -809,6 +1784,7 @@ fn step() -> impl Strategy<Value = Step> {
     let channel = prop_oneof![
         200 => Just("web".to_string()),
         20 => Just("pos".to_string()),
+        40 => Just("amazon".to_string()),
         1 => Just(String::new()),
         1 => Just("c".repeat(CHANNEL_BYTES_MAX + 1)),
     ];
@@ -825,8 +1801,49 @@ fn step() -> impl Strategy<Value = Step> {
     })
 }
 
+/// A channel an allocation names (a few invalid).
+fn channel_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        30 => prop::sample::select(CHANNELS.to_vec()).prop_map(String::from),
+        1 => Just(String::new()),
+        1 => Just("c".repeat(CHANNEL_BYTES_MAX + 1)),
+    ]
+}
+
+/// Before the random steps, often: C becomes serial-tracked and A warns of expiring lots (while
+/// they have no stock, so that later steps move serial numbers and raise warnings); sometimes B
+/// starts as a kit of A (until a later step redefines it).
+fn prelude() -> impl Strategy<Value = Vec<Step>> {
+    let set = |sku: &str, settings: SkuSettings| Step {
+        wait: Wait::Ms(0),
+        key: KeyPick::None,
+        channel: "web".into(),
+        reference: None,
+        occurred_at: None,
+        op: Op::Plain(MovementKind::SetSkuSettings { sku: sku.into(), settings }, UnitsPick::Auto(0)),
+    };
+    let args = (prop::bool::weighted(0.7), prop::option::weighted(0.6, 0..=2u16), prop::bool::weighted(0.15));
+    args.prop_map(move |(track_c, warn_a, kit_b)| {
+        let mut steps = Vec::new();
+        if kit_b {
+            let components = vec![Component { sku: "A".into(), qty: 2 }];
+            steps.push(set("B", SkuSettings { components, ..SkuSettings::default() }));
+        }
+        if track_c {
+            steps.push(set("C", SkuSettings { serial_tracked: true, ..SkuSettings::default() }));
+        }
+        if let Some(days) = warn_a {
+            steps.push(set("A", SkuSettings { expiry_warning_days: Some(days), ..SkuSettings::default() }));
+        }
+        steps
+    })
+}
+
 fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec(step(), 1..=max)
+    (prelude(), prop::collection::vec(step(), 1..=max)).prop_map(|(mut prelude, steps)| {
+        prelude.extend(steps);
+        prelude
+    })
 }
 
 fn seed_level() -> impl Strategy<Value = SeedLevel> {
@@ -1025,11 +2042,103 @@ impl Harness {
         }
     }
 
-    fn new_hold_id(&mut self) -> HoldId {
+    fn new_hold_id(&mut self, split: bool) -> HoldId {
         self.holds_placed += 1;
-        let id = (self.holds_placed << HOLD_SHARD_BITS) | 1;
+        let shards = if split { 0b11 } else { 0b01 };
+        let id = (self.holds_placed << HOLD_SHARD_BITS) | shards;
         self.hold_ids.push(id);
         id
+    }
+
+    /// The units a pick names at a level, and the quantity the movement must then have (when
+    /// serial numbers were chosen for it).
+    fn units_for(&self, sku: &str, location: &str, pick: &UnitsPick, role: Role) -> (Units, Option<Qty>) {
+        let model = &self.model;
+        match pick {
+            UnitsPick::Auto(_) if !model.tracked(sku) => (Units::ANY, None),
+            UnitsPick::Auto(seed) => {
+                let status =
+                    |serial: &str| model.serials.get(&key_of(sku, serial)).map(|s| (s.status, &s.location[..]));
+                let candidates: Vec<String> = match role {
+                    Role::Held(held) => held,
+                    role => SERIALS
+                        .iter()
+                        .filter(|serial| match (&role, status(serial)) {
+                            (Role::In, Some((SerialStatus::InStock | SerialStatus::Reserved(_), _))) => false,
+                            (Role::In, _) => true,
+                            (Role::Out, Some((SerialStatus::InStock, here))) => here == location,
+                            (Role::Back, Some((SerialStatus::Sold, _))) => true,
+                            _ => false,
+                        })
+                        .map(|s| s.to_string())
+                        .collect(),
+                };
+                let serials: Vec<String> = if candidates.is_empty() {
+                    vec![SERIALS[seed % SERIALS.len()].to_string()]
+                } else {
+                    let n = (1 + seed % 3).min(candidates.len());
+                    let start = (seed / 3) % candidates.len();
+                    (0..n).map(|i| candidates[(start + i) % candidates.len()].clone()).collect()
+                };
+                let n = serials.len() as Qty;
+                (Units { serials, ..Units::ANY }, Some(n))
+            }
+            UnitsPick::Lot(i, expiry) => {
+                // Units going out name a lot the level has, when it has any.
+                let here: Vec<String> = model.level(sku, location).lots_fefo().into_iter().map(|(c, _)| c).collect();
+                let code = match (&role, expiry) {
+                    (Role::Out, ExpiryPick::Omit) if !here.is_empty() => here[i % here.len()].clone(),
+                    _ => LOTS[i % LOTS.len()].to_string(),
+                };
+                let known = model.lot_expiry.get(&key_of(sku, &code)).copied();
+                let lot_expires_at = match expiry {
+                    ExpiryPick::Omit => None,
+                    ExpiryPick::Known => known.or(Some(self.now + 10_000)),
+                    ExpiryPick::InMs(ms) => Some(self.now.saturating_add_signed(*ms)),
+                    ExpiryPick::Wrong => known.map(|k| k + 1),
+                };
+                (Units { lot: Some(code), lot_expires_at, serials: Vec::new() }, None)
+            }
+            UnitsPick::Serials(picks) => (
+                Units {
+                    serials: picks.iter().map(|&i| SERIALS[i % SERIALS.len()].to_string()).collect(),
+                    ..Units::ANY
+                },
+                None,
+            ),
+            UnitsPick::Raw(units) => (units.clone(), None),
+        }
+    }
+
+    /// A movement with the units its pick resolves to.
+    fn with_units(&self, mut kind: MovementKind, pick: &UnitsPick) -> MovementKind {
+        let role_of = |kind: &MovementKind| match kind {
+            MovementKind::Receive { .. } => Role::In,
+            MovementKind::Return { .. } => Role::Back,
+            MovementKind::Adjust { delta, .. } if *delta > 0 => Role::In,
+            _ => Role::Out,
+        };
+        let role = role_of(&kind);
+        match &mut kind {
+            MovementKind::Receive { sku, location, qty, units, .. }
+            | MovementKind::Return { sku, location, qty, units, .. }
+            | MovementKind::Sell { sku, location, qty, units, .. }
+            | MovementKind::Transfer { sku, from: location, qty, units, .. } => {
+                let (u, n) = self.units_for(sku, location, pick, role);
+                *units = u;
+                *qty = n.unwrap_or(*qty);
+            }
+            MovementKind::Adjust { sku, location, delta, units, .. } => {
+                let (u, n) = self.units_for(sku, location, pick, role);
+                *units = u;
+                if let Some(n) = n {
+                    *delta = if *delta > 0 { n } else { -n };
+                }
+            }
+            MovementKind::Count { sku, location, units, .. } => *units = self.units_for(sku, location, pick, role).0,
+            _ => {}
+        }
+        kind
     }
 
     fn resolve(&mut self, s: &Step) -> Movement {
@@ -1038,40 +2147,61 @@ impl Harness {
                 let mut m = self.history[i % self.history.len()].clone();
                 if let MovementKind::Reserve { hold, .. } = &mut m.kind {
                     // The engine assigns a new id to every reservation it is sent.
-                    *hold = self.new_hold_id();
+                    *hold = self.new_hold_id(is_split(*hold));
                 }
                 return m;
             }
             Op::Repeat(_) => MovementKind::Release { hold: UNKNOWN_HOLD },
-            Op::Plain(kind) => kind.clone(),
-            Op::SellFromHold { sku, location, qty, hold, allow_negative, held_line } => {
+            Op::Plain(kind, units) => self.with_units(kind.clone(), units),
+            Op::SellFromHold { sku, location, qty, hold, allow_negative, held_line, units } => {
                 let hold = self.pick_hold(hold);
                 let (sku, location) = match (self.model.holds.get(&hold), held_line) {
                     (Some(h), Some(i)) => {
-                        let (sku, location, _) = &h.lines[i % h.lines.len()];
-                        (sku.clone(), location.clone())
+                        let line = &h.lines[i % h.lines.len()];
+                        (line.sku.clone(), line.location.clone())
                     }
                     _ => (sku.clone(), location.clone()),
                 };
+                let held = self.model.holds.get(&hold).and_then(|h| {
+                    h.lines.iter().find(|l| l.sku == sku && l.location == location).map(|l| l.serials.clone())
+                });
+                let role = held.map_or(Role::Out, Role::Held);
+                let (units, n) = self.units_for(&sku, &location, units, role);
                 MovementKind::Sell {
                     sku,
                     location,
-                    qty: *qty,
+                    qty: n.unwrap_or(*qty),
                     unit_price: None,
                     hold: Some(hold),
                     allow_negative: *allow_negative,
-                    units: Units::ANY,
+                    units,
                 }
             }
-            Op::Reserve { lines, expires_in_ms, reuse_open_id } => {
+            Op::Reserve { lines, expires_in_ms, reuse_open_id, split } => {
                 let hold = match self.model.holds.keys().next() {
                     Some(&open) if *reuse_open_id => open,
-                    _ => self.new_hold_id(),
+                    _ => self.new_hold_id(*split),
                 };
                 let expires_at = self.now.saturating_add_signed(*expires_in_ms);
-                MovementKind::Reserve { hold, lines: lines.clone(), expires_at }
+                let lines = lines
+                    .iter()
+                    .map(|(line, pick)| {
+                        let (units, n) = self.units_for(&line.sku, &line.location, pick, Role::Out);
+                        Line { units, qty: n.unwrap_or(line.qty), ..line.clone() }
+                    })
+                    .collect();
+                MovementKind::Reserve { hold, lines, expires_at }
             }
             Op::Commit(pick) => MovementKind::Commit { hold: self.pick_hold(pick) },
+            Op::CompleteCommit(pick) => MovementKind::CompleteCommit { hold: self.pick_hold(pick) },
+            Op::Reallocate(pick, qty) => {
+                let taken = self.model.holds.get(&self.pick_hold(pick)).and_then(|h| {
+                    let line = h.lines.iter().find(|l| l.from_alloc > 0)?;
+                    Some((line.sku.clone(), line.location.clone(), h.channel.clone()?))
+                });
+                let (sku, location, channel) = taken.unwrap_or(("A".into(), "dc".into(), "web".into()));
+                MovementKind::Allocate { sku, location, channel, qty: *qty }
+            }
             Op::Release(pick) => MovementKind::Release { hold: self.pick_hold(pick) },
             Op::Expire { holds, keys, keys_max } => MovementKind::Expire {
                 holds_expired_by: match holds {
@@ -1111,7 +2241,10 @@ impl Harness {
             Wait::Ms(ms) => self.now + ms,
             Wait::UntilExpiry(off) => {
                 let pick = match &s.op {
-                    Op::Commit(pick) | Op::Release(pick) | Op::SellFromHold { hold: pick, .. } => pick,
+                    Op::Commit(pick)
+                    | Op::CompleteCommit(pick)
+                    | Op::Release(pick)
+                    | Op::SellFromHold { hold: pick, .. } => pick,
                     _ => &HoldPick::Soonest,
                 };
                 match self.model.holds.get(&self.pick_hold(pick)) {
@@ -1134,9 +2267,7 @@ impl Harness {
             );
         }
         let before: BTreeMap<LevelKey, LevelView> = self.core.levels().map(|v| (level_key(&v), v)).collect();
-        let before_holds: BTreeMap<HoldId, Millis> =
-            self.model.holds.iter().map(|(&id, h)| (id, h.expires_at)).collect();
-        let before_key_times: Vec<Millis> = self.model.keys.iter().map(|k| k.seen_at).collect();
+        let before_model = stats.is_some().then(|| self.model.clone());
         let seq = self.model.last_seq + 1;
         let mut fx = Effects::default();
         let got = self.core.apply(now, seq, &m, body_hash(&m), &mut fx);
@@ -1145,11 +2276,12 @@ impl Harness {
         prop_assert_eq!(&fx.alerts, &want_fx.alerts, "step {}: alerts of {:?}", i, m);
         prop_assert_eq!(&fx.levels, &want_fx.levels, "step {}: level changes of {:?}", i, m);
         prop_assert_eq!(&fx.holds_closed, &want_fx.holds_closed, "step {}: holds closed by {:?}", i, m);
+        prop_assert_eq!(&fx.lots, &want_fx.lots, "step {}: lot changes of {:?}", i, m);
         self.compare_state().map_err(|e| TestCaseError::fail(format!("step {i} after {m:?}: {e}")))?;
-        self.check_invariants(&before, &m, got)
+        self.check_invariants(&before, &m, got, &fx)
             .map_err(|e| TestCaseError::fail(format!("step {i} after {m:?}: {e}")))?;
-        if let Some(stats) = stats {
-            record_stats(stats, now, &m, got, &fx, &before_holds, &before_key_times);
+        if let (Some(stats), Some(before_model)) = (stats, before_model) {
+            record_stats(stats, now, &m, got, &fx, &before_model, &self.model);
         }
         Ok((got, fx))
     }
@@ -1191,6 +2323,48 @@ impl Harness {
         let mut guards: Vec<_> = core.key_guards().collect();
         guards.sort();
         prop_assert_eq!(guards, model.key_guards(), "key_guards()");
+        // Complex inventory: lots, allocations, serial numbers, SKU settings, what holds hold.
+        for sku in SKUS {
+            prop_assert_eq!(core.sku_settings(sku), model.settings_of(sku), "sku_settings({})", sku);
+            for location in LOCATIONS {
+                prop_assert_eq!(
+                    core.level_detail(sku, location),
+                    model.detail(sku, location),
+                    "level_detail({}, {})",
+                    sku,
+                    location
+                );
+                for channel in CHANNELS {
+                    let want = model.levels.get(&key_of(sku, location)).map(|l| l.available_for(channel));
+                    prop_assert_eq!(
+                        core.available_for_channel(sku, location, channel),
+                        want,
+                        "available_for_channel({}, {}, {})",
+                        sku,
+                        location,
+                        channel
+                    );
+                }
+            }
+            for serial in SERIALS {
+                prop_assert_eq!(
+                    core.serial(sku, serial),
+                    model.serial_view(sku, serial),
+                    "serial({}, {})",
+                    sku,
+                    serial
+                );
+            }
+        }
+        let mut settings: Vec<(String, SkuSettings)> =
+            core.all_sku_settings().map(|(sku, s)| (sku.to_string(), s.clone())).collect();
+        settings.sort_by(|a, b| a.0.cmp(&b.0));
+        let want: Vec<(String, SkuSettings)> = model.sku_settings.clone().into_iter().collect();
+        prop_assert_eq!(settings, want, "all_sku_settings()");
+        prop_assert_eq!(core.snapshot().holds, model.hold_records(), "holds in the snapshot (lots, serials)");
+        let committed: Vec<HoldId> = core.committed_split_holds().collect();
+        let want: Vec<HoldId> = model.committed.iter().map(|&(_, h)| h).collect();
+        prop_assert_eq!(committed, want, "committed_split_holds()");
         Ok(())
     }
 
@@ -1200,6 +2374,7 @@ impl Harness {
         before: &BTreeMap<LevelKey, LevelView>,
         m: &Movement,
         applied: Applied,
+        fx: &Effects,
     ) -> Result<(), TestCaseError> {
         let mut held: BTreeMap<LevelKey, Qty> = BTreeMap::new();
         for (id, _, lines) in self.core.holds() {
@@ -1218,14 +2393,17 @@ impl Harness {
             }
         }
         // Levels this movement was allowed to take below zero (or below what is unsellable).
-        let excused: Option<LevelKey> = match (&m.kind, applied) {
-            (_, Applied::Recorded(Err(_)) | Applied::Retry { .. } | Applied::Mismatch) => None,
+        let mut excused: BTreeSet<LevelKey> = match (&m.kind, applied) {
+            (_, Applied::Recorded(Err(_)) | Applied::Retry { .. } | Applied::Mismatch) => BTreeSet::new(),
             (MovementKind::Sell { sku, location, allow_negative: true, .. }, _)
             | (MovementKind::Adjust { sku, location, allow_negative: true, .. }, _)
             | (MovementKind::Count { sku, location, .. }, _)
-            | (MovementKind::SetSettings { sku, location, .. }, _) => Some(key_of(sku, location)),
-            _ => None,
+            | (MovementKind::SetSettings { sku, location, .. }, _) => [key_of(sku, location)].into(),
+            _ => BTreeSet::new(),
         };
+        // Expiring lots (or moving expired units into a lot) make units unsellable whatever the
+        // safety stock.
+        excused.extend(fx.lots.iter().filter(|l| l.expired).map(|l| key_of(&l.sku, &l.location)));
         let empty = model_view("", "", &MLevel::default());
         for v in self.core.levels() {
             let k = level_key(&v);
@@ -1243,7 +2421,7 @@ impl Harness {
                 v
             );
             let was = before.get(&k).unwrap_or(&empty);
-            if sound(was) && excused.as_ref() != Some(&k) {
+            if sound(was) && !excused.contains(&k) {
                 prop_assert!(sound(&v), "{:?} went from {:?} to {:?}", m.kind.name(), was, v);
             }
             if matches!(applied, Applied::Retry { .. } | Applied::Mismatch) {
@@ -1263,9 +2441,11 @@ fn record_stats(
     m: &Movement,
     applied: Applied,
     fx: &Effects,
-    before_holds: &BTreeMap<HoldId, Millis>,
-    before_key_times: &[Millis],
+    before: &Model,
+    after: &Model,
 ) {
+    let before_holds: BTreeMap<HoldId, Millis> = before.holds.iter().map(|(&id, h)| (id, h.expires_at)).collect();
+    let before_key_times: Vec<Millis> = before.keys.iter().map(|k| k.seen_at).collect();
     let name = match &m.kind {
         MovementKind::Sell { hold: Some(_), .. } => "sell_from_hold",
         kind => kind.name(),
@@ -1280,6 +2460,7 @@ fn record_stats(
     for a in &fx.alerts {
         stats.add(format!("alert:{:?}", a.kind));
     }
+    record_complex_stats(stats, now, m, applied, fx, before, after);
     if matches!(m.kind, MovementKind::Expire { .. }) && !fx.holds_closed.is_empty() {
         stats.add("expire_closed_holds");
     }
@@ -1307,6 +2488,83 @@ fn record_stats(
     }
     if fx.levels.iter().any(|v| v.available < 0) {
         stats.add("negative_available");
+    }
+}
+
+/// What the commands did with lots, serial numbers, allocations and split holds.
+fn record_complex_stats(
+    stats: &mut Stats,
+    now: Millis,
+    m: &Movement,
+    applied: Applied,
+    fx: &Effects,
+    before: &Model,
+    after: &Model,
+) {
+    let ok = matches!(applied, Applied::Recorded(Ok(_)));
+    let allocated = |model: &Model| model.levels.values().flat_map(|l| l.allocations.iter().map(|a| a.1)).sum::<Qty>();
+    match &m.kind {
+        MovementKind::Sell { hold: None, units, .. } if ok && units.lot.is_none() && fx.lots.len() >= 2 => {
+            stats.add("fefo_took_two_lots")
+        }
+        MovementKind::Sell { hold: Some(_), units, .. } if ok && !units.serials.is_empty() => {
+            stats.add("sold_serials_from_a_hold")
+        }
+        MovementKind::Sell { hold: None, sku, location, qty, .. }
+            if applied == Applied::Recorded(Err(Reason::InsufficientStock))
+                && before.level(sku, location).available() >= *qty
+                && before.level(sku, location).lots.is_empty() =>
+        {
+            stats.add("allocation_fenced_a_sale")
+        }
+        MovementKind::Transfer { .. } if ok && fx.lots.iter().any(|l| l.expired) => {
+            stats.add("transfer_of_expired_units")
+        }
+        MovementKind::Adjust { sku, location, delta, units: Units { lot: Some(lot), .. }, .. }
+            if ok && *delta < 0 && before.level(sku, location).lots.get(lot).is_some_and(|l| l.expired) =>
+        {
+            stats.add("write_off_of_an_expired_lot")
+        }
+        MovementKind::Commit { hold } | MovementKind::CompleteCommit { hold } if ok && is_split(*hold) => {
+            stats.add("committed_a_split_hold")
+        }
+        _ => {}
+    }
+    if let (MovementKind::CompleteCommit { hold }, true) = (&m.kind, ok) {
+        if before.holds.get(hold).is_some_and(|h| now >= h.expires_at) {
+            stats.add("complete_commit_of_an_expired_hold");
+        }
+    }
+    if ok
+        && matches!(m.kind, MovementKind::Sell { .. } | MovementKind::Reserve { .. })
+        && allocated(after) < allocated(before)
+    {
+        stats.add("allocation_used");
+    }
+    if matches!(m.kind, MovementKind::Release { .. } | MovementKind::Expire { .. })
+        && allocated(after) > allocated(before)
+    {
+        stats.add("allocation_given_back");
+    }
+    for hold in &fx.holds_closed {
+        let Some(h) = before.holds.get(hold) else { continue };
+        let Some(channel) = &h.channel else { continue };
+        let gone = h
+            .lines
+            .iter()
+            .any(|l| l.from_alloc > 0 && !after.level(&l.sku, &l.location).allocations.iter().any(|a| &a.0 == channel));
+        if gone && !matches!(m.kind, MovementKind::Commit { .. } | MovementKind::CompleteCommit { .. }) {
+            stats.add("released_after_its_allocation_was_removed");
+        }
+    }
+    if ok && matches!(m.kind, MovementKind::Reserve { .. }) && !fx.lots.is_empty() {
+        stats.add("hold_took_lots");
+    }
+    if fx.lots.iter().any(|l| l.on_hand == 0 && l.reserved == 0) {
+        stats.add("lot_emptied");
+    }
+    if ok && !before.committed.is_empty() && after.committed.len() < before.committed.len() {
+        stats.add("split_commit_forgotten");
     }
 }
 
@@ -1364,10 +2622,11 @@ proptest! {
 /// that quietly stops exercising part of the core.
 #[test]
 fn the_generators_reach_every_rule() {
+    const CASES: usize = 120;
     let mut runner = TestRunner::deterministic();
     let strategy = (seed(), steps(200));
     let mut stats = Stats::default();
-    for _ in 0..80 {
+    for _ in 0..CASES {
         let (seed, steps) = strategy.new_tree(&mut runner).expect("a case").current();
         run_sequence(&seed, &steps, Some(&mut stats)).expect("core agrees with the model");
     }
@@ -1407,8 +2666,37 @@ fn the_generators_reach_every_rule() {
         "expire_with_a_key_seen_at_the_bound",
         "sell_used_up_hold",
         "negative_available",
+        // Complex inventory.
+        "ok:allocate",
+        "ok:set_sku_settings",
+        "ok:complete_commit",
+        "err:unknown_lot",
+        "err:lot_expired",
+        "err:invalid_lot",
+        "err:lot_required",
+        "err:invalid_serials",
+        "err:serial_in_stock",
+        "err:serial_not_in_stock",
+        "err:serial_not_sold",
+        "err:kit_not_stocked",
+        "err:invalid_kit",
+        "err:invalid_allocation",
+        "alert:LotExpiring",
+        "alert:LotExpired",
+        "fefo_took_two_lots",
+        "sold_serials_from_a_hold",
+        "allocation_fenced_a_sale",
+        "transfer_of_expired_units",
+        "write_off_of_an_expired_lot",
+        "committed_a_split_hold",
+        "complete_commit_of_an_expired_hold",
+        "allocation_used",
+        "allocation_given_back",
+        "released_after_its_allocation_was_removed",
+        "hold_took_lots",
+        "lot_emptied",
     ];
-    eprintln!("what 80 generated sequences did: {:#?}", stats.counts);
+    eprintln!("what {CASES} generated sequences did: {:#?}", stats.counts);
     let missing: Vec<&str> = required.iter().copied().filter(|r| !stats.counts.contains_key(*r)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}\nreached: {:#?}", stats.counts);
 }
