@@ -1,7 +1,16 @@
 //! Model test of the core state machine: random movement sequences go to `ShardState::apply` and
-//! to a plain reference model written from `design/domain.md`; after every step the outcome, the
-//! effects (level views, alerts, closed holds), every level, the open holds and the remembered
-//! idempotency keys must agree, and the domain invariants must hold.
+//! to a plain reference model written from `design/domain.md` and `docs/complex-inventory.md`;
+//! after every step the outcome, the effects (level views, alerts, closed holds, lot views),
+//! every level, the open holds and the remembered idempotency keys must agree, and the domain
+//! invariants must hold.
+//!
+//! Complex inventory is generated and compared too: lots with expiries (FEFO, expired lots, the
+//! expiry record's warnings and expiries), serial numbers (SKU C is often serial-tracked from the
+//! start), channel allocations, SKU settings (tracking, warnings, kits), holds split over shards
+//! and `complete_commit`. The comparison reads `level_detail`, `available_for_channel`, `serial`,
+//! `sku_settings`, `all_sku_settings`, `committed_split_holds` and the holds of `snapshot()` (down
+//! to their lots, serial numbers and allocated units). Not generated: kit expansion (the engine's,
+//! not the core's), the per-level limits of 64 lots and 16 allocations, and `EXPIRE_HOLDS_MAX`.
 //!
 //! The reference model is deliberately naive: `BTreeMap`s of strings, a `Vec` of keys, and
 //! all-or-none by working on a clone of the whole model and keeping it only when the movement
