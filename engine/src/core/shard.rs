@@ -452,7 +452,9 @@ impl ShardState {
                         let out = TakeOut::Sold(seq, now, kind_name);
                         self.take(now, sku, location, *qty, units, Some(&m.channel), *allow_negative, out, fx)
                     }
-                    Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
+                    Some(h) => {
+                        self.sell_from_hold(now, seq, *h, sku, location, *qty, &m.channel, *allow_negative, units, fx)
+                    }
                 }
             }
             MovementKind::Return { sku, location, qty, condition, units, .. } => {
@@ -986,7 +988,8 @@ impl ShardState {
             if held {
                 lot.reserved -= n;
             }
-            if lot.expired {
+            // Held units of an expired lot were never counted unsellable (only its free ones).
+            if lot.expired && !held {
                 let l = &mut self.levels[slot as usize];
                 l.unsellable = (l.unsellable - n).max(0);
             }
@@ -1064,12 +1067,14 @@ impl ShardState {
             Some(dst) => add(self.levels[dst as usize].on_hand, qty)?,
             None => qty,
         };
-        let dst = self.slot_or_new(sku, to);
-        let lots_in_dst = self.extras.get(&dst).map_or(0, |x| x.lots.len());
-        let new_lots = take.lots.iter().filter(|(c, _)| self.extras.get(&dst).is_none_or(|x| x.lot(*c).is_none()));
+        // Checked before the destination level is created: a refused transfer changes nothing.
+        let dst_extras = self.slot(sku, to).and_then(|dst| self.extras.get(&dst));
+        let lots_in_dst = dst_extras.map_or(0, |x| x.lots.len());
+        let new_lots = take.lots.iter().filter(|(c, _)| dst_extras.is_none_or(|x| x.lot(*c).is_none()));
         if lots_in_dst + new_lots.count() > LOTS_PER_LEVEL_MAX {
             return Err(Reason::InvalidLot);
         }
+        let dst = self.slot_or_new(sku, to);
         let moved: Vec<(u32, Millis, bool, Qty)> = take
             .lots
             .iter()
@@ -1145,6 +1150,7 @@ impl ShardState {
         sku: &str,
         location: &str,
         qty: Qty,
+        channel: &str,
         allow_negative: bool,
         units: &Units,
         fx: &mut Effects,
@@ -1186,11 +1192,10 @@ impl ShardState {
             lots.push((code, n.min(rest)));
             rest -= n.min(rest);
         }
+        // Units beyond the hold are a sale like any other: the channel's available (its
+        // allocation first, never other channels' allocated units).
         let excess_take = if excess > 0 {
-            if !allow_negative && level.available() < excess {
-                return Err(Reason::InsufficientStock);
-            }
-            Some(self.plan_take(slot, excess, None, now, None, allow_negative, false)?)
+            Some(self.plan_take(slot, excess, None, now, Some(channel), allow_negative, false)?)
         } else {
             None
         };
@@ -1201,6 +1206,10 @@ impl ShardState {
         self.take_lots(slot, &lots, true, fx);
         if let Some(t) = &excess_take {
             self.take_lots(slot, &t.lots, false, fx);
+            if t.from_alloc > 0 {
+                let channel = self.channels.get(channel).expect("an allocation names its channel");
+                self.use_allocation(slot, channel, t.from_alloc);
+            }
         }
         let h = self.holds.get_mut(&hold).expect("hold exists");
         let line = &mut h.lines[idx];
@@ -1343,6 +1352,10 @@ impl ShardState {
             for &(code, n) in &line.lots {
                 let lot = self.extras.get_mut(&line.slot).and_then(|x| x.lot_mut(code)).expect("lot exists");
                 lot.reserved -= n;
+                // Released into a lot that expired meanwhile: the units are unsellable.
+                if lot.expired {
+                    self.levels[line.slot as usize].unsellable += n;
+                }
                 self.lot_changed(line.slot, code, fx);
             }
             // Allocated units go back to the channel's allocation if it still exists; once it

@@ -262,6 +262,42 @@ fn units_moved_into_or_out_of_an_expired_lot_are_all_unsellable_at_the_destinati
     assert_eq!(quantities(&s, "MILK", "shelf"), (1, 0, 0, 1));
 }
 
+/// Bug (found by the model test): held units of a lot that expired while held were taken out
+/// of `unsellable` when the hold was committed, and came back sellable when it was released.
+/// Held units are never unsellable; released into an expired lot, they are. (The engine expires
+/// holds before the lots they hold; an expiry record ahead of the clock, as the model sends,
+/// and a transfer of expired units reach this state.)
+#[test]
+fn held_units_of_a_lot_that_expired_while_held_are_unsellable_once_released_and_not_before() {
+    for commit in [false, true] {
+        let mut s = ShardState::new();
+        let expires = T0 + 1_000;
+        ok(&mut s, T0, receive("MILK", "dc", 5, Units::new_lot("L", expires)));
+        ok(&mut s, T0, expire(expires)); // ahead of the clock: dc's lot is expired
+        ok(&mut s, T0, receive("MILK", "store", 5, Units::new_lot("L", expires)));
+        ok(&mut s, T0, reserve(hold(1), vec![line("MILK", "store", 2, Units::ANY)], T0 + 500));
+        let transfer = MovementKind::Transfer {
+            sku: "MILK".into(),
+            from: "dc".into(),
+            to: "store".into(),
+            qty: 2,
+            units: Units::lot("L"),
+        };
+        ok(&mut s, T0 + 1, mv(transfer));
+        // The store's lot expires with its free units: 3 of its own and the 2 moved.
+        assert_eq!(lots(&s, "MILK", "store"), vec![lot_row("L", 7, 2, true)]);
+        assert_eq!(quantities(&s, "MILK", "store"), (7, 2, 5, 0));
+        if commit {
+            ok(&mut s, T0 + 2, mv(MovementKind::CompleteCommit { hold: hold(1) }));
+            assert_eq!(quantities(&s, "MILK", "store"), (5, 0, 5, 0));
+        } else {
+            ok(&mut s, T0 + 2, mv(MovementKind::Release { hold: hold(1) }));
+            assert_eq!(quantities(&s, "MILK", "store"), (7, 0, 7, 0));
+        }
+        assert_eq!(refused(&mut s, T0 + 3, sell("MILK", "store", 1, Units::ANY)), Reason::InsufficientStock);
+    }
+}
+
 // ---- serial numbers ----
 
 #[test]
@@ -386,6 +422,34 @@ fn an_allocation_fences_other_channels_sales_only() {
     assert_eq!(s.level_detail("TEE", "dc").unwrap().allocations, vec![("amazon".to_owned(), 6)]);
     assert_eq!(s.available_for_channel("TEE", "dc", "web"), Some(0));
     assert_eq!(s.available_for_channel("TEE", "dc", "amazon"), Some(4));
+}
+
+/// Bug (found by the model test): units sold beyond a hold were checked against the level's
+/// `available` only, so a web sale from a hold could take units ring-fenced for amazon; they are
+/// a channel sale like any other (the channel's allocation first, then the free pool).
+#[test]
+fn units_sold_beyond_a_hold_respect_other_channels_allocations() {
+    let mut s = ShardState::new();
+    ok(&mut s, T0, receive("TEE", "dc", 10, Units::ANY));
+    ok(&mut s, T0, allocate("TEE", "dc", "amazon", 6));
+    ok(&mut s, T0, reserve(hold(1), vec![line("TEE", "dc", 2, Units::ANY)], T0 + 100));
+    // available 8, fenced 6: web may take 2 beyond its hold, not 3.
+    assert_eq!(s.available_for_channel("TEE", "dc", "web"), Some(2));
+    let web_sale = |qty| mv(sell_kind("TEE", "dc", qty, Some(hold(1)), Units::ANY));
+    assert_eq!(refused(&mut s, T0, web_sale(5)), Reason::InsufficientStock);
+    ok(&mut s, T0, web_sale(4));
+    assert_eq!(quantities(&s, "TEE", "dc"), (6, 0, 0, 6));
+    assert_eq!(s.level_detail("TEE", "dc").unwrap().allocations, vec![("amazon".to_owned(), 6)]);
+    // amazon holds 1 (allocation 6 -> 5), then sells 3 from that hold: 2 beyond it, from its
+    // allocation (5 -> 3).
+    let amazon_hold =
+        MovementKind::Reserve { hold: hold(2), lines: vec![line("TEE", "dc", 1, Units::ANY)], expires_at: T0 + 100 };
+    ok(&mut s, T0, mv_from("amazon", amazon_hold));
+    ok(&mut s, T0, mv_from("amazon", sell_kind("TEE", "dc", 3, Some(hold(2)), Units::ANY)));
+    assert_eq!(quantities(&s, "TEE", "dc"), (3, 0, 0, 3));
+    assert_eq!(s.level_detail("TEE", "dc").unwrap().allocations, vec![("amazon".to_owned(), 3)]);
+    assert_eq!(s.available_for_channel("TEE", "dc", "web"), Some(0));
+    assert_eq!(s.available_for_channel("TEE", "dc", "amazon"), Some(3));
 }
 
 /// Bug: releasing (or expiring) a hold that took units from a channel allocation after the

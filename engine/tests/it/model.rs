@@ -583,7 +583,8 @@ impl Model {
             if held {
                 lot.reserved -= n;
             }
-            if lot.expired {
+            // Held units of an expired lot were never counted unsellable (only its free ones).
+            if lot.expired && !held {
                 l.unsellable = (l.unsellable - n).max(0);
             }
             self.lot_touched(sku, location, code, fx);
@@ -842,6 +843,7 @@ impl Model {
         sku: &str,
         location: &str,
         qty: Qty,
+        channel: &str,
         allow_negative: bool,
         units: &Units,
         fx: &mut Effects,
@@ -873,19 +875,18 @@ impl Model {
             lots.push((code.clone(), rest.min(*n)));
             rest -= rest.min(*n);
         }
+        // Units beyond the hold are a plain sale from the movement's channel.
         let beyond = if beyond_hold > 0 {
-            if !allow_negative && self.level(sku, location).available() < beyond_hold {
-                return Err(Reason::InsufficientStock);
-            }
-            self.plan_take(sku, location, beyond_hold, None, now, None, allow_negative, false)?.lots
+            self.plan_take(sku, location, beyond_hold, None, now, Some(channel), allow_negative, false)?
         } else {
-            Vec::new()
+            MTake::default()
         };
         let l = self.level_mut(sku, location);
         l.on_hand = level_qty(l.on_hand as i128 - qty as i128)?;
         l.reserved -= from_hold;
         self.take_lots(sku, location, &lots, true, fx);
-        self.take_lots(sku, location, &beyond, false, fx);
+        self.take_lots(sku, location, &beyond.lots, false, fx);
+        self.use_allocation(sku, location, channel, beyond.from_alloc);
         let sold: Vec<String> = if units.serials.is_empty() {
             line.serials.iter().take(from_hold as usize).cloned().collect()
         } else {
@@ -1019,7 +1020,13 @@ impl Model {
                 self.take_lots(sku, location, &line.lots, true, fx);
             } else {
                 for (code, n) in &line.lots {
-                    self.level_mut(sku, location).lots.get_mut(code).expect("held lot exists").reserved -= n;
+                    let l = self.level_mut(sku, location);
+                    let lot = l.lots.get_mut(code).expect("held lot exists");
+                    lot.reserved -= n;
+                    // Released into a lot that expired meanwhile: the units are unsellable.
+                    if lot.expired {
+                        l.unsellable += n;
+                    }
                     self.lot_touched(sku, location, code, fx);
                 }
                 // Allocated units go back to the allocation, if it still exists.
@@ -1182,7 +1189,9 @@ impl Model {
                         let sold = SerialStatus::Sold;
                         self.take(now, seq, what, sku, location, *qty, units, channel, *allow_negative, sold, fx)
                     }
-                    Some(h) => self.sell_from_hold(now, seq, *h, sku, location, *qty, *allow_negative, units, fx),
+                    Some(h) => {
+                        self.sell_from_hold(now, seq, *h, sku, location, *qty, &m.channel, *allow_negative, units, fx)
+                    }
                 }
             }
             MovementKind::Return { sku, location, qty, condition, units, .. } => {
