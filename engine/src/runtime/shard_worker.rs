@@ -131,6 +131,9 @@ impl ShardWorker {
         let mut msgs = Vec::new();
         // Highest sequence number this shard claimed: acknowledgements of retries wait for it.
         let mut claimed = self.state.last_seq();
+        // Bytes per log record in recent batches (records with lots or serials are larger), so
+        // that a batch's buffer is allocated once at about its final size, not regrown.
+        let mut record_bytes: usize = 160;
         while let Ok(first) = self.rx.recv() {
             let mut first = first;
             let mut movements = count_records(&mut first, &self.state);
@@ -150,7 +153,7 @@ impl ShardWorker {
                 first_seq,
                 count: movements as u64,
                 requires_seq: 0,
-                bytes: Vec::with_capacity(movements * 160),
+                bytes: Vec::with_capacity(movements * (record_bytes + record_bytes / 4)),
                 acks: Vec::with_capacity(msgs.len()),
             };
             let mut seq = first_seq;
@@ -176,6 +179,8 @@ impl ShardWorker {
                     push_nop(&mut out.bytes, self.shard, unused);
                 }
                 claimed = end - 1;
+                // A moving average, so one odd batch does not decide the next one's size.
+                record_bytes = (record_bytes * 3 + out.bytes.len() / movements).div_ceil(4).clamp(64, 4096);
             }
             out.requires_seq = claimed;
             if (out.count > 0 || !out.acks.is_empty()) && self.log.send(out).is_err() {
