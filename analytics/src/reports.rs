@@ -6,7 +6,9 @@
 //! - a **sale** is an accepted `sell`, `commit` or `complete_commit` row (a `complete_commit` is
 //!   the engine finishing a commit cut by a crash); its units are `qty` and its revenue
 //!   `qty * unit_price` (cents; no price counts 0); a **kit sale** is the sale rows of one hold
-//!   marked with one kit at one location, and counts `kit_qty` kits;
+//!   marked with one kit at one location, and counts `kit_qty` kits; its revenue is
+//!   `kit_qty * kit_unit_price` (the price per kit on the mark; none counts 0), plus its rows'
+//!   own revenue (component lines carry no price, so normally 0);
 //! - the **window** is the `window_days` UTC days ending with `as_of` (inclusive), selected by
 //!   the `date` partition, so only those files are read;
 //! - the **stock** is the newest level snapshot taken on or before `as_of` (the oldest one if
@@ -234,11 +236,13 @@ fn best_sellers_sql(p: &ReportParams) -> String {
     };
     let (item, s) = if p.kits {
         // One row per kit sale: the sale rows of one hold marked with the kit, at one location
-        // (a hold split over shards is committed in parts, each part's rows carry the mark).
+        // (a hold split over shards is committed in parts, each part's rows carry the mark). Its
+        // revenue is the kits times the price per kit on the mark, counted once, not per row.
         let s = format!(
             "WITH kit_sales AS (
   SELECT kit, min(channel) AS channel, min(date) AS date, max(kit_qty) AS kits,
-         sum(qty * coalesce(unit_price, 0)) AS revenue_cents
+         max(kit_qty) * coalesce(max(kit_unit_price), 0)
+           + sum(qty * coalesce(unit_price, 0)) AS revenue_cents
   FROM movements
   WHERE {SALES} AND kit IS NOT NULL AND date BETWEEN {prev_start} AND {end}{loc}
   GROUP BY kit, location, hold),

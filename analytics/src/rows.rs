@@ -1,9 +1,10 @@
 //! Turning log records into `movements` rows: one row per line of a movement, with the level
 //! after it, and into `lot_history` rows: one per lot a movement changed. Pure: no I/O, no clock;
 //! the only state is the open holds (so that a `commit` can be written as the lines it sells: SKU,
-//! location, quantity, price, lot, serial numbers, kit) and the quantities of the live lots (so
-//! that a row can say how many units of each lot it took: `Effects.lots` gives a lot's quantities
-//! after a movement, and the change is the difference with the quantities before it).
+//! location, quantity, price, lot, serial numbers, kit mark with the kit's price) and the
+//! quantities of the live lots (so that a row can say how many units of each lot it took:
+//! `Effects.lots` gives a lot's quantities after a movement, and the change is the difference with
+//! the quantities before it).
 //!
 //! Architecture invariant: the rows of a record depend only on the record and on that state
 //! before it, and the state is saved with every commit marker, so a restart produces the same rows
@@ -16,7 +17,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field};
 use engine::core::{
-    AdjustReason, Detail, Effects, LevelView, LotView, Movement, MovementKind, Outcome, ReturnCondition, SkuSettings,
+    AdjustReason, Detail, Effects, KitRef, LevelView, LotView, Movement, MovementKind, Outcome, ReturnCondition,
+    SkuSettings,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +50,30 @@ pub struct HeldLine {
     /// The kit the engine expanded the line from: (kit SKU, kits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kit: Option<(String, i64)>,
+    /// The kit's price per kit (`KitRef.unit_price`), apart from `kit` so that markers written
+    /// before it was carried still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kit_unit_price: Option<i64>,
+}
+
+impl HeldLine {
+    fn kit_mark(&self) -> Option<KitMark<'_>> {
+        self.kit.as_ref().map(|(sku, qty)| KitMark { sku, qty: *qty, unit_price: self.kit_unit_price })
+    }
+}
+
+/// A row's kit mark: the kit, how many kits and the price per kit (`KitRef`, borrowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KitMark<'a> {
+    sku: &'a str,
+    qty: i64,
+    unit_price: Option<i64>,
+}
+
+impl<'a> From<&'a KitRef> for KitMark<'a> {
+    fn from(k: &'a KitRef) -> Self {
+        KitMark { sku: &k.sku, qty: k.qty, unit_price: k.unit_price }
+    }
 }
 
 /// Open holds by (hold id, shard): a multi-shard hold is logged as one part per shard, and each
@@ -164,7 +190,7 @@ struct Row<'a> {
     channel: Option<&'a str>,
     lot: Option<&'a str>,
     serials: &'a [String],
-    kit: Option<(&'a str, i64)>,
+    kit: Option<KitMark<'a>>,
     allocation_channel: Option<&'a str>,
     sku_settings: Option<&'a SkuSettings>,
 }
@@ -206,6 +232,7 @@ pub struct MovementBuilder {
     lots: ListBuilder<StructBuilder>,
     kit: StringBuilder,
     kit_qty: Int64Builder,
+    kit_unit_price: Int64Builder,
     allocation_channel: StringBuilder,
     serial_tracked: BooleanBuilder,
     expiry_warning_days: Int32Builder,
@@ -274,6 +301,7 @@ impl MovementBuilder {
             lots: list_of(lot_changes, DataType::Struct(lot_change_fields())),
             kit: few(),
             kit_qty: Int64Builder::new(),
+            kit_unit_price: Int64Builder::new(),
             allocation_channel: few(),
             serial_tracked: BooleanBuilder::new(),
             expiry_warning_days: Int32Builder::new(),
@@ -351,8 +379,9 @@ impl MovementBuilder {
         } else {
             self.lots.append_null();
         }
-        self.kit.append_option(row.kit.map(|k| k.0));
-        self.kit_qty.append_option(row.kit.map(|k| k.1));
+        self.kit.append_option(row.kit.map(|k| k.sku));
+        self.kit_qty.append_option(row.kit.map(|k| k.qty));
+        self.kit_unit_price.append_option(row.kit.and_then(|k| k.unit_price));
         self.allocation_channel.append_option(row.allocation_channel);
         self.serial_tracked.append_option(row.sku_settings.map(|s| s.serial_tracked));
         self.expiry_warning_days.append_option(row.sku_settings.and_then(|s| s.expiry_warning_days.map(i32::from)));
@@ -412,6 +441,7 @@ impl MovementBuilder {
         columns.push(Arc::new(self.lots.finish()));
         columns.push(Arc::new(self.kit.finish()));
         columns.push(Arc::new(self.kit_qty.finish()));
+        columns.push(Arc::new(self.kit_unit_price.finish()));
         columns.push(Arc::new(self.allocation_channel.finish()));
         columns.push(Arc::new(self.serial_tracked.finish()));
         columns.push(Arc::new(self.expiry_warning_days.finish()));
@@ -608,7 +638,7 @@ impl Converter {
                     allow_negative: Some(*allow_negative),
                     lot: units.lot.as_deref(),
                     serials: &units.serials,
-                    kit: kit.as_ref().map(|(k, n)| (k.as_str(), *n)),
+                    kit: kit.as_ref().map(KitMark::from),
                     ..Row::default()
                 })
             }
@@ -692,7 +722,7 @@ impl Converter {
                         hold: id,
                         lot: l.units.lot.as_deref(),
                         serials: &l.units.serials,
-                        kit: l.kit.as_ref().map(|k| (k.sku.as_str(), k.qty)),
+                        kit: l.kit.as_ref().map(KitMark::from),
                         ..Row::default()
                     });
                 }
@@ -710,6 +740,7 @@ impl Converter {
                             lot: l.units.lot.clone(),
                             serials: l.units.serials.clone(),
                             kit: l.kit.as_ref().map(|k| (k.sku.clone(), k.qty)),
+                            kit_unit_price: l.kit.as_ref().and_then(|k| k.unit_price),
                         })
                         .collect();
                     let key = hold_key(id, r.shard);
@@ -736,7 +767,7 @@ impl Converter {
                                 channel: channel.as_deref(),
                                 lot: l.lot.as_deref(),
                                 serials: &l.serials,
-                                kit: l.kit.as_ref().map(|(k, n)| (k.as_str(), *n)),
+                                kit: l.kit_mark(),
                                 ..Row::default()
                             });
                         }
@@ -782,13 +813,13 @@ impl Converter {
         location: &str,
         qty: i64,
         serials: &[String],
-    ) -> Option<(String, i64)> {
+    ) -> Option<KitRef> {
         let key = hold_key(hold, shard);
         let lines = self.holds.open.get_mut(&key)?;
         let mut kit = None;
         if let Some(i) = lines.iter().position(|l| l.sku == sku && l.location == location) {
             let line = &mut lines[i];
-            kit = line.kit.clone();
+            kit = line.kit.clone().map(|(sku, qty)| KitRef { sku, qty, unit_price: line.kit_unit_price });
             let consumed = qty.min(line.qty);
             line.qty -= consumed;
             if serials.is_empty() {
@@ -984,12 +1015,14 @@ mod tests {
             lot: Some("L1".into()),
             serials: Vec::new(),
             kit: Some(("GIFT".into(), 1)),
+            kit_unit_price: Some(1999),
         };
         holds.open.insert(hold_key(9, 1), vec![line]);
         holds.channels.insert(hold_key(9, 1), "pos".into());
         let state = crate::sink::CommitState { holds, lots, ..Default::default() };
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains(r#""live":[["A","dc","L1",7,2],["B","dc","L9",1,0]]"#), "{json}");
+        assert!(json.contains(r#""kit":["GIFT",1],"kit_unit_price":1999"#), "{json}");
         assert_eq!(serde_json::from_str::<crate::sink::CommitState>(&json).unwrap(), state);
         // A marker written before lots and kits were tracked.
         let old = r#"{"format":1,"first_seq":1,"last_seq":5,"files":[],"rows":5,"rows_total":5,"history_starts_at":1,
@@ -997,6 +1030,10 @@ mod tests {
         let old: crate::sink::CommitState = serde_json::from_str(old).unwrap();
         assert!(!old.lots.complete && old.lots.live.is_empty());
         assert_eq!(old.holds.open["3/0"][0].kit, None);
+        // A marker written before the kit's price was carried: the mark, no price.
+        let no_price = r#"{"sku":"A","location":"dc","qty":2,"unit_price":null,"kit":["GIFT",1]}"#;
+        let line: HeldLine = serde_json::from_str(no_price).unwrap();
+        assert_eq!((line.kit, line.kit_unit_price), (Some(("GIFT".into(), 1)), None));
     }
 
     #[test]
@@ -1004,7 +1041,7 @@ mod tests {
         let mut c = Converter::default();
         let mut b = MovementBuilder::new();
         let serials = |s: &[&str]| engine::core::Units::serials(s);
-        let kit = Some(engine::core::KitRef { sku: "GIFT".into(), qty: 3 });
+        let kit = Some(KitRef { sku: "GIFT".into(), qty: 3, unit_price: Some(1999) });
         let lines = vec![Line {
             sku: "A".into(),
             location: "dc".into(),
@@ -1043,6 +1080,9 @@ mod tests {
         let kits = col("kit");
         let kits: Vec<Option<&str>> = kits.as_string::<i32>().iter().collect();
         assert_eq!(kits, vec![Some("GIFT"); 4]);
+        let prices = col("kit_unit_price");
+        let prices: &Int64Array = prices.as_primitive();
+        assert_eq!(prices.iter().collect::<Vec<_>>(), vec![Some(1999); 4], "the kit's price on every row");
         let channels = col("channel");
         let channels: Vec<Option<&str>> = channels.as_string::<i32>().iter().collect();
         assert_eq!(channels, vec![Some("web"); 4], "the commit sells through the hold's channel");

@@ -35,9 +35,9 @@ pub const META_FIRST_SEQ: &str = "perpetua.first_seq";
 pub const META_LAST_SEQ: &str = "perpetua.last_seq";
 /// Version of this layout, in every file's metadata (`perpetua.format`).
 pub const META_FORMAT: &str = "perpetua.format";
-/// 2: `movements` gained `lot`, `serials`, `lots`, `kit`, `kit_qty`, `allocation_channel`,
-/// `serial_tracked`, `expiry_warning_days`, `components`, and the `lots/` files appeared. Files of
-/// version 1 read as version 2 with those columns null.
+/// 2: `movements` gained `lot`, `serials`, `lots`, `kit`, `kit_qty`, `kit_unit_price`,
+/// `allocation_channel`, `serial_tracked`, `expiry_warning_days`, `components`, and the `lots/`
+/// files appeared. Files of version 1 read as version 2 with those columns null.
 pub const FORMAT_VERSION: &str = "2";
 
 /// Rows per Parquet row group: large enough for good compression and fast scans, small enough
@@ -92,6 +92,7 @@ pub static MOVEMENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("lots", lots_type(), true),
         f("kit", DataType::Utf8, true),
         f("kit_qty", DataType::Int64, true),
+        f("kit_unit_price", DataType::Int64, true),
         f("allocation_channel", DataType::Utf8, true),
         f("serial_tracked", DataType::Boolean, true),
         f("expiry_warning_days", DataType::Int32, true),

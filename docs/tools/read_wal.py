@@ -197,7 +197,8 @@ def units(p):
 
 
 def kit_ref(p):
-    return {"sku": p.string(), "qty": p.i64()}
+    """KitRef: the kit a component line was expanded from, kits, price per kit (docs/wal.md 9.4)."""
+    return {"sku": p.string(), "qty": p.i64(), "unit_price": p.option(p.i64)}
 
 
 def line(p):

@@ -16,13 +16,13 @@
 //! | 16-17 | 03-07 | web, erp | reserve PHONE 1 (S2) @50000 (hold H4); commit H4 sent by "erp" |
 //! | 18 | 03-10 | web | sell MILK 18 @250, no lot: FEFO takes L1's 15 then 3 of L2 |
 //! | 19 | 03-11 | erp | receive MILK lot L3 4 @90 (expires 03-20) |
-//! | 20-23 | 03-12 | web | kit sale of 2 GIFT: hold H1 split over both shards (SOAP 4, CREAM 2), both parts committed |
+//! | 20-23 | 03-12 | web | kit sale of 2 GIFT @1999 per kit: hold H1 split over both shards (SOAP 4, CREAM 2), both parts committed |
 //! | 24-26 | 03-14 | erp | receive YOGURT lot Y1 5 (no cost, expires 04-01 12:00), 10 loose @50, lot Y2 4 @80 (05-30) |
 //! | 27 | 03-15 | erp | transfer MILK lot L2 2 to "store" |
 //! | 28 | 03-16 | erp | receive MILK lot L4 6 @80 (expires 06-01) |
-//! | 29-32 | 03-20 | amazon | kit sale of 1 GIFT (H2): shard 0 commits, shard 1 logs a `complete_commit` (channel "engine") |
+//! | 29-32 | 03-20 | amazon | kit sale of 1 GIFT @1999 (H2): shard 0 commits, shard 1 logs a `complete_commit` (channel "engine") |
 //! | 33 | 03-21 | engine | expire: L3 expired (4 units), its warning raised too |
-//! | 34-37 | 03-25 | web | kit sale of 5 DUO (H3), both parts committed |
+//! | 34-37 | 03-25 | web | kit sale of 5 DUO (H3) without a price, both parts committed |
 //! | 38 | 03-26 | web | sell MILK 100: rejected (insufficient_stock) |
 //! | 39 | 03-29 | web | sell MILK 1 of lot L2 (after the as-of day) |
 //!
@@ -94,14 +94,15 @@ fn sell(sku: &str, qty: i64, price: i64, units: Units) -> MovementKind {
     }
 }
 
-fn line(sku: &str, qty: i64, price: Option<i64>, units: Units, kit: Option<(&str, i64)>) -> Line {
+/// A reservation line; `kit`: (kit SKU, kits, price per kit) of the kit it was expanded from.
+fn line(sku: &str, qty: i64, price: Option<i64>, units: Units, kit: Option<(&str, i64, Option<i64>)>) -> Line {
     Line {
         sku: sku.into(),
         location: "dc".into(),
         qty,
         unit_price: price,
         units,
-        kit: kit.map(|(k, n)| KitRef { sku: k.into(), qty: n }),
+        kit: kit.map(|(k, n, kit_price)| KitRef { sku: k.into(), qty: n, unit_price: kit_price }),
     }
 }
 
@@ -117,13 +118,22 @@ fn comps(list: &[(&str, i64)]) -> Vec<Component> {
     list.iter().map(|(s, q)| Component { sku: (*s).into(), qty: *q }).collect()
 }
 
-/// A kit sale as the engine logs it: the reservation of the components (one part per shard, each
-/// line marked with the kit), then the commit of each part.
-fn kit_sale(log: &mut Log, day: &str, channel: &str, hold: HoldId, kit: &str, n: i64, parts: [(&str, i64); 2]) {
+/// A kit sale of `n` kits at `price` per kit as the engine logs it: the reservation of the
+/// components (one part per shard, each line marked with the kit and its price, the lines
+/// themselves unpriced), then the commit of each part.
+fn kit_sale(
+    log: &mut Log,
+    day: &str,
+    channel: &str,
+    hold: HoldId,
+    (kit, n, price): (&str, i64, Option<i64>),
+    parts: [(&str, i64); 2],
+) {
     let at = noon(day);
     let [(soap, soap_qty), (cream, cream_qty)] = parts;
-    log.ok(0, at, channel, reserve(hold, at, vec![line(soap, soap_qty, None, Units::ANY, Some((kit, n)))]));
-    log.ok(1, at, channel, reserve(hold, at, vec![line(cream, cream_qty, None, Units::ANY, Some((kit, n)))]));
+    let mark = Some((kit, n, price));
+    log.ok(0, at, channel, reserve(hold, at, vec![line(soap, soap_qty, None, Units::ANY, mark)]));
+    log.ok(1, at, channel, reserve(hold, at, vec![line(cream, cream_qty, None, Units::ANY, mark)]));
 }
 
 fn history() -> Log {
@@ -158,7 +168,7 @@ fn history() -> Log {
     log.ok(0, at, "erp", MovementKind::Commit { hold: H4 });
     log.ok(0, noon("03-10"), "web", sell("MILK", 18, 250, Units::ANY));
     log.ok(0, noon("03-11"), "erp", receive("MILK", 4, Some(90), Units::new_lot("L3", ms("2026-03-20T00:00:00Z"))));
-    kit_sale(&mut log, "03-12", "web", H1, "GIFT", 2, [("SOAP", 4), ("CREAM", 2)]);
+    kit_sale(&mut log, "03-12", "web", H1, ("GIFT", 2, Some(1999)), [("SOAP", 4), ("CREAM", 2)]);
     log.ok(0, noon("03-12"), "web", MovementKind::Commit { hold: H1 });
     log.ok(1, noon("03-12"), "web", MovementKind::Commit { hold: H1 });
     log.ok(0, noon("03-14"), "erp", receive("YOGURT", 5, None, Units::new_lot("Y1", ms("2026-04-01T12:00:00Z"))));
@@ -173,13 +183,13 @@ fn history() -> Log {
     };
     log.ok(0, noon("03-15"), "erp", transfer);
     log.ok(0, noon("03-16"), "erp", receive("MILK", 6, Some(80), Units::new_lot("L4", ms("2026-06-01T00:00:00Z"))));
-    kit_sale(&mut log, "03-20", "amazon", H2, "GIFT", 1, [("SOAP", 2), ("CREAM", 1)]);
+    kit_sale(&mut log, "03-20", "amazon", H2, ("GIFT", 1, Some(1999)), [("SOAP", 2), ("CREAM", 1)]);
     log.ok(0, noon("03-20"), "amazon", MovementKind::Commit { hold: H2 });
     // Shard 1's part, committed by the engine's recovery after a crash.
     log.ok(1, noon("03-20") + 1, "engine", MovementKind::CompleteCommit { hold: H2 });
     let at = noon("03-21");
     log.ok(0, at, "engine", MovementKind::Expire { holds_expired_by: at, keys_seen_before: 0, keys_max: u64::MAX });
-    kit_sale(&mut log, "03-25", "web", H3, "DUO", 5, [("SOAP", 5), ("CREAM", 5)]);
+    kit_sale(&mut log, "03-25", "web", H3, ("DUO", 5, None), [("SOAP", 5), ("CREAM", 5)]);
     log.ok(0, noon("03-25"), "web", MovementKind::Commit { hold: H3 });
     log.ok(1, noon("03-25"), "web", MovementKind::Commit { hold: H3 });
     assert_eq!(log.apply(0, noon("03-26"), "web", sell("MILK", 100, 250, Units::ANY)), Err(Reason::InsufficientStock));
@@ -351,34 +361,42 @@ async fn best_sellers_by_channel_sell_commits_through_the_channel_of_their_hold(
 async fn kit_sales_are_attributed_to_their_kit_and_ranked() {
     let dir = tempfile::tempdir().unwrap();
     let store = dataset(dir.path()).await;
-    let sql = "SELECT seq, shard, kind, channel, sku, qty, kit, kit_qty, hold FROM movements
+    let sql =
+        "SELECT seq, shard, kind, channel, sku, qty, unit_price, kit, kit_qty, kit_unit_price, hold FROM movements
                WHERE kit IS NOT NULL AND kind <> 'reserve' ORDER BY seq, line";
     assert_eq!(
         sql_csv(&store, sql).await,
         [
-            "seq,shard,kind,channel,sku,qty,kit,kit_qty,hold",
-            format!("22,0,commit,web,SOAP,4,GIFT,2,{H1}").as_str(),
-            format!("23,1,commit,web,CREAM,2,GIFT,2,{H1}").as_str(),
-            format!("31,0,commit,amazon,SOAP,2,GIFT,1,{H2}").as_str(),
-            format!("32,1,complete_commit,amazon,CREAM,1,GIFT,1,{H2}").as_str(),
-            format!("36,0,commit,web,SOAP,5,DUO,5,{H3}").as_str(),
-            format!("37,1,commit,web,CREAM,5,DUO,5,{H3}").as_str(),
+            "seq,shard,kind,channel,sku,qty,unit_price,kit,kit_qty,kit_unit_price,hold",
+            format!("22,0,commit,web,SOAP,4,,GIFT,2,1999,{H1}").as_str(),
+            format!("23,1,commit,web,CREAM,2,,GIFT,2,1999,{H1}").as_str(),
+            format!("31,0,commit,amazon,SOAP,2,,GIFT,1,1999,{H2}").as_str(),
+            format!("32,1,complete_commit,amazon,CREAM,1,,GIFT,1,1999,{H2}").as_str(),
+            format!("36,0,commit,web,SOAP,5,,DUO,5,,{H3}").as_str(),
+            format!("37,1,commit,web,CREAM,5,,DUO,5,,{H3}").as_str(),
         ]
     );
-    // A kit sale counts its kits once, whatever the number of components and parts.
+    // A kit sale counts its kits and their price once, whatever the number of components and
+    // parts: GIFT 2 x 1999 + 1 x 1999 (the second split into a commit and a complete_commit);
+    // DUO was sold without a price.
     let kits = ReportParams { kits: true, ..params() };
     assert_eq!(
         report_csv(&store, Report::BestSellers, &kits).await,
-        ["rank,kit,units,revenue_cents,prev_units,change_units,change_pct", "1,DUO,5,0,0,5,", "2,GIFT,3,0,0,3,"]
+        ["rank,kit,units,revenue_cents,prev_units,change_units,change_pct", "1,DUO,5,0,0,5,", "2,GIFT,3,5997,0,3,"]
+    );
+    let kits_by_revenue = ReportParams { kits: true, by: reports::Measure::Revenue, ..params() };
+    assert_eq!(
+        report_csv(&store, Report::BestSellers, &kits_by_revenue).await[1..],
+        ["1,GIFT,3,5997,0,3,", "2,DUO,5,0,0,5,"]
     );
     let kits_by_channel = ReportParams { kits: true, by_channel: true, ..params() };
     assert_eq!(
         report_csv(&store, Report::BestSellers, &kits_by_channel).await,
         [
             "channel,rank,kit,units,revenue_cents,prev_units,change_units,change_pct",
-            "amazon,1,GIFT,1,0,0,1,",
+            "amazon,1,GIFT,1,1999,0,1,",
             "web,1,DUO,5,0,0,5,",
-            "web,2,GIFT,2,0,0,2,",
+            "web,2,GIFT,2,3998,0,2,",
         ]
     );
     // Serial numbers, allocations and SKU settings have their columns.
@@ -507,26 +525,26 @@ fn ingest_and_import_of_a_real_engine_with_lots_serials_kits_and_allocations() {
     };
     // The kit sale's reservation and commit may be one record or one per shard (SOAP and CREAM
     // may live on different shards): compare the rows as a set.
-    let rows_sql = "SELECT kind, channel, sku, location, qty, lot, kit, kit_qty, allocation_channel,
+    let rows_sql = "SELECT kind, channel, sku, location, qty, lot, kit, kit_qty, kit_unit_price, allocation_channel,
                            array_to_string(serials, '|') AS serials
                     FROM movements WHERE kind <> 'expire'";
     let mut expected = vec![
-        "set_sku_settings,admin,PHONE,,,,,,,",
-        "set_sku_settings,admin,GIFT,,,,,,,",
-        "receive,erp,MILK,dc,10,L1,,,,",
-        "receive,erp,MILK,dc,10,L2,,,,",
-        "receive,erp,SOAP,dc,20,,,,,",
-        "receive,erp,CREAM,dc,10,,,,,",
-        "receive,erp,PHONE,dc,2,,,,,S1|S2",
-        "allocate,admin,MILK,dc,5,,,,amazon,",
-        "sell,web,MILK,dc,12,,,,,",
-        "sell,pos,PHONE,dc,1,,,,,S1",
-        "reserve,web,SOAP,dc,4,,GIFT,2,,",
-        "reserve,web,CREAM,dc,2,,GIFT,2,,",
-        "commit,web,SOAP,dc,4,,GIFT,2,,",
-        "commit,web,CREAM,dc,2,,GIFT,2,,",
-        "transfer,erp,MILK,dc,1,L2,,,,",
-        "transfer,erp,MILK,store,1,L2,,,,",
+        "set_sku_settings,admin,PHONE,,,,,,,,",
+        "set_sku_settings,admin,GIFT,,,,,,,,",
+        "receive,erp,MILK,dc,10,L1,,,,,",
+        "receive,erp,MILK,dc,10,L2,,,,,",
+        "receive,erp,SOAP,dc,20,,,,,,",
+        "receive,erp,CREAM,dc,10,,,,,,",
+        "receive,erp,PHONE,dc,2,,,,,,S1|S2",
+        "allocate,admin,MILK,dc,5,,,,,amazon,",
+        "sell,web,MILK,dc,12,,,,,,",
+        "sell,pos,PHONE,dc,1,,,,,,S1",
+        "reserve,web,SOAP,dc,4,,GIFT,2,1999,,",
+        "reserve,web,CREAM,dc,2,,GIFT,2,1999,,",
+        "commit,web,SOAP,dc,4,,GIFT,2,1999,,",
+        "commit,web,CREAM,dc,2,,GIFT,2,1999,,",
+        "transfer,erp,MILK,dc,1,L2,,,,,",
+        "transfer,erp,MILK,store,1,L2,,,,,",
     ];
     expected.sort();
     let fefo_sql = "SELECT l['lot'] AS lot, l['on_hand_change'] AS change
@@ -535,7 +553,10 @@ fn ingest_and_import_of_a_real_engine_with_lots_serials_kits_and_allocations() {
         "SELECT sku, location, lot, on_hand, reserved, unit_cost, unit_cost_from FROM lots ORDER BY location";
     for dir in [ingested.path(), imported.path()] {
         let mut rows = csv(dir, &["sql", rows_sql]);
-        assert_eq!(rows.remove(0), "kind,channel,sku,location,qty,lot,kit,kit_qty,allocation_channel,serials");
+        assert_eq!(
+            rows.remove(0),
+            "kind,channel,sku,location,qty,lot,kit,kit_qty,kit_unit_price,allocation_channel,serials"
+        );
         rows.sort();
         assert_eq!(rows, expected, "{}", dir.display());
         // The FEFO sale took all of L1 and 2 of L2.
@@ -550,7 +571,8 @@ fn ingest_and_import_of_a_real_engine_with_lots_serials_kits_and_allocations() {
         );
         assert_eq!(
             csv(dir, &["report", "best-sellers", "--kits", "--top", "0"]),
-            ["rank,kit,units,revenue_cents,prev_units,change_units,change_pct", "1,GIFT,2,0,0,2,"]
+            ["rank,kit,units,revenue_cents,prev_units,change_units,change_pct", "1,GIFT,2,3998,0,2,"],
+            "2 kits sold at 1999 cents each"
         );
         // The page of every report has the new sections; a chart of sales per channel draws.
         let html = dir.join("html");

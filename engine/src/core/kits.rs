@@ -4,7 +4,8 @@
 use super::types::*;
 
 /// Expands the lines of a reservation: a line whose SKU is a kit (per `kit_of`) becomes one line
-/// per component, `qty * component.qty` each, marked with the kit. A (SKU, location) named more
+/// per component, `qty * component.qty` each, with no price of its own, marked with the kit, its
+/// quantity and its price per kit (the kit line's `unit_price`). A (SKU, location) named more
 /// than once, directly or through kits, becomes one line with the quantities added; it keeps the
 /// first line's price, units and kit mark. Lines naming a kit with units (lot or serials) are
 /// refused: kits have no lots or serials of their own.
@@ -42,7 +43,7 @@ pub fn expand_kit_lines<'a>(
                 qty,
                 unit_price: None,
                 units: Units::ANY,
-                kit: Some(KitRef { sku: line.sku.clone(), qty: line.qty }),
+                kit: Some(KitRef { sku: line.sku.clone(), qty: line.qty, unit_price: line.unit_price }),
             };
             push(component, &mut out)?;
         }
@@ -100,8 +101,16 @@ mod tests {
         let got: Vec<(&str, Qty, Option<&str>)> =
             out.iter().map(|l| (l.sku.as_str(), l.qty, l.kit.as_ref().map(|k| k.sku.as_str()))).collect();
         assert_eq!(got, vec![("SOAP", 7, Some("GIFT")), ("CREAM", 3, Some("GIFT")), ("TOWEL", 4, None)]);
-        assert_eq!(out[0].kit, Some(KitRef { sku: "GIFT".into(), qty: 3 }));
-        assert_eq!(out[0].unit_price, None);
+        // The kit's price (500 per kit) is on the mark; the component lines have none.
+        let mark = Some(KitRef { sku: "GIFT".into(), qty: 3, unit_price: Some(500) });
+        assert_eq!((&out[0].kit, &out[1].kit), (&mark, &mark));
+        assert_eq!((out[0].unit_price, out[1].unit_price), (None, None));
+        // A kit line without a price gives a mark without one; a plain line keeps its price.
+        let mut unpriced = line("GIFT", 1);
+        unpriced.unit_price = None;
+        let out = expand_kit_lines(vec![unpriced, line("TOWEL", 1)], kit_of).unwrap();
+        assert_eq!(out[0].kit, Some(KitRef { sku: "GIFT".into(), qty: 1, unit_price: None }));
+        assert_eq!((out[2].unit_price, &out[2].kit), (Some(500), &None));
         let mut with_lot = line("GIFT", 1);
         with_lot.units = Units::lot("L1");
         assert_eq!(expand_kit_lines(vec![with_lot], kit_of), Err(Reason::InvalidLot));

@@ -84,8 +84,9 @@ pub struct Line {
     pub unit_price: Option<i64>,
     /// Which lot or serial numbers to hold (none: first-expiry-first-out over the lots).
     pub units: Units,
-    /// Set by the engine on the component lines it expands a kit into: the kit SKU and how many
-    /// kits the line is part of. A client leaves it `None` (and names the kit as `sku`).
+    /// Set by the engine on the component lines it expands a kit into: the kit SKU, how many
+    /// kits the line is part of and the price per kit. A client leaves it `None` (and names the
+    /// kit as `sku`).
     pub kit: Option<KitRef>,
 }
 
@@ -131,6 +132,9 @@ pub struct KitRef {
     pub sku: String,
     /// Kits sold or held (the line's `qty` is this times the component's quantity per kit).
     pub qty: Qty,
+    /// Minor units (cents) per kit: the price the kit line (or kit sale) named, if any. The
+    /// component lines themselves carry no price, so the kit's revenue is `qty * unit_price`.
+    pub unit_price: Option<i64>,
 }
 
 /// One component of a kit: `qty` units of `sku` per kit.

@@ -24,7 +24,7 @@ fn arb_movement() -> impl Strategy<Value = Movement> {
             2 => MovementKind::Reserve {
                 hold: 0,
                 lines: vec![Line {
-                    kit: (qty % 2 == 0).then(|| KitRef { sku: loc.clone(), qty }),
+                    kit: (qty % 2 == 0).then(|| KitRef { sku: loc.clone(), qty, unit_price: at.map(|v| v as i64) }),
                     sku,
                     location: loc,
                     qty,

@@ -949,6 +949,7 @@ impl Inner {
                 if !units.is_any() {
                     return Err(Reason::InvalidLot);
                 }
+                // The sale's price is per kit: it goes onto the components' kit marks.
                 let line = Line {
                     sku: sku.clone(),
                     location: location.clone(),

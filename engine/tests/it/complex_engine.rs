@@ -33,6 +33,15 @@ fn with_units(mut m: Movement, u: Units) -> Movement {
     m
 }
 
+/// A sell at `unit_price` cents per unit (per kit, for a kit).
+fn priced(mut m: Movement, price: i64) -> Movement {
+    match &mut m.kind {
+        MovementKind::Sell { unit_price, .. } => *unit_price = Some(price),
+        _ => panic!("not a sell: {m:?}"),
+    }
+    m
+}
+
 fn ok(e: &Engine, m: Movement) -> Detail {
     let r = e.execute_one(m.clone());
     r.outcome.unwrap_or_else(|reason| panic!("{m:?} was refused: {reason}"))
@@ -57,7 +66,9 @@ fn a_kit_sale_moves_its_components_on_every_shard_all_or_none() {
     e.execute(vec![receive(&a, "dc", 10), receive(&b, "dc", 3)]);
     assert_eq!(e.level("GIFT", "dc").map(|l| (l.on_hand, l.available)), Some((3, 3)));
 
-    assert_eq!(ok(&e, sell(Some("order-1"), "GIFT", "dc", 2)), Detail::None);
+    // Sold at 1999 cents per kit: the price goes onto the components' kit marks.
+    let order_1 = priced(sell(Some("order-1"), "GIFT", "dc", 2), 1999);
+    assert_eq!(ok(&e, order_1.clone()), Detail::None);
     assert_eq!(oh_res_av(&e, &a, "dc"), Some((6, 0, 6)));
     assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 0, 1)));
     assert_eq!(e.level("GIFT", "dc").map(|l| (l.on_hand, l.available)), Some((1, 1)));
@@ -69,7 +80,7 @@ fn a_kit_sale_moves_its_components_on_every_shard_all_or_none() {
     assert!(e.holds().is_empty(), "{:?}", e.holds());
 
     // A retry of the first sale changes nothing and answers the same.
-    let first = e.execute_one(sell(Some("order-1"), "GIFT", "dc", 2));
+    let first = e.execute_one(order_1);
     assert_eq!(first.outcome, Ok(Detail::None));
     assert_eq!(oh_res_av(&e, &a, "dc"), Some((6, 0, 6)));
     assert_eq!(oh_res_av(&e, &b, "dc"), Some((1, 0, 1)));
@@ -77,18 +88,18 @@ fn a_kit_sale_moves_its_components_on_every_shard_all_or_none() {
     // The log tells what happened: a reservation of the components marked with the kit, then its commit.
     e.halt();
     let records = log_records(dir.path());
-    let kit_lines: Vec<(String, Qty, Option<KitRef>)> = records
+    let kit_lines: Vec<(String, Qty, Option<i64>, Option<KitRef>)> = records
         .iter()
         .filter_map(|m| match &m.kind {
             MovementKind::Reserve { lines, .. } => Some(lines.clone()),
             _ => None,
         })
         .flatten()
-        .map(|l| (l.sku, l.qty, l.kit))
+        .map(|l| (l.sku, l.qty, l.unit_price, l.kit))
         .collect();
-    let gift = |qty| Some(KitRef { sku: "GIFT".into(), qty });
-    assert!(kit_lines.contains(&(a.clone(), 4, gift(2))), "{kit_lines:?}");
-    assert!(kit_lines.contains(&(b.clone(), 2, gift(2))), "{kit_lines:?}");
+    let gift = Some(KitRef { sku: "GIFT".into(), qty: 2, unit_price: Some(1999) });
+    assert!(kit_lines.contains(&(a.clone(), 4, None, gift.clone())), "{kit_lines:?}");
+    assert!(kit_lines.contains(&(b.clone(), 2, None, gift)), "{kit_lines:?}");
 }
 
 #[test]

@@ -61,6 +61,14 @@ fn sell_units(sku: &str, loc: &str, qty: Qty, units: Units) -> MovementKind {
     }
 }
 
+/// A sell at `price` cents per unit (per kit, for a kit).
+fn priced(mut sell: MovementKind, price: i64) -> MovementKind {
+    if let MovementKind::Sell { unit_price, .. } = &mut sell {
+        *unit_price = Some(price);
+    }
+    sell
+}
+
 fn return_units(sku: &str, loc: &str, qty: Qty, units: Units) -> MovementKind {
     MovementKind::Return {
         sku: sku.into(),
@@ -312,7 +320,7 @@ async fn a_kit_sells_its_components_all_or_none_and_its_level_is_derived() {
     assert_eq!(c.level("GIFT", "nowhere").await.unwrap(), None);
     assert_eq!(c.available_for("GIFT", "dc", "web").await.unwrap(), Some(3));
 
-    let (sale, detail) = ok(&submit(&c, sell_units("GIFT", "dc", 2, Units::ANY)).await);
+    let (sale, detail) = ok(&submit(&c, priced(sell_units("GIFT", "dc", 2, Units::ANY), 1999)).await);
     assert_eq!(detail, Detail::None);
     assert_eq!(quantities(&c.level(&soap, "dc").await.unwrap().unwrap()), (6, 0, 0, 6));
     assert_eq!(quantities(&c.level(&cream, "dc").await.unwrap().unwrap()), (1, 0, 0, 1));
@@ -327,25 +335,26 @@ async fn a_kit_sells_its_components_all_or_none_and_its_level_is_derived() {
     assert_eq!(rejected(&c.allocate("GIFT", "dc", "web", 1).await.unwrap()), Reason::KitNotStocked);
     assert_eq!(c.level_detail("GIFT", "dc").await.unwrap(), None);
 
-    // On the feed the sale is a reservation of both components, marked with the kit, then its commit.
+    // On the feed the sale is a reservation of both components, marked with the kit and its price
+    // per kit (the component lines have none), then its commit.
     let events = feed_until(&c, first, FeedFilter::All, |e| e.seq == sale).await;
     let reserved: Vec<&FeedEvent> = events
         .iter()
         .filter(|e| e.seq <= sale && matches!(&e.movement.kind, MovementKind::Reserve { .. }) && e.outcome.is_ok())
         .collect();
     assert_eq!(reserved.len(), 2, "one reservation record per shard");
-    let mut lines: Vec<(String, Qty, Option<KitRef>)> = reserved
+    let mut lines: Vec<(String, Qty, Option<i64>, Option<KitRef>)> = reserved
         .iter()
         .flat_map(|e| match &e.movement.kind {
             MovementKind::Reserve { lines, .. } => {
-                lines.iter().map(|l| (l.sku.clone(), l.qty, l.kit.clone())).collect()
+                lines.iter().map(|l| (l.sku.clone(), l.qty, l.unit_price, l.kit.clone())).collect()
             }
             _ => Vec::new(),
         })
         .collect();
     lines.sort_by(|a, b| a.0.cmp(&b.0));
-    let mark = Some(KitRef { sku: "GIFT".into(), qty: 2 });
-    let mut expected = vec![(soap.clone(), 4, mark.clone()), (cream.clone(), 2, mark)];
+    let mark = Some(KitRef { sku: "GIFT".into(), qty: 2, unit_price: Some(1999) });
+    let mut expected = vec![(soap.clone(), 4, None, mark.clone()), (cream.clone(), 2, None, mark)];
     expected.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(lines, expected);
     let commits: Vec<&FeedEvent> =
@@ -477,7 +486,10 @@ fn units_json(u: &Units) -> serde_json::Value {
 }
 
 fn kit_json(k: &Option<KitRef>) -> serde_json::Value {
-    k.as_ref().map_or(serde_json::Value::Null, |k| serde_json::json!({"sku": k.sku, "qty": k.qty}))
+    k.as_ref().map_or(
+        serde_json::Value::Null,
+        |k| serde_json::json!({"sku": k.sku, "qty": k.qty, "unit_price": k.unit_price}),
+    )
 }
 
 fn sku_settings_json(s: &SkuSettings) -> serde_json::Value {
@@ -645,8 +657,9 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
         ..SkuSettings::default()
     };
     ok(run(None, "admin", MovementKind::SetSkuSettings { sku: "GIFT".into(), settings: kit.clone() }));
-    ok(run(Some("kit-1"), "web", sell_units("GIFT", "dc", 2, Units::ANY)));
+    ok(run(Some("kit-1"), "web", priced(sell_units("GIFT", "dc", 2, Units::ANY), 1999)));
     // Soap's part is held, cream's refused: the engine releases soap's part (a `release` record).
+    // Unpriced: its kit mark has no price.
     assert_eq!(run(None, "web", sell_units("GIFT", "dc", 2, Units::ANY)).outcome, Err(Reason::InsufficientStock));
     ok(run(
         None,
@@ -777,6 +790,12 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
         .filter(|l| l["kit"]["sku"] == "GIFT")
         .collect();
     assert!(kit_lines.len() >= 2, "the kit sale's reservation lines are marked");
+    // The sale at 1999 per kit (one line per shard) carries its price on the mark, the unpriced
+    // one none; the component lines have no price of their own.
+    let kit_prices: Vec<&Value> = kit_lines.iter().map(|l| &l["kit"]["unit_price"]).collect();
+    assert_eq!(kit_prices.iter().filter(|p| **p == &json!(1999)).count(), 2, "{kit_prices:?}");
+    assert!(kit_prices.iter().all(|p| *p == &json!(1999) || p.is_null()), "{kit_prices:?}");
+    assert!(kit_lines.iter().all(|l| l["unit_price"].is_null()), "{kit_lines:?}");
     let alerts: Vec<&str> = records
         .iter()
         .flat_map(|r| r["effects"]["alerts"].as_array().into_iter().flatten())
@@ -961,10 +980,7 @@ fn stock_client_py_encodes_and_decodes_the_version_2_layouts() {
         f.iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     let submit = |id, m: Movement| request(id, RequestBody::Submit { movements: vec![m] });
-    let mut sell = sell_units("PHONE", "dc", 2, Units::serials(&["S1", "S2"]));
-    if let MovementKind::Sell { unit_price, .. } = &mut sell {
-        *unit_price = Some(999);
-    }
+    let sell = priced(sell_units("PHONE", "dc", 2, Units::serials(&["S1", "S2"])), 999);
     let kit = SkuSettings {
         serial_tracked: false,
         expiry_warning_days: Some(30),
