@@ -948,16 +948,7 @@ impl ShardState {
         out: TakeOut,
         fx: &mut Effects,
     ) -> Outcome {
-        if units.lot_expires_at.is_some() {
-            return Err(Reason::InvalidLot);
-        }
-        let slot = match self.slot(sku, location) {
-            Some(slot) => slot,
-            None if units.lot.is_some() => return Err(Reason::UnknownLot),
-            None if !units.serials.is_empty() => return Err(Reason::SerialNotInStock),
-            None if allow_negative => self.slot_or_new(sku, location),
-            None => return Err(Reason::InsufficientStock),
-        };
+        let slot = self.slot_to_take_from(sku, location, units, allow_negative)?;
         let serials = self.plan_serials(sku, location, &units.serials)?;
         let write_off = matches!(out, TakeOut::WrittenOff(..));
         let mut take = self.plan_take(slot, qty, units.lot.as_deref(), now, channel, allow_negative, write_off)?;
@@ -1039,6 +1030,27 @@ impl ShardState {
         }
     }
 
+    /// The level units are taken from (a sale, a write-off, a transfer's source): it must exist,
+    /// unless `allow_negative` creates it; a movement taking units names no new lot expiry.
+    fn slot_to_take_from(
+        &mut self,
+        sku: &str,
+        location: &str,
+        units: &Units,
+        allow_negative: bool,
+    ) -> Result<u32, Reason> {
+        if units.lot_expires_at.is_some() {
+            return Err(Reason::InvalidLot);
+        }
+        match self.slot(sku, location) {
+            Some(slot) => Ok(slot),
+            None if units.lot.is_some() => Err(Reason::UnknownLot),
+            None if !units.serials.is_empty() => Err(Reason::SerialNotInStock),
+            None if allow_negative => Ok(self.slot_or_new(sku, location)),
+            None => Err(Reason::InsufficientStock),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn transfer(
         &mut self,
@@ -1051,15 +1063,7 @@ impl ShardState {
         units: &Units,
         fx: &mut Effects,
     ) -> Outcome {
-        if units.lot_expires_at.is_some() {
-            return Err(Reason::InvalidLot);
-        }
-        let src = match self.slot(sku, from) {
-            Some(slot) => slot,
-            None if units.lot.is_some() => return Err(Reason::UnknownLot),
-            None if !units.serials.is_empty() => return Err(Reason::SerialNotInStock),
-            None => return Err(Reason::InsufficientStock),
-        };
+        let src = self.slot_to_take_from(sku, from, units, false)?;
         let serials = self.plan_serials(sku, from, &units.serials)?;
         // Expired stock may be moved (to a disposal area) when its lot is named.
         let take = self.plan_take(src, qty, units.lot.as_deref(), now, None, false, true)?;

@@ -85,6 +85,28 @@ fn reserve_units(sku: &str, loc: &str, qty: Qty, units: Units, expires_at: Milli
     MovementKind::Reserve { hold: 0, lines: vec![line], expires_at }
 }
 
+/// A reservation's lines: serial number S3 of PHONE at 900, and one MILK from lot L2, at dc.
+fn serial_and_lot_lines() -> Vec<Line> {
+    vec![
+        Line {
+            sku: "PHONE".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: Some(900),
+            units: Units::serials(&["S3"]),
+            kit: None,
+        },
+        Line {
+            sku: "MILK".into(),
+            location: "dc".into(),
+            qty: 1,
+            unit_price: None,
+            units: Units::lot("L2"),
+            kit: None,
+        },
+    ]
+}
+
 fn lot_view(sku: &str, lot: &str, expires_at: Millis, on_hand: Qty, reserved: Qty, expired: bool) -> LotView {
     LotView { sku: sku.into(), location: "dc".into(), lot: lot.into(), expires_at, on_hand, reserved, expired }
 }
@@ -667,24 +689,7 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
         MovementKind::Allocate { sku: "MILK".into(), location: "dc".into(), channel: "web".into(), qty: 2 },
     ));
     // An open hold of a serial number and of a lot, from the allocated channel.
-    let lines = vec![
-        Line {
-            sku: "PHONE".into(),
-            location: "dc".into(),
-            qty: 1,
-            unit_price: Some(900),
-            units: Units::serials(&["S3"]),
-            kit: None,
-        },
-        Line {
-            sku: "MILK".into(),
-            location: "dc".into(),
-            qty: 1,
-            unit_price: None,
-            units: Units::lot("L2"),
-            kit: None,
-        },
-    ];
+    let lines = serial_and_lot_lines();
     let held = ok(run(Some("cart-9"), "web", MovementKind::Reserve { hold: 0, lines, expires_at: T0 + 3_600_000 }));
     let Detail::Hold(hold) = held else { panic!("a hold") };
     let serials = [("PHONE", "S1"), ("PHONE", "S2"), ("PHONE", "S3")];
@@ -986,24 +991,7 @@ fn stock_client_py_encodes_and_decodes_the_version_2_layouts() {
         expiry_warning_days: Some(30),
         components: vec![Component { sku: "SOAP".into(), qty: 2 }, Component { sku: "CREAM".into(), qty: 1 }],
     };
-    let lines = vec![
-        Line {
-            sku: "PHONE".into(),
-            location: "dc".into(),
-            qty: 1,
-            unit_price: Some(900),
-            units: Units::serials(&["S3"]),
-            kit: None,
-        },
-        Line {
-            sku: "MILK".into(),
-            location: "dc".into(),
-            qty: 1,
-            unit_price: None,
-            units: Units::lot("L2"),
-            kit: None,
-        },
-    ];
+    let lines = serial_and_lot_lines();
     let expected = json!({
         "hello": request(0, RequestBody::Hello { version: PROTOCOL_VERSION, token: "t".into(), client: "stock_client.py".into() }),
         "receive": submit(1, mv(Some("k-1"), "erp", receive_units("MILK", "dc", 24, Units::new_lot("L7", 1_900_000_000_000)))),

@@ -1,17 +1,8 @@
 //! Complex inventory against a real `stockd` on loopback: lots, serial numbers, kits and channels
 //! with allocations, all at once, pass the end-of-run verification.
 
-use crate::{args, slow_tests};
-use engine::server::{Server, ServerConfig};
+use crate::{args, slow_tests, start_server};
 use loadgen::run::execute;
-
-async fn start_server(dir: &std::path::Path) -> Server {
-    let mut config = ServerConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics_listen = None;
-    config.engine.shards = 2;
-    Server::start(config).await.expect("stockd starts")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lots_serials_kits_and_channels_pass_verification_against_stockd() {

@@ -1,16 +1,7 @@
 //! Short runs against a real `stockd` started in-process on loopback.
 
-use crate::{args, slow_tests};
-use engine::server::{Server, ServerConfig};
+use crate::{args, slow_tests, start_server};
 use loadgen::run::execute;
-
-async fn start_server(dir: &std::path::Path) -> Server {
-    let mut config = ServerConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics_listen = None;
-    config.engine.shards = 2;
-    Server::start(config).await.expect("stockd starts")
-}
 
 /// Closed loop, batches of 4, a fixed number of operations with the whole mix: the run passes
 /// verification, every level was checked, and the change feed covered every online take.

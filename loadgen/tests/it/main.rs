@@ -16,6 +16,7 @@ mod peers;
 mod units_check;
 
 use clap::Parser;
+use engine::server::{Server, ServerConfig};
 use loadgen::cli::Args;
 
 /// Flags for a short run, plus `extra`.
@@ -30,4 +31,13 @@ pub fn args(extra: &[&str]) -> Args {
 
 pub fn slow_tests() -> bool {
     std::env::var("PERPETUA_SLOW_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// A `stockd` in-process on a free loopback port, 2 shards, no metrics listener.
+pub async fn start_server(dir: &std::path::Path) -> Server {
+    let mut config = ServerConfig::new(dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = None;
+    config.engine.shards = 2;
+    Server::start(config).await.expect("stockd starts")
 }
