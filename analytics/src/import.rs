@@ -12,7 +12,7 @@ use crate::store::Store;
 use anyhow::{bail, Context, Result};
 use engine::core::{LevelView, LotView, ShardState};
 use engine::wal::checkpoint::{read_checkpoint, CheckpointBody};
-use engine::wal::format::{decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP};
+use engine::wal::format::{decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TYPE_MOVEMENT_ALERTS, RECORD_TYPE_NOP};
 use engine::wal::record::decode_movement_payload;
 use engine::wal::segment::{list_segments, RecordIter, ScanStop};
 use std::collections::HashMap;
@@ -244,7 +244,7 @@ pub async fn import(store: Store, opts: ImportOptions) -> Result<ImportReport> {
                 next += 1;
                 match h.record_type {
                     RECORD_TYPE_NOP => continue,
-                    RECORD_TYPE_MOVEMENT => {}
+                    RECORD_TYPE_MOVEMENT | RECORD_TYPE_MOVEMENT_ALERTS => {}
                     t => bail!("{}: unknown record type {t} at sequence number {}", path.display(), h.seq),
                 }
                 let rec = decode_movement_payload(r.payload)

@@ -42,6 +42,7 @@ CHECKPOINT_HEADER_LEN = 32
 RECORD_PAYLOAD_BYTES_MAX = 1 << 20
 RECORD_TYPE_MOVEMENT = 1
 RECORD_TYPE_NOP = 2
+RECORD_TYPE_MOVEMENT_ALERTS = 3  # a movement whose effects raise at least one alert
 HOLD_SHARD_BITS = 16
 
 SHARDS_MAX = 16
@@ -643,19 +644,22 @@ def main():
                 seq_expected += 1
                 if h["shard"] >= shards:
                     fail("%s: record of shard %d but the directory has %d" % (where, h["shard"], shards))
-                if h["type"] not in (RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP):
+                if h["type"] not in (RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP, RECORD_TYPE_MOVEMENT_ALERTS):
                     fail("%s: unknown record type %d" % (where, h["type"]))
                 if h["seq"] < args.from_seq:
                     continue
                 out = {"file": fname, "offset": offset, "seq": h["seq"], "shard": h["shard"]}
                 if h["type"] == RECORD_TYPE_NOP:
                     out["type"] = "nop"  # no payload is written; like the engine, ignore any
-                elif h["type"] == RECORD_TYPE_MOVEMENT:
+                else:
                     out["type"] = "movement"
                     try:
                         out.update(movement_payload(payload))
                     except DecodeError as e:
                         fail("%s: payload does not decode: %s" % (where, e))
+                    if bool(out["effects"]["alerts"]) != (h["type"] == RECORD_TYPE_MOVEMENT_ALERTS):
+                        fail("%s: record type %d does not match the %d alerts of its payload"
+                             % (where, h["type"], len(out["effects"]["alerts"])))
                     m = out["movement"]
                     if isinstance(m.get("hold"), int):
                         m["hold_parts"] = hold_view(m["hold"])

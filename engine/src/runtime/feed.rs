@@ -6,7 +6,9 @@
 
 use super::log_writer::LogShared;
 use crate::core::Seq;
-use crate::wal::format::{decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TYPE_NOP, SEGMENT_HEADER_LEN};
+use crate::wal::format::{
+    decode_segment_header, RECORD_TYPE_MOVEMENT, RECORD_TYPE_MOVEMENT_ALERTS, RECORD_TYPE_NOP, SEGMENT_HEADER_LEN,
+};
 use crate::wal::record::{decode_movement_payload, MovementRecord};
 use crate::wal::segment::{list_segments, RecordIter, ScanStop};
 use std::fs::File;
@@ -45,16 +47,25 @@ pub struct Feed {
     /// The open segment: file, bytes read but not yet consumed, and the file offset of `buf[0]`.
     segment: Option<(File, PathBuf)>,
     buf: Vec<u8>,
+    /// Deliver only movements that raise alerts; the others are passed over undecoded.
+    alerts_only: bool,
 }
 
 impl Feed {
     pub(crate) fn new(wal_dir: PathBuf, log: Arc<LogShared>, from_seq: Seq) -> Result<Feed, FeedError> {
-        let mut feed = Feed { wal_dir, log, next: from_seq.max(1), segment: None, buf: Vec::new() };
+        let mut feed = Feed { wal_dir, log, next: from_seq.max(1), segment: None, buf: Vec::new(), alerts_only: false };
         feed.open_segment_with(feed.next)?;
         Ok(feed)
     }
 
-    /// The sequence number of the next event this feed will deliver.
+    /// This feed, delivering only the movements that raise alerts. The others are not decoded
+    /// (their records say so by their type), which makes an alert subscriber cheap.
+    pub fn alerts_only(mut self) -> Feed {
+        self.alerts_only = true;
+        self
+    }
+
+    /// The sequence number of the next event this feed will deliver (or pass over).
     pub fn next_seq(&self) -> Seq {
         self.next
     }
@@ -87,6 +98,7 @@ impl Feed {
     }
 
     /// Up to `max` next durable events, waiting up to `timeout` for the first; empty on timeout.
+    /// With [`Feed::alerts_only`] it can also be empty while [`Feed::next_seq`] moved on.
     pub fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<FeedEvent>, FeedError> {
         if !self.log.wait_durable_for(self.next, timeout) {
             return Ok(Vec::new());
@@ -146,7 +158,8 @@ impl Feed {
                     progressed = true;
                     match h.record_type {
                         RECORD_TYPE_NOP => {}
-                        RECORD_TYPE_MOVEMENT => {
+                        RECORD_TYPE_MOVEMENT if self.alerts_only => {}
+                        RECORD_TYPE_MOVEMENT | RECORD_TYPE_MOVEMENT_ALERTS => {
                             let record = decode_movement_payload(r.payload)
                                 .map_err(|e| FeedError::Corrupt(format!("{} seq {}: {e}", path.display(), h.seq)))?;
                             events.push(FeedEvent { seq: h.seq, shard: h.shard, record });

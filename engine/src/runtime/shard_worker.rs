@@ -7,7 +7,7 @@
 use super::batch::{BatchState, MovementResult};
 use super::log_writer::ShardOutput;
 use crate::core::*;
-use crate::wal::format::{begin_record, finish_record, push_nop, RECORD_TYPE_MOVEMENT};
+use crate::wal::format::{begin_record, finish_record, push_nop, RECORD_TYPE_MOVEMENT, RECORD_TYPE_MOVEMENT_ALERTS};
 use crate::wal::record::encode_into;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,7 +257,8 @@ impl ShardWorker {
             Applied::Recorded(outcome) => {
                 encode_into(buf, &outcome);
                 encode_into(buf, &*fx);
-                finish_record(buf, at, RECORD_TYPE_MOVEMENT, self.shard, *seq);
+                let record_type = if fx.alerts.is_empty() { RECORD_TYPE_MOVEMENT } else { RECORD_TYPE_MOVEMENT_ALERTS };
+                finish_record(buf, at, record_type, self.shard, *seq);
                 *seq += 1;
                 MovementResult { seq: Some(*seq - 1), outcome }
             }

@@ -70,6 +70,7 @@ pub(super) async fn serve(
     })
     .await;
     let feed = match opened {
+        Ok(Ok(feed)) if filter == FeedFilter::AlertsOnly => feed.alerts_only(),
         Ok(Ok(feed)) => feed,
         Ok(Err(FeedError::Truncated { oldest_available, .. })) => {
             ctx.shared.metrics.error(ErrorCode::FeedTruncated);

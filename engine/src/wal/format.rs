@@ -4,7 +4,7 @@
 //! Segment header (SEGMENT_HEADER_LEN = 32 bytes, little-endian):
 //!   { magic "PRPTWAL1" 8 | format_version u32 | reserved u32 = 0 | first_seq u64 | reserved u32 = 0 | header_crc u32 }
 //! Record (RECORD_HEADER_LEN = 24 bytes, then payload_len bytes):
-//!   { payload_len u32 | record_type u8 | format_version u8 | shard u16 | seq u64 | payload_crc u32 | header_crc u32 }
+//!   { payload_len u32 | record_type u8 (1 movement, 2 nop, 3 movement raising alerts) | format_version u8 | shard u16 | seq u64 | payload_crc u32 | header_crc u32 }
 //!   header_crc = CRC32C of the header's first 20 bytes; payload_crc = CRC32C of the payload.
 //! Payload of a movement record (postcard): { recorded_at varint | body_hash varint | Movement | Outcome | Effects }
 //! ```
@@ -24,6 +24,14 @@ pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 1 << 20;
 pub const RECORD_TYPE_MOVEMENT: u8 = 1;
 /// A sequence number taken but unused (no payload); readers skip it.
 pub const RECORD_TYPE_NOP: u8 = 2;
+/// A movement whose effects raise at least one alert: the payload of a [`RECORD_TYPE_MOVEMENT`].
+/// The type lets readers that want only alerts skip every other record without decoding it.
+pub const RECORD_TYPE_MOVEMENT_ALERTS: u8 = 3;
+
+/// Whether a record of this type carries a movement (with or without alerts).
+pub fn is_movement_type(record_type: u8) -> bool {
+    record_type == RECORD_TYPE_MOVEMENT || record_type == RECORD_TYPE_MOVEMENT_ALERTS
+}
 
 /// A record's header, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

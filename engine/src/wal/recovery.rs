@@ -209,7 +209,7 @@ fn scan_segments(
             if shard >= shard_count {
                 return Err(corrupt(format!("record of shard {} but the engine has {shard_count}", h.shard)));
             }
-            if h.record_type != RECORD_TYPE_MOVEMENT && h.record_type != RECORD_TYPE_NOP {
+            if !is_movement_type(h.record_type) && h.record_type != RECORD_TYPE_NOP {
                 return Err(corrupt(format!("unknown record type {}", h.record_type)));
             }
             if h.seq <= skip_up_to[shard] || h.record_type == RECORD_TYPE_NOP {

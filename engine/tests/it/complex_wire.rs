@@ -732,7 +732,7 @@ fn read_wal_py_reads_a_version_2_log_and_its_checkpoints_record_for_record() {
             let rec = rec.unwrap();
             let h = rec.header;
             let mut v = json!({"file": file, "offset": rec.offset, "seq": h.seq, "shard": h.shard});
-            if h.record_type == engine::wal::format::RECORD_TYPE_MOVEMENT {
+            if engine::wal::format::is_movement_type(h.record_type) {
                 let decoded = engine::wal::record::decode_movement_payload(rec.payload).unwrap();
                 for (k, x) in record_json(&decoded).as_object().unwrap() {
                     v[k] = x.clone();

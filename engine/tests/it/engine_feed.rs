@@ -105,3 +105,62 @@ fn a_levels_snapshot_under_load_matches_the_log_up_to_its_sequence() {
     let from_log: Vec<LevelView> = latest.into_values().collect();
     assert_eq!(levels, from_log, "snapshot at {seq}");
 }
+
+#[test]
+fn an_alerts_only_feed_skips_exactly_the_records_without_alerts_whose_type_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = config(dir.path(), 2);
+    c.segment_bytes_max = 2_000; // across segments
+    let e = Engine::open(c).unwrap();
+    for sku in ["A", "B"] {
+        let settings = Settings { reorder_point: Some(3), ..Settings::default() };
+        let set = mv(None, MovementKind::SetSettings { sku: sku.into(), location: "dc".into(), settings });
+        assert!(e.execute_one(set).outcome.is_ok());
+    }
+    // Receipts of 10, then single sales down to 0: each SKU raises a reorder alert at 3 and an
+    // out-of-stock alert at 0; the setting itself raises one (an empty level under its point).
+    for sku in ["A", "B"] {
+        assert!(e.execute_one(receive(sku, "dc", 10)).outcome.is_ok());
+    }
+    for _ in 0..10 {
+        for sku in ["A", "B"] {
+            assert!(e.execute_one(sell(None, sku, "dc", 1)).outcome.is_ok());
+        }
+    }
+    let last = e.execute_one(receive("A", "dc", 1)).seq.unwrap();
+    let all = drain(&mut e.feed(1).unwrap(), last);
+    let with_alerts: Vec<Seq> = all.iter().filter(|ev| !ev.record.effects.alerts.is_empty()).map(|ev| ev.seq).collect();
+    assert_eq!(with_alerts.len(), 6, "{with_alerts:?}");
+    // The alerts-only feed: those records only, decoded the same, and it reaches the end.
+    let mut feed = e.feed(1).unwrap().alerts_only();
+    let mut got = Vec::new();
+    while feed.next_seq() <= last {
+        got.extend(feed.next_batch(1000, Duration::from_secs(5)).unwrap());
+    }
+    assert_eq!(got.iter().map(|ev| ev.seq).collect::<Vec<_>>(), with_alerts);
+    for ev in &got {
+        assert_eq!(Some(ev), all.iter().find(|a| a.seq == ev.seq));
+    }
+    // In the log, a movement record is of the alerts type exactly when it raises alerts.
+    e.halt();
+    let mut types = Vec::new();
+    for (_, path) in engine::wal::segment::list_segments(&dir.path().join("wal")).unwrap() {
+        let data = std::fs::read(&path).unwrap();
+        for rec in engine::wal::segment::RecordIter::new(&data) {
+            let h = rec.unwrap().header;
+            types.push((h.seq, h.record_type));
+        }
+    }
+    let expected: Vec<(Seq, u8)> = all
+        .iter()
+        .map(|ev| {
+            let t = if ev.record.effects.alerts.is_empty() {
+                engine::wal::format::RECORD_TYPE_MOVEMENT
+            } else {
+                engine::wal::format::RECORD_TYPE_MOVEMENT_ALERTS
+            };
+            (ev.seq, t)
+        })
+        .collect();
+    assert_eq!(types, expected);
+}
