@@ -153,6 +153,11 @@ pub struct Args {
     /// Send this many operations (checkouts count once) instead of running for --duration.
     #[arg(long, value_name = "N", help_heading = "Load")]
     pub operations: Option<u64>,
+    /// First send the same load this long without measuring it (a warm-up), then measure.
+    /// An engine that has just started still grows its tables (idempotency keys, holds): the
+    /// warm-up shows the steady state a long-running engine is in. Verification covers both.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Load")]
+    pub warmup: Duration,
     /// Threads of the load generator's runtime (1 = a single-threaded runtime).
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Load")]
     pub threads: usize,

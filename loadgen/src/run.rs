@@ -48,6 +48,8 @@ pub struct WorkloadInfo {
     pub mode: String,
     pub rate: Option<f64>,
     pub duration_s: f64,
+    /// Seconds of unmeasured load sent before the measured phases (`--warmup`).
+    pub warmup_s: f64,
     pub operations: Option<u64>,
 }
 
@@ -237,7 +239,6 @@ async fn run_on<T: Target>(
         allocations_start = allocations_start.or_else(|| Some(planned_allocations(plan)));
     }
     let position = target.position().await.map_err(e)?;
-    let syncs_before = target.sync_counters().await;
 
     let ledger = Arc::new(Ledger::with_units(catalogue.level_count(), units.as_ref().map(|u| u.1.clone())));
     let generator =
@@ -265,9 +266,35 @@ async fn run_on<T: Target>(
         })
     };
 
+    let mode_name = |m: Mode| if m == Mode::Closed { "closed" } else { "open" };
+    if !args.warmup.is_zero() {
+        // The same load as the first measured phase (for --find-max: its first step's rate).
+        let mode = match (args.rate, args.find_max) {
+            (Some(r), _) => Mode::Open { movements_per_s: r },
+            (None, true) => Mode::Open { movements_per_s: FIND_MAX_START },
+            (None, false) => Mode::Closed,
+        };
+        let phase = Phase {
+            label: format!("{} warm-up (not measured)", args.label),
+            mode,
+            duration: Some(args.warmup),
+            operations: None,
+        };
+        let (rec, elapsed) = run.phase(&phase).await;
+        let warm = PhaseReport::new(&phase.label, mode_name(mode), args.rate, elapsed, &rec);
+        eprintln!(
+            "warm-up: {} movements in {:.1} s ({} mv/s, p99 {} ms, {} errors), not counted in the report",
+            thousands(warm.movements),
+            elapsed.as_secs_f64(),
+            thousands(warm.movements_per_s as u64),
+            crate::stats::ms(warm.p99_us()),
+            warm.errors
+        );
+    }
+    let syncs_before = target.sync_counters().await;
+
     let mut phases = Vec::new();
     let mut find_max = None;
-    let mode_name = |m: Mode| if m == Mode::Closed { "closed" } else { "open" };
     if args.find_max {
         let bound_us = (args.p99_max_ms * 1000.0) as u64;
         let mut rate = args.rate.unwrap_or(FIND_MAX_START);
@@ -465,6 +492,7 @@ async fn run_on<T: Target>(
             mode: if args.find_max { "find-max".into() } else { mode_name(phases_mode(args)).into() },
             rate: args.rate,
             duration_s: args.duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
             operations: args.operations,
         },
         machine: MachineInfo {
@@ -522,7 +550,7 @@ impl Report {
         s += &format!("logic: {}\n", t.logic);
         let w = &self.workload;
         s += &format!(
-            "workload: seed {}, {} levels, zipf {}{}, mix {}, batch {}, {} connections, concurrency {}\n",
+            "workload: seed {}, {} levels, zipf {}{}, mix {}, batch {}, {} connections, concurrency {}{}\n",
             w.seed,
             thousands(w.levels as u64),
             w.catalogue.zipf_exponent,
@@ -530,7 +558,8 @@ impl Report {
             w.mix_text,
             w.batch,
             w.connections,
-            w.concurrency
+            w.concurrency,
+            if w.warmup_s > 0.0 { format!(", after {} s of warm-up", w.warmup_s) } else { String::new() }
         );
         let la = |l: Option<[f64; 3]>| l.map_or("?".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
         s += &format!(

@@ -70,6 +70,8 @@ struct Inner {
     log: Arc<LogShared>,
     hold_counter: AtomicU64,
     guards: DashMap<u128, KeyGuard, ahash::RandomState>,
+    /// Scans of `guards` by `prune_guards` so far.
+    guard_prunes: AtomicU64,
     checkpoint_lock: Mutex<()>,
     /// Barriers are sent to all shards under this lock, so that two never cross.
     barrier_lock: Mutex<()>,
@@ -597,6 +599,7 @@ impl Engine {
             log,
             hold_counter: AtomicU64::new(recovered.hold_counter),
             guards,
+            guard_prunes: AtomicU64::new(0),
             checkpoint_lock: Mutex::new(()),
             barrier_lock: Mutex::new(()),
             wal_dir,
@@ -798,6 +801,11 @@ impl Engine {
     /// Number of idempotency keys the engine-wide guard holds.
     pub fn key_guard_count(&self) -> usize {
         self.inner.guards.len()
+    }
+
+    /// How many times the guards were scanned for pruning (each scan visits every guard).
+    pub fn key_guard_prunes(&self) -> u64 {
+        self.inner.guard_prunes.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -1194,6 +1202,7 @@ impl Inner {
             .max(oldest_kept.unwrap_or(Millis::MAX))
             .min(self.config.clock.now().saturating_sub(GUARD_AGE_MIN_MS));
         self.guards.retain(|_, g| g.seen_at >= cutoff);
+        self.guard_prunes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -1217,14 +1226,19 @@ impl<T> OneshotRx<T> {
 fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
     let mut last_checkpoint = Instant::now();
     let mut last_prune = Instant::now();
+    let mut guards_after_prune = 0;
     let mut log_bytes_at_checkpoint = 0;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(inner.config.expire_interval) {
         inner.expire();
-        let guards_over =
-            inner.guards.len() as u64 > inner.config.idempotency_keys_max + inner.config.idempotency_keys_max / 8;
+        // Over the bound by an eighth, and by another eighth since the last prune: a prune scans
+        // every guard, and guards under a minute old stay, so at a high rate a prune right after
+        // another would scan millions of guards and remove none.
+        let (guards, slack) = (inner.guards.len() as u64, (inner.config.idempotency_keys_max / 8).max(1));
+        let guards_over = guards > inner.config.idempotency_keys_max + slack && guards >= guards_after_prune + slack;
         if last_prune.elapsed() >= inner.config.key_guard_prune_interval || guards_over {
             inner.prune_guards();
             last_prune = Instant::now();
+            guards_after_prune = inner.guards.len() as u64;
         }
         let log_bytes = inner.log.bytes_written.load(Ordering::Relaxed);
         if last_checkpoint.elapsed() >= inner.config.checkpoint_interval

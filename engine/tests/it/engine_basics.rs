@@ -144,6 +144,37 @@ fn concurrent_sells_of_100_units_from_many_threads_exactly_100_win() {
 }
 
 #[test]
+fn guards_over_the_bound_but_under_a_minute_old_are_not_scanned_again_and_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _clock) = config(dir.path(), 2);
+    c.idempotency_keys_max = 8; // over the bound past 9 guards; another scan after 1 more
+    c.expire_interval = std::time::Duration::from_millis(2);
+    c.key_guard_prune_interval = std::time::Duration::from_secs(3600);
+    let e = engine::runtime::Engine::open(c).unwrap();
+    e.execute_one(receive("A", "dc", 1000));
+    for i in 0..30 {
+        e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
+    }
+    // The clock stands still: every guard is under a minute old, so no prune can remove one.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (prunes, guards) = (e.key_guard_prunes(), e.key_guard_count());
+    assert_eq!(guards, 30);
+    assert!((1..=22).contains(&prunes), "{prunes} scans for 30 guards");
+    // No new guard: no new scan, however many housekeeping rounds go by (about 100 here).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(e.key_guard_prunes(), prunes);
+    // Another eighth of the bound (1 guard) more: one scan more.
+    e.execute_one(sell(Some("k30"), "A", "dc", 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.key_guard_prunes() == prunes {
+        assert!(std::time::Instant::now() < deadline, "no scan after a new guard");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(e.key_guard_prunes(), prunes + 1);
+}
+
+#[test]
 fn idempotency_keys_are_bounded_by_count_and_forgotten_after_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let (mut c, clock) = config(dir.path(), 2);

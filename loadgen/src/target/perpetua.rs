@@ -464,7 +464,14 @@ impl Target for Perpetua {
         if end <= from {
             return Ok(Some(check));
         }
-        let mut sub = client.subscribe(from + 1, FeedFilter::All).await.map_err(err)?;
+        // A long run outlives the log's retention: check what is still kept.
+        let mut sub = match client.subscribe(from + 1, FeedFilter::All).await {
+            Err(ClientError::FeedTruncated { oldest_available }) => {
+                check.complete = false;
+                client.subscribe(oldest_available, FeedFilter::All).await.map_err(err)?
+            }
+            r => r.map_err(err)?,
+        };
         let mut read = 0u64;
         // Complex inventory: the channel sales at the allocated levels, for the replay.
         let allocated = self.inner.units.as_ref().map(|u| &u.0).filter(|p| !p.allocations().is_empty());
@@ -473,6 +480,10 @@ impl Target for Perpetua {
         let mut line = crate::stats::ProgressLine::default();
         'feed: loop {
             let batch = match tokio::time::timeout(FEED_WAIT, sub.next()).await {
+                Ok(Err(ClientError::FeedTruncated { .. })) => {
+                    check.complete = false;
+                    break;
+                }
                 Ok(b) => b.map_err(err)?,
                 Err(_) => {
                     check.complete = false;
