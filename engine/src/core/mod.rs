@@ -2,10 +2,12 @@
 //! and effects out. No file, no clock, no thread (see `docs/ARCHITECTURE.md`).
 
 mod interner;
+mod key_log;
 mod kits;
 mod shard;
 mod types;
 
+pub use key_log::KeysSnapshot;
 pub use kits::{expand_kit_lines, kit_level};
 pub use shard::{
     body_hash, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord, ShardSnapshot, ShardState,

@@ -6,10 +6,11 @@
 //! (replay of the log) and the model tests all run this same code.
 
 use super::interner::Interner;
+use super::key_log::{KeyEntry, KeyLog, KeysSnapshot};
 use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 const NONE: Qty = -1;
 /// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
@@ -176,14 +177,6 @@ const NO_CHANNEL: u32 = u32::MAX;
 /// Level flag: the level has an entry in `ShardState::extras`.
 const FLAG_EXTRAS: u8 = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct KeyEntry {
-    body_hash: u64,
-    seen_at: Millis,
-    seq: Seq,
-    outcome: Outcome,
-}
-
 /// What `apply` did with a movement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -219,7 +212,8 @@ pub struct ShardState {
     holds: AHashMap<HoldId, Hold>,
     hold_expiry: BTreeSet<(Millis, HoldId)>,
     keys: AHashMap<u128, KeyEntry>,
-    key_order: VecDeque<(Millis, u128)>,
+    /// The same keys in arrival order, for expiry and checkpoints.
+    key_order: KeyLog,
     /// Level views given back by `recycle`, reused by the next effects (not state).
     spare_views: Vec<LevelView>,
     /// The same for lot views.
@@ -414,8 +408,9 @@ impl ShardState {
         let outcome = self.apply_kind(now, seq, movement, fx);
         debug_assert!(outcome.is_ok() || fx.levels.len() == levels_before, "a rejection changed a level");
         if let Some(k) = key {
-            self.keys.insert(k, KeyEntry { body_hash, seen_at: now, seq, outcome });
-            self.key_order.push_back((now, k));
+            let entry = KeyEntry { body_hash, seen_at: now, seq, outcome };
+            self.keys.insert(k, entry);
+            self.key_order.push_back(k, entry);
         }
         self.record(seq, outcome)
     }
@@ -562,7 +557,7 @@ impl ShardState {
                 if budget > 0 {
                     self.expire_lots(*holds_expired_by, budget, fx);
                 }
-                while let Some(&(seen_at, k)) = self.key_order.front() {
+                while let Some(&(k, KeyEntry { seen_at, .. })) = self.key_order.front() {
                     if seen_at >= *keys_seen_before && self.key_order.len() as u64 <= *keys_max {
                         break;
                     }
@@ -1693,7 +1688,7 @@ impl ShardState {
             || self.lot_warnings_due.first().is_some_and(|&(at, _, _)| at <= holds_expired_by)
             || self.committed_split_holds.first().is_some_and(|&(at, _)| at + COMMITTED_KEEP_MILLIS <= holds_expired_by)
             || self.key_order.len() as u64 > keys_max
-            || self.key_order.front().is_some_and(|&(seen, _)| seen < keys_seen_before)
+            || self.key_order.front().is_some_and(|(_, e)| e.seen_at < keys_seen_before)
     }
 
     /// Idempotency keys remembered: (key hash, body hash, seen at, hold id if the outcome was one).
@@ -1709,7 +1704,7 @@ impl ShardState {
 
     /// When the oldest idempotency key still remembered was first seen.
     pub fn oldest_key_seen_at(&self) -> Option<Millis> {
-        self.key_order.front().map(|&(seen_at, _)| seen_at)
+        self.key_order.front().map(|(_, e)| e.seen_at)
     }
 
     /// Number of idempotency keys remembered.
@@ -1789,9 +1784,13 @@ impl ShardState {
 
     /// A complete copy of the state, in a stable serde shape (see `docs/wal.md`).
     pub fn snapshot(&self) -> ShardSnapshot {
-        let mut levels: Vec<LevelRecord> = self
-            .slots()
-            .map(|(s, l, slot)| {
+        // Ordered by names first (sorting small tuples, not the records), then copied out.
+        let mut order: Vec<(&str, &str, u32, u32, u32)> =
+            self.slots().map(|(s, l, slot)| (self.skus.name(s), self.locations.name(l), s, l, slot)).collect();
+        order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let levels: Vec<LevelRecord> = order
+            .into_iter()
+            .map(|(_, _, s, l, slot)| {
                 let x = self.extras.get(&slot);
                 LevelRecord {
                     sku: self.skus.name(s).to_owned(),
@@ -1819,7 +1818,6 @@ impl ShardState {
                 }
             })
             .collect();
-        levels.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         let mut holds: Vec<HoldRecord> = self
             .holds
             .iter()
@@ -1844,7 +1842,7 @@ impl ShardState {
             })
             .collect();
         holds.sort_by_key(|h| h.id);
-        let keys = self.key_order.iter().map(|&(_, k)| (k, self.keys[&k])).collect();
+        let keys = self.key_order.snapshot();
         let mut sku_settings: Vec<(String, SkuSettings)> =
             self.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())).collect();
         sku_settings.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1934,8 +1932,8 @@ impl ShardState {
             let channel = if h.channel.is_empty() { NO_CHANNEL } else { s.channels.intern(&h.channel) };
             s.holds.insert(h.id, Hold { expires_at: h.expires_at, channel, lines });
         }
-        for (k, e) in snap.keys {
-            s.key_order.push_back((e.seen_at, k));
+        for &(k, e) in snap.keys.iter() {
+            s.key_order.push_back(k, e);
             s.keys.insert(k, e);
         }
         for v in snap.serials {
@@ -2021,7 +2019,7 @@ pub struct ShardSnapshot {
     pub last_seq: Seq,
     pub levels: Vec<LevelRecord>,
     pub holds: Vec<HoldRecord>,
-    keys: Vec<(u128, KeyEntry)>,
+    keys: KeysSnapshot,
     sku_settings: Vec<(String, SkuSettings)>,
     lot_expiry: Vec<(String, String, Millis)>,
     serials: Vec<SerialView>,
