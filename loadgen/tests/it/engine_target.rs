@@ -46,6 +46,72 @@ async fn a_short_closed_loop_run_against_stockd_passes_verification() {
     server.shutdown().await.unwrap();
 }
 
+/// A warm-up sends load that the report leaves out and the verification keeps in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_is_sent_verified_and_left_out_of_the_measurements() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path()).await;
+    let addr = server.local_addr().to_string();
+    let data_dir = dir.path().to_str().unwrap();
+    let seeded = args(&["--server", &addr, "--data-dir", data_dir, "--operations", "1", "--no-verify"]);
+    execute(seeded).await.expect("the seeding run completes");
+    let before = server.engine().stats().durable_seq;
+    let a = args(&[
+        "--server",
+        &addr,
+        "--data-dir",
+        data_dir,
+        "--no-seed",
+        "--operations",
+        "500",
+        "--warmup",
+        "1s",
+        "--concurrency",
+        "16",
+    ]);
+    let report = execute(a).await.expect("the run completes");
+    assert!(report.passed(), "{}", report.render());
+    assert_eq!(report.workload.warmup_s, 1.0);
+    assert!(report.render().contains("after 1 s of warm-up"), "{}", report.render());
+    assert_eq!(report.phases.len(), 1);
+    let measured = report.phases[0].movements;
+    let log = report.log.as_ref().expect("log counters");
+    // The engine logged the warm-up too (a second of 16 clients: thousands of movements), but the
+    // log counters and the phase cover only what came after it.
+    let logged = server.engine().stats().durable_seq - before;
+    assert!(logged > log.records + 1000, "logged {logged}, after the warm-up {}", log.records);
+    assert!(
+        measured >= 500 && measured <= log.records,
+        "measured {measured}, logged after the warm-up {}",
+        log.records
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// A run that outlives the log's retention still checks the change feed, from the oldest record
+/// kept, and says the check is partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_check_goes_on_from_what_retention_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = engine::server::ServerConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = None;
+    config.engine.shards = 2;
+    config.engine.segment_bytes_max = 64 << 10;
+    config.engine.log_retention_bytes = 0;
+    config.engine.checkpoint_log_bytes = 256 << 10; // a checkpoint (and pruning) every 256 KiB
+    let server = engine::server::Server::start(config).await.expect("stockd starts");
+    let addr = server.local_addr().to_string();
+    let data_dir = dir.path().to_str().unwrap();
+    let a = args(&["--server", &addr, "--data-dir", data_dir, "--operations", "6000", "--concurrency", "16"]);
+    let report = execute(a).await.expect("the run completes");
+    assert!(report.passed(), "{}", report.render());
+    let h = report.verification.as_ref().unwrap().history.as_ref().expect("the change feed was checked");
+    assert!(!h.complete, "the log was pruned under the run: {h:?}");
+    assert!(h.takes_checked > 0 && h.violations == 0, "{h:?}");
+    server.shutdown().await.unwrap();
+}
+
 /// Open loop at a modest rate on a flash sale: the schedule is kept (nothing missed), latency
 /// counts from the intended send times, and the hot levels sell out without an oversell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
