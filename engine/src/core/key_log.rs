@@ -30,7 +30,8 @@ pub(crate) type Keyed = (u128, KeyEntry);
 /// checkpoint of millions of keys holds few `Arc`s.
 const CHUNK: usize = 16_384;
 
-/// The keys of one shard in arrival order.
+/// The keys of one shard in arrival order. Each entry has a position that never changes (the
+/// number of entries pushed before it), by which the shard's key map finds it.
 #[derive(Default)]
 pub(crate) struct KeyLog {
     /// Full chunks, frozen.
@@ -40,6 +41,8 @@ pub(crate) struct KeyLog {
     /// Entries already gone from the first chunk (`full[0]`, or `tail` when `full` is empty).
     head_gone: usize,
     len: usize,
+    /// Entries popped so far: the position of the front.
+    popped: u64,
 }
 
 impl KeyLog {
@@ -47,7 +50,8 @@ impl KeyLog {
         self.len
     }
 
-    pub fn push_back(&mut self, key: u128, entry: KeyEntry) {
+    /// Appends an entry; returns its position.
+    pub fn push_back(&mut self, key: u128, entry: KeyEntry) -> u64 {
         if self.tail.capacity() == 0 {
             self.tail.reserve_exact(CHUNK);
         }
@@ -57,6 +61,23 @@ impl KeyLog {
             let chunk = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK));
             self.full.push_back(Arc::new(chunk));
         }
+        self.popped + self.len as u64 - 1
+    }
+
+    /// The entry at `position`, if it is still in.
+    pub fn get(&self, position: u64) -> Option<&Keyed> {
+        let p = usize::try_from(position.checked_sub(self.popped)?).ok().filter(|&p| p < self.len)?;
+        // Every full chunk holds CHUNK entries; the first has lost `head_gone` of them.
+        let offset = self.head_gone + p;
+        match self.full.get(offset / CHUNK) {
+            Some(chunk) => chunk.get(offset % CHUNK),
+            None => self.tail.get(offset - self.full.len() * CHUNK),
+        }
+    }
+
+    /// Every entry, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Keyed> + '_ {
+        (0..self.len as u64).filter_map(move |p| self.get(self.popped + p))
     }
 
     /// The oldest key.
@@ -73,6 +94,7 @@ impl KeyLog {
             return;
         }
         self.len -= 1;
+        self.popped += 1;
         self.head_gone += 1;
         match self.full.front() {
             Some(chunk) if self.head_gone == chunk.len() => {
@@ -183,7 +205,7 @@ mod tests {
         ];
         for (pushes, pops) in runs {
             for _ in 0..pushes {
-                log.push_back(next as u128, entry(next));
+                assert_eq!(log.push_back(next as u128, entry(next)), next);
                 plain.push_back((next as u128, entry(next)));
                 next += 1;
             }
@@ -193,6 +215,15 @@ mod tests {
             }
             assert_eq!(log.len(), plain.len());
             assert_eq!(log.front(), plain.front());
+            // Positions: the front's is the number popped; those before it and past the back
+            // are gone or not yet there.
+            let front = next - plain.len() as u64;
+            for (i, e) in plain.iter().enumerate() {
+                assert_eq!(log.get(front + i as u64), Some(e));
+            }
+            assert_eq!(log.get(next), None);
+            assert_eq!(front.checked_sub(1).and_then(|p| log.get(p)), None);
+            assert!(log.iter().eq(plain.iter()));
             let snap = log.snapshot();
             assert_eq!(snap.len(), plain.len());
             snapshots.push((snap, plain.iter().copied().collect()));

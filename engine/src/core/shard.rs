@@ -211,8 +211,9 @@ pub struct ShardState {
     levels: Vec<Level>,
     holds: AHashMap<HoldId, Hold>,
     hold_expiry: BTreeSet<(Millis, HoldId)>,
-    keys: AHashMap<u128, KeyEntry>,
-    /// The same keys in arrival order, for expiry and checkpoints.
+    /// Idempotency keys by key hash: their positions in `key_order`.
+    keys: AHashMap<u128, u64>,
+    /// The keys' entries in arrival order, for expiry and checkpoints.
     key_order: KeyLog,
     /// Level views given back by `recycle`, reused by the next effects (not state).
     spare_views: Vec<LevelView>,
@@ -396,7 +397,7 @@ impl ShardState {
             Ok(()) => movement.key.as_deref().map(key_hash),
         };
         if let Some(k) = key {
-            if let Some(entry) = self.keys.get(&k) {
+            if let Some((_, entry)) = self.keys.get(&k).and_then(|&at| self.key_order.get(at)) {
                 return if entry.body_hash == body_hash {
                     Applied::Retry { seq: entry.seq, outcome: entry.outcome }
                 } else {
@@ -409,8 +410,8 @@ impl ShardState {
         debug_assert!(outcome.is_ok() || fx.levels.len() == levels_before, "a rejection changed a level");
         if let Some(k) = key {
             let entry = KeyEntry { body_hash, seen_at: now, seq, outcome };
-            self.keys.insert(k, entry);
-            self.key_order.push_back(k, entry);
+            let at = self.key_order.push_back(k, entry);
+            self.keys.insert(k, at);
         }
         self.record(seq, outcome)
     }
@@ -1693,7 +1694,7 @@ impl ShardState {
 
     /// Idempotency keys remembered: (key hash, body hash, seen at, hold id if the outcome was one).
     pub fn key_guards(&self) -> impl Iterator<Item = (u128, u64, Millis, Option<HoldId>)> + '_ {
-        self.keys.iter().map(|(k, e)| {
+        self.key_order.iter().map(|(k, e)| {
             let hold = match e.outcome {
                 Ok(Detail::Hold(h)) => Some(h),
                 _ => None,
@@ -1933,8 +1934,8 @@ impl ShardState {
             s.holds.insert(h.id, Hold { expires_at: h.expires_at, channel, lines });
         }
         for &(k, e) in snap.keys.iter() {
-            s.key_order.push_back(k, e);
-            s.keys.insert(k, e);
+            let at = s.key_order.push_back(k, e);
+            s.keys.insert(k, at);
         }
         for v in snap.serials {
             let key = (s.skus.intern(&v.sku), s.serial_names.intern(&v.serial));

@@ -1,6 +1,6 @@
 //! Short runs against a real `stockd` started in-process on loopback.
 
-use crate::{args, slow_tests, start_server};
+use crate::{args, slow_tests, start_server, start_server_with};
 use loadgen::run::execute;
 
 /// Closed loop, batches of 4, a fixed number of operations with the whole mix: the run passes
@@ -93,14 +93,12 @@ async fn a_warm_up_is_sent_verified_and_left_out_of_the_measurements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_check_goes_on_from_what_retention_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = engine::server::ServerConfig::new(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.metrics_listen = None;
-    config.engine.shards = 2;
-    config.engine.segment_bytes_max = 64 << 10;
-    config.engine.log_retention_bytes = 0;
-    config.engine.checkpoint_log_bytes = 256 << 10; // a checkpoint (and pruning) every 256 KiB
-    let server = engine::server::Server::start(config).await.expect("stockd starts");
+    let server = start_server_with(dir.path(), |config| {
+        config.engine.segment_bytes_max = 64 << 10;
+        config.engine.log_retention_bytes = 0;
+        config.engine.checkpoint_log_bytes = 256 << 10; // a checkpoint (and pruning) every 256 KiB
+    })
+    .await;
     let addr = server.local_addr().to_string();
     let data_dir = dir.path().to_str().unwrap();
     let a = args(&["--server", &addr, "--data-dir", data_dir, "--operations", "6000", "--concurrency", "16"]);

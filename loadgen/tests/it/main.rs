@@ -35,9 +35,15 @@ pub fn slow_tests() -> bool {
 
 /// A `stockd` in-process on a free loopback port, 2 shards, no metrics listener.
 pub async fn start_server(dir: &std::path::Path) -> Server {
+    start_server_with(dir, |_| {}).await
+}
+
+/// [`start_server`] with settings changed by `change`.
+pub async fn start_server_with(dir: &std::path::Path, change: impl FnOnce(&mut ServerConfig)) -> Server {
     let mut config = ServerConfig::new(dir);
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = None;
     config.engine.shards = 2;
+    change(&mut config);
     Server::start(config).await.expect("stockd starts")
 }
