@@ -19,72 +19,20 @@
 # CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-OUT="${OUT:-$ROOT/benches/results/complex-$(date +%Y%m%d-%H%M%S)}"
-ROUNDS="${ROUNDS:-2}"
-DURATION="${DURATION:-20s}"
-SKUS="${SKUS:-100000}"
-LOCATIONS="${LOCATIONS:-4}"
-SCENARIOS="${SCENARIOS:-single batch100}"
-BASE_BIN="${BASE_BIN:-}"
-VARIANTS="${VARIANTS:-$([[ -n "$BASE_BIN" ]] && echo "base std lots4" || echo "std lots4")}"
-mkdir -p "$OUT"
-WORK="$(mktemp -d /tmp/perpetua-complex.XXXXXX)"
-STOCKD_PID=""
-log() { printf '[complex] %s\n' "$*" >&2; }
-cleanup() {
-  [[ -n "$STOCKD_PID" ]] && kill "$STOCKD_PID" 2>/dev/null && wait "$STOCKD_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-log "building release binaries (stockd, stock-loadgen)"
-timeout 3600 cargo build --release -q -p perpetua-engine --bin stockd -p perpetua-loadgen --bin stock-loadgen
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
+BENCH=complex
+DEFAULT_SCENARIOS="single batch100"
+DEFAULT_VARIANTS="std lots4"
+BASE_VARIANTS="base std lots4"
 scenario_flags() {
   case "$1" in
     single) echo "--batch 1 --concurrency 1024" ;;
     batch100) echo "--batch 100 --concurrency 64" ;;
-    *) log "unknown scenario $1"; exit 2 ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
-
-# run VARIANT SCENARIO ROUND
-run() {
-  local variant="$1" scenario="$2" round="$3" bin="${CARGO_TARGET_DIR:-$ROOT/target}/release" extra=""
-  [[ "$variant" == base ]] && bin="$BASE_BIN"
-  [[ "$variant" == lots4 ]] && extra="--lots 4"
-  local name="$scenario-$variant-$round" port dir
-  port="$(free_port)"
-  dir="$WORK/$name"
-  "$bin/stockd" --listen "127.0.0.1:$port" --data-dir "$dir" --metrics-listen off --fsync always >"$OUT/$name.stockd.log" 2>&1 &
-  STOCKD_PID=$!
-  for _ in $(seq 150); do grep -qs "listening on" "$OUT/$name.stockd.log" && break; sleep 0.2; done
-  log "run $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  # shellcheck disable=SC2046
-  if ! timeout -k 15 900 "$bin/stock-loadgen" --quiet --label "$name" --json "$OUT/$name.json" --server "127.0.0.1:$port" \
-      --data-dir "$dir" --server-pid "$STOCKD_PID" --connections 4 --skus "$SKUS" --locations "$LOCATIONS" --seed 42 \
-      --duration "$DURATION" $(scenario_flags "$scenario") $extra >"$OUT/$name.txt" 2>"$OUT/$name.err"; then
-    log "run $name FAILED: see $OUT/$name.err"
-  fi
-  kill "$STOCKD_PID" 2>/dev/null; wait "$STOCKD_PID" 2>/dev/null || true
-  STOCKD_PID=""
-  rm -rf "$dir"
-}
-
-for round in $(seq "$ROUNDS"); do
-  for scenario in $SCENARIOS; do
-    for variant in $VARIANTS; do
-      run "$variant" "$scenario" "$round"
-    done
-  done
-done
-
+variant_flags() { [[ "$1" == lots4 ]] && echo "--lots 4" || true; }
+# shellcheck source=benches/variants.sh
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"
 python3 - "$OUT" "$ROUNDS" "$SCENARIOS" "$VARIANTS" <<'EOF'
 import json, os, sys
 out, rounds, scenarios, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
