@@ -10,8 +10,8 @@ mod types;
 pub use key_log::KeysSnapshot;
 pub use kits::{expand_kit_lines, kit_level};
 pub use shard::{
-    body_hash, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord, ShardSnapshot, ShardState,
-    EXPIRE_HOLDS_MAX, ORDER_QTY_MAX,
+    body_hash, body_hash_of_bytes, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord,
+    ShardSnapshot, ShardState, EXPIRE_HOLDS_MAX, ORDER_QTY_MAX,
 };
 pub use types::*;
 

@@ -338,6 +338,49 @@ impl Request {
     }
 }
 
+/// The [`crate::core::body_hash`] of each movement of a submission, taken from its bytes as they
+/// came (the hash is of the movement's postcard encoding, so its own bytes give it without
+/// encoding it again). A reservation sent with a hold id other than 0 is hashed in its client form
+/// (hold 0) by encoding it again.
+pub type BodyHashes = Vec<u64>;
+
+impl Request {
+    /// [`Request::decode`], and for a submission the body hash of each movement (see
+    /// [`BodyHashes`]); `None` for any other request. Errors are those of [`Request::decode`].
+    pub fn decode_hashed(payload: &[u8]) -> Result<(Request, Option<BodyHashes>), DecodeError> {
+        match decode_submit_hashed(payload) {
+            Some((id, movements, hashes)) => {
+                Ok((Request { id, body: RequestBody::Submit { movements } }, Some(hashes)))
+            }
+            None => Request::decode(payload).map(|r| (r, None)),
+        }
+    }
+}
+
+/// A well-formed submission: its id, movements and their body hashes; `None` for anything else
+/// (another request, or a malformed one: the general decoder then says what is wrong).
+fn decode_submit_hashed(payload: &[u8]) -> Option<(u64, Vec<Movement>, BodyHashes)> {
+    let (id, rest) = postcard::take_from_bytes::<u64>(payload).ok()?;
+    let (variant, rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
+    if variant != SUBMIT_VARIANT {
+        return None;
+    }
+    let (count, mut rest) = postcard::take_from_bytes::<u64>(rest).ok()?;
+    // Every movement takes more than one byte: a count beyond the bytes left is malformed.
+    let count = usize::try_from(count).ok().filter(|&n| n <= rest.len())?;
+    let mut movements = Vec::with_capacity(count);
+    let mut hashes = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (movement, after) = postcard::take_from_bytes::<Movement>(rest).ok()?;
+        let sent_hold = matches!(movement.kind, crate::core::MovementKind::Reserve { hold, .. } if hold != 0);
+        let bytes = &rest[..rest.len() - after.len()];
+        hashes.push(if sent_hold { crate::core::body_hash(&movement) } else { crate::core::body_hash_of_bytes(bytes) });
+        movements.push(movement);
+        rest = after;
+    }
+    rest.is_empty().then_some((id, movements, hashes))
+}
+
 impl Response {
     pub fn decode(payload: &[u8]) -> Result<Response, DecodeError> {
         decode_with_id(payload, "response").map(|(id, body)| Response { id, body })
@@ -605,6 +648,80 @@ mod tests {
         assert!(Request::decode(&f[4..5]).is_err());
         assert!(Request::decode(&[]).is_err());
         assert_eq!(peek_id(&f[4..]), Some(1));
+    }
+
+    #[test]
+    fn a_submission_decodes_with_the_body_hash_of_each_movement() {
+        let line = |sku: &str| Line {
+            sku: sku.into(),
+            location: "dc".into(),
+            qty: 2,
+            unit_price: Some(150),
+            units: Units::ANY,
+            kit: None,
+        };
+        let movement = |key: Option<&str>, kind: MovementKind| Movement {
+            key: key.map(Into::into),
+            channel: "web".into(),
+            reference: Some("order-7".into()),
+            occurred_at: Some(1_700_000_000_000),
+            kind,
+        };
+        let reserve = |hold| MovementKind::Reserve { hold, lines: vec![line("A"), line("B")], expires_at: 99 };
+        let movements = vec![
+            movement(Some("k1"), reserve(0)),
+            // A hold id sent by a client is not part of the body: hashed as 0.
+            movement(Some("k2"), reserve(123_456)),
+            movement(None, MovementKind::Commit { hold: 7 }),
+            movement(
+                Some("k3"),
+                MovementKind::Count { sku: "A".into(), location: "dc".into(), counted: 4, units: Units::lot("L1") },
+            ),
+        ];
+        let frame = frame_of(5, &RequestBody::Submit { movements: movements.clone() });
+        let (request, hashes) = Request::decode_hashed(&frame[FRAME_HEADER_LEN..]).unwrap();
+        assert_eq!(request, Request { id: 5, body: RequestBody::Submit { movements: movements.clone() } });
+        let expected: Vec<u64> = movements.iter().map(body_hash).collect();
+        assert_eq!(hashes, Some(expected.clone()));
+        assert_eq!(expected[1], body_hash(&movement(Some("k2"), reserve(0))));
+        assert_ne!(expected[0], expected[1]); // the keys differ
+
+        // Anything else decodes as usual, without hashes; malformed submissions fail as usual.
+        let status = frame_of(6, &RequestBody::Status);
+        assert_eq!(Request::decode_hashed(&status[4..]).unwrap(), (Request { id: 6, body: RequestBody::Status }, None));
+        let mut long = frame[4..].to_vec();
+        long.push(0);
+        assert_eq!(Request::decode_hashed(&long).unwrap_err(), Request::decode(&long).unwrap_err());
+        let short = &frame[4..frame.len() - 1];
+        assert_eq!(Request::decode_hashed(short).unwrap_err(), Request::decode(short).unwrap_err());
+        // A count of movements beyond the bytes left (id 1, submit, 200 movements, 1 byte).
+        let absurd = [1, 1, 0xc8, 0x01, 0];
+        assert_eq!(Request::decode_hashed(&absurd).unwrap_err(), Request::decode(&absurd).unwrap_err());
+    }
+
+    /// The hash is of the bytes as sent: the same movement in longer (non-minimal) varints is
+    /// another body, so a retry must send the same bytes (what postcard encoders do).
+    #[test]
+    fn a_movement_sent_in_other_bytes_has_another_body_hash() {
+        let m = Movement {
+            key: Some("k".into()),
+            channel: "pos".into(),
+            reference: None,
+            occurred_at: Some(5),
+            kind: MovementKind::Release { hold: 9 },
+        };
+        let frame = frame_of(1, &RequestBody::Submit { movements: vec![m.clone()] });
+        let minimal = frame[FRAME_HEADER_LEN..].to_vec();
+        // occurred_at: Some(5) is `01 05`; `01 85 00` is 5 in a two-byte varint.
+        let at = minimal.windows(2).position(|w| w == [1, 5]).unwrap();
+        let mut longer = minimal[..at + 1].to_vec();
+        longer.extend_from_slice(&[0x85, 0x00]);
+        longer.extend_from_slice(&minimal[at + 2..]);
+        let (a, ha) = Request::decode_hashed(&minimal).unwrap();
+        let (b, hb) = Request::decode_hashed(&longer).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ha, Some(vec![body_hash(&m)]));
+        assert_ne!(ha, hb);
     }
 
     #[test]

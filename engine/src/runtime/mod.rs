@@ -141,7 +141,7 @@ impl Submission {
         let (mut results, commits) = finish(&self.inner, self.plans, parts);
         if !commits.is_empty() {
             let (at, movements): (Vec<usize>, Vec<Movement>) = commits.into_iter().unzip();
-            let committed = submit_on(&self.inner, movements).wait();
+            let committed = submit_on(&self.inner, movements, None).wait();
             finish_kit_sales(&mut results, at, committed);
         }
         results
@@ -153,7 +153,7 @@ impl Submission {
         let (mut results, commits) = finish(&self.inner, self.plans, parts);
         if !commits.is_empty() {
             let (at, movements): (Vec<usize>, Vec<Movement>) = commits.into_iter().unzip();
-            let committed = Box::pin(submit_on(&self.inner, movements).wait_async()).await;
+            let committed = Box::pin(submit_on(&self.inner, movements, None).wait_async()).await;
             finish_kit_sales(&mut results, at, committed);
         }
         results
@@ -227,7 +227,7 @@ fn finish_plan(inner: &Inner, plan: Plan, parts: &Option<Vec<MovementResult>>) -
     }
 }
 
-fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>) -> Submission {
+fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>, hashes: Option<Vec<u64>>) -> Submission {
     let n = inner.shards.len();
     let now = inner.config.clock.now();
     let mut per_shard: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
@@ -239,7 +239,7 @@ fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>) -> Submission {
         parts - 1
     };
     let failed = inner.log.failed.load(Ordering::Acquire);
-    for mut m in movements {
+    for (i, mut m) in movements.into_iter().enumerate() {
         if failed {
             plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::StorageFailure) }));
             continue;
@@ -258,7 +258,11 @@ fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>) -> Submission {
             *hold = 0; // the client form, for the body hash
         }
         let mut reuse_hold = 0;
-        let body_hash = if m.key.is_some() { body_hash(&m) } else { 0 };
+        let body_hash = match (&m.key, &hashes) {
+            (None, _) => 0,
+            (Some(_), Some(hashes)) => hashes[i],
+            (Some(_), None) => body_hash(&m),
+        };
         // Kits become their components here (the hash above is of the movement as sent).
         let mut kit_sale = false;
         if inner.kit_count.load(Ordering::Relaxed) > 0 {
@@ -649,7 +653,15 @@ impl Engine {
     /// Sends movements on their way; each is decided by its shard and acknowledged once durable.
     /// A reservation's `hold` is assigned here (whatever the caller put there).
     pub fn submit(&self, movements: Vec<Movement>) -> Submission {
-        submit_on(&self.inner, movements)
+        submit_on(&self.inner, movements, None)
+    }
+
+    /// [`Engine::submit`] with each movement's [`body_hash`] already known (one per movement, in
+    /// order; the server takes them from the bytes as they came). Movements without a key ignore
+    /// theirs.
+    pub fn submit_hashed(&self, movements: Vec<Movement>, body_hashes: Vec<u64>) -> Submission {
+        assert_eq!(movements.len(), body_hashes.len(), "one body hash per movement");
+        submit_on(&self.inner, movements, Some(body_hashes))
     }
 
     /// Submits and waits (blocking).

@@ -262,16 +262,16 @@ async fn serve_stream(ctx: Arc<ConnCtx>, mut send: quinn::SendStream, mut reader
                 match frame {
                     Ok(Some(payload)) => {
                         let started = Instant::now();
-                        let request = Request::decode(payload);
+                        let request = Request::decode_hashed(payload);
                         if !seen_frame {
                             seen_frame = true;
-                            if let Ok(Request { id, body: body @ RequestBody::Subscribe { .. } }) = request {
+                            if let Ok((Request { id, body: body @ RequestBody::Subscribe { .. } }, _)) = request {
                                 drop(sender);
                                 return subscribe(ctx, id, body, send, reader).await;
                             }
                         }
                         match request {
-                            Ok(req) => ctx.dispatch(req, started, &sender, &mut waiting),
+                            Ok((req, hashes)) => ctx.dispatch(req, hashes, started, &sender, &mut waiting),
                             Err(e) => ctx.reply_error(&sender, peek_id(payload).unwrap_or(0), ErrorCode::Malformed, e.to_string()),
                         }
                     }
@@ -389,7 +389,15 @@ impl ConnCtx {
     }
 
     /// Checks a request and starts it; its answer goes to `tx`.
-    fn dispatch(self: &Arc<Self>, req: Request, started: Instant, tx: &Tx, waiting: &mut Waiting) {
+    /// `hashes`: the body hash of each movement of a submission, from its bytes as they came.
+    fn dispatch(
+        self: &Arc<Self>,
+        req: Request,
+        hashes: Option<BodyHashes>,
+        started: Instant,
+        tx: &Tx,
+        waiting: &mut Waiting,
+    ) {
         let Request { id, body } = req;
         if let Err((code, message)) = self.check(&body) {
             return self.reply_error(tx, id, code, message);
@@ -418,7 +426,10 @@ impl ConnCtx {
                 for m in &movements {
                     self.metrics().movement(&m.kind);
                 }
-                let submission = engine.submit(movements);
+                let submission = match hashes {
+                    Some(hashes) => engine.submit_hashed(movements, hashes),
+                    None => engine.submit(movements),
+                };
                 waiting.push(Box::pin(async move {
                     Decided { id, started, _guard: guard, results: submission.wait_async().await }
                 }));

@@ -229,6 +229,43 @@ async fn a_batch_gets_one_outcome_per_movement_in_order() {
     assert_eq!(again, results[1..]);
 }
 
+/// The server hashes a movement from its bytes as they came; the engine, submitted in process,
+/// from its encoding. Both must give the same body hash, or a retry after a restart (or through
+/// another path) would be refused as a reuse of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_movement_sent_over_the_wire_has_the_body_hash_of_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let c = server.admin().await;
+    ok(&c.submit_one(&mv(None, receive("W", "dc", 10))).await.unwrap());
+    let sold = mv(Some("wire-sell"), sell("W", "dc", 2));
+    let held = mv(Some("wire-hold"), reserve("W", "dc", 3));
+    let first = c.submit(&[sold.clone(), held.clone()]).await.unwrap();
+    let hold = match ok(&first[1]) {
+        Detail::Hold(hold) => hold,
+        other => panic!("a hold, not {other:?}"),
+    };
+    // The same key with another body is refused over the wire too.
+    let other = c.submit_one(&mv(Some("wire-sell"), sell("W", "dc", 1))).await.unwrap();
+    assert_eq!(other.outcome, Err(Reason::IdempotencyMismatch));
+    drop(c);
+    server.stop();
+
+    let config = test_config(dir.path()).engine;
+    let (again, level) = tokio::task::spawn_blocking(move || {
+        let engine = engine::runtime::Engine::open(config).unwrap();
+        let again = engine.execute(vec![sold, held]);
+        (again, engine.level("W", "dc").map(|l| (l.on_hand, l.reserved)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(again[0].seq, first[0].seq, "the in-process retry is the wire movement's");
+    assert_eq!(again[0].outcome, Ok(Detail::None));
+    assert_eq!(again[1].seq, first[1].seq);
+    assert_eq!(again[1].outcome, Ok(Detail::Hold(hold)));
+    assert_eq!(level, Some((8, 3)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_page_counts_movements_rejections_and_latency() {
     let dir = tempfile::tempdir().unwrap();
