@@ -1,12 +1,14 @@
 //! Interning of SKU and location strings to dense `u32` ids, storing each string once.
 
 use hashbrown::HashTable;
+use std::sync::Arc;
 
 /// Maps strings to dense ids `0..len` and back. Each string is stored once (in `names`); the
-/// table holds only ids and finds a string by hashing `names[id]`.
+/// table holds only ids and finds a string by hashing `names[id]`. Names are shared (`Arc`), so
+/// that a checkpoint copies the list without copying the strings.
 #[derive(Default)]
 pub struct Interner {
-    names: Vec<Box<str>>,
+    names: Vec<Arc<str>>,
     table: HashTable<u32>,
     hasher: ahash::RandomState,
 }
@@ -34,6 +36,11 @@ impl Interner {
         &self.names[id as usize]
     }
 
+    /// Every name, by id (a copy of the list; the strings are shared).
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.names.clone()
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.names.len()
@@ -41,7 +48,9 @@ impl Interner {
 
     /// Bytes used beyond the strings themselves (for the memory benchmark).
     pub fn overhead_bytes(&self) -> usize {
-        self.names.capacity() * std::mem::size_of::<Box<str>>()
+        // Each name also carries the two reference counts of its `Arc`.
+        self.names.capacity() * std::mem::size_of::<Arc<str>>()
+            + self.names.len() * 2 * std::mem::size_of::<usize>()
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 }

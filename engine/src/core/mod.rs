@@ -10,7 +10,7 @@ mod types;
 pub use key_log::KeysSnapshot;
 pub use kits::{expand_kit_lines, kit_level};
 pub use shard::{
-    body_hash, body_hash_of_bytes, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord,
+    body_hash, body_hash_of_bytes, check_sizes, key_hash, Applied, HoldLineRecord, HoldRecord, LevelRecord, ShardCopy,
     ShardSnapshot, ShardState, EXPIRE_HOLDS_MAX, ORDER_QTY_MAX,
 };
 pub use types::*;

@@ -11,6 +11,7 @@ use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 const NONE: Qty = -1;
 /// Holds one `Expire` drops at most (each adds its lines' levels to the record's effects).
@@ -1793,41 +1794,34 @@ impl ShardState {
 
     /// A complete copy of the state, in a stable serde shape (see `docs/wal.md`).
     pub fn snapshot(&self) -> ShardSnapshot {
-        // Ordered by names first (sorting small tuples, not the records), then copied out.
-        let mut order: Vec<(&str, &str, u32, u32, u32)> =
-            self.slots().map(|(s, l, slot)| (self.skus.name(s), self.locations.name(l), s, l, slot)).collect();
-        order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let levels: Vec<LevelRecord> = order
-            .into_iter()
-            .map(|(_, _, s, l, slot)| {
-                let x = self.extras.get(&slot);
-                LevelRecord {
-                    sku: self.skus.name(s).to_owned(),
-                    location: self.locations.name(l).to_owned(),
-                    level: Level {
-                        flags: self.levels[slot as usize].flags & !FLAG_EXTRAS,
-                        ..self.levels[slot as usize]
-                    },
-                    lots: x.map_or(Vec::new(), |x| {
-                        x.lots
-                            .iter()
-                            .map(|l| LotRecord {
-                                lot: self.lot_codes.name(l.code).to_owned(),
-                                expires_at: l.expires_at,
-                                on_hand: l.on_hand,
-                                reserved: l.reserved,
-                                expired: l.expired,
-                                warned: l.warned,
-                            })
-                            .collect()
-                    }),
-                    allocations: x.map_or(Vec::new(), |x| {
-                        x.allocations.iter().map(|&(c, q)| (self.channels.name(c).to_owned(), q)).collect()
-                    }),
-                }
+        self.copy().finish()
+    }
+
+    /// What [`ShardState::snapshot`] needs, copied as fast as possible (levels as stored, names
+    /// and idempotency keys shared): the shards pause only for this, and [`ShardCopy::finish`]
+    /// does the rest (naming, sorting) elsewhere.
+    pub fn copy(&self) -> ShardCopy {
+        let extras = self
+            .extras
+            .iter()
+            .map(|(&slot, x)| {
+                let lots = x
+                    .lots
+                    .iter()
+                    .map(|l| LotRecord {
+                        lot: self.lot_codes.name(l.code).to_owned(),
+                        expires_at: l.expires_at,
+                        on_hand: l.on_hand,
+                        reserved: l.reserved,
+                        expired: l.expired,
+                        warned: l.warned,
+                    })
+                    .collect();
+                let allocations = x.allocations.iter().map(|&(c, q)| (self.channels.name(c).to_owned(), q)).collect();
+                (slot, (lots, allocations))
             })
             .collect();
-        let mut holds: Vec<HoldRecord> = self
+        let holds = self
             .holds
             .iter()
             .map(|(&id, h)| HoldRecord {
@@ -1850,29 +1844,23 @@ impl ShardState {
                     .collect(),
             })
             .collect();
-        holds.sort_by_key(|h| h.id);
-        let keys = self.key_order.snapshot();
-        let mut sku_settings: Vec<(String, SkuSettings)> =
-            self.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())).collect();
-        sku_settings.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut lot_expiry: Vec<(String, String, Millis)> = self
-            .lot_expiry
-            .iter()
-            .map(|(&(s, c), &at)| (self.skus.name(s).to_owned(), self.lot_codes.name(c).to_owned(), at))
-            .collect();
-        lot_expiry.sort();
-        let mut serials: Vec<SerialView> = self.serials.iter().map(|(&k, e)| self.serial_view(k, e)).collect();
-        serials.sort_by(|a, b| (&a.sku, &a.serial).cmp(&(&b.sku, &b.serial)));
-        let committed_split_holds = self.committed_split_holds.iter().copied().collect();
-        ShardSnapshot {
+        ShardCopy {
             last_seq: self.last_seq,
-            levels,
+            levels: self.levels.clone(),
+            sku_first_level: self.sku_first_level.clone(),
+            sku_names: self.skus.names(),
+            location_names: self.locations.names(),
+            extras,
             holds,
-            keys,
-            sku_settings,
-            lot_expiry,
-            serials,
-            committed_split_holds,
+            keys: self.key_order.snapshot(),
+            sku_settings: self.all_sku_settings().map(|(sku, s)| (sku.to_owned(), s.clone())).collect(),
+            lot_expiry: self
+                .lot_expiry
+                .iter()
+                .map(|(&(s, c), &at)| (self.skus.name(s).to_owned(), self.lot_codes.name(c).to_owned(), at))
+                .collect(),
+            serials: self.serials.iter().map(|(&k, e)| self.serial_view(k, e)).collect(),
+            committed_split_holds: self.committed_split_holds.iter().copied().collect(),
         }
     }
 
@@ -2033,6 +2021,79 @@ pub struct ShardSnapshot {
     lot_expiry: Vec<(String, String, Millis)>,
     serials: Vec<SerialView>,
     committed_split_holds: Vec<(Millis, HoldId)>,
+}
+
+/// A shard's state copied for a checkpoint by [`ShardState::copy`], not yet in the shape of a
+/// [`ShardSnapshot`]: levels as stored (by slot, linked per SKU), names by interned id.
+pub struct ShardCopy {
+    last_seq: Seq,
+    levels: Vec<Level>,
+    sku_first_level: Vec<u32>,
+    sku_names: Vec<Arc<str>>,
+    location_names: Vec<Arc<str>>,
+    /// Lots and allocations of the levels that have any, by slot.
+    extras: AHashMap<u32, (Vec<LotRecord>, Vec<(String, Qty)>)>,
+    holds: Vec<HoldRecord>,
+    keys: KeysSnapshot,
+    sku_settings: Vec<(String, SkuSettings)>,
+    lot_expiry: Vec<(String, String, Millis)>,
+    serials: Vec<SerialView>,
+    committed_split_holds: Vec<(Millis, HoldId)>,
+}
+
+impl ShardCopy {
+    /// The sequence number the copy is consistent at (the shard's last record).
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// The snapshot: levels named and ordered by (SKU, location), everything else sorted.
+    pub fn finish(self) -> ShardSnapshot {
+        let ShardCopy { levels: stored, sku_first_level, sku_names, location_names, mut extras, .. } = self;
+        // Ordered by names first (sorting small tuples, not the records), then copied out.
+        let mut order: Vec<(&str, &str, u32)> = Vec::with_capacity(stored.len());
+        for (sku, &first) in sku_first_level.iter().enumerate() {
+            let mut slot = first;
+            while slot != NO_SLOT {
+                let level = &stored[slot as usize];
+                order.push((&sku_names[sku], &location_names[level.location as usize], slot));
+                slot = level.next_of_sku;
+            }
+        }
+        order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let levels = order
+            .into_iter()
+            .map(|(sku, location, slot)| {
+                let (lots, allocations) = extras.remove(&slot).unwrap_or_default();
+                let level = stored[slot as usize];
+                LevelRecord {
+                    sku: sku.to_owned(),
+                    location: location.to_owned(),
+                    level: Level { flags: level.flags & !FLAG_EXTRAS, ..level },
+                    lots,
+                    allocations,
+                }
+            })
+            .collect();
+        let mut holds = self.holds;
+        holds.sort_by_key(|h| h.id);
+        let mut sku_settings = self.sku_settings;
+        sku_settings.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut lot_expiry = self.lot_expiry;
+        lot_expiry.sort();
+        let mut serials = self.serials;
+        serials.sort_by(|a, b| (&a.sku, &a.serial).cmp(&(&b.sku, &b.serial)));
+        ShardSnapshot {
+            last_seq: self.last_seq,
+            levels,
+            holds,
+            keys: self.keys,
+            sku_settings,
+            lot_expiry,
+            serials,
+            committed_split_holds: self.committed_split_holds,
+        }
+    }
 }
 
 /// How units come in.

@@ -880,9 +880,7 @@ impl Engine {
             let _ = stop.send(());
             let _ = handle.join();
         }
-        let copy_started = Instant::now();
         let snapshots = if checkpoint { self.inner.snapshots() } else { None };
-        let copied_in = copy_started.elapsed();
         for tx in &self.inner.shards {
             let _ = tx.send(ShardMsg::Stop);
         }
@@ -895,8 +893,8 @@ impl Engine {
         self.inner.stopped.store(true, Ordering::Release);
         self.inner.drain_inboxes();
         match snapshots {
-            Some(shards) if !self.inner.log.failed.load(Ordering::Acquire) => {
-                self.inner.write_checkpoint(shards, copied_in).map(Some)
+            Some((shards, paused)) if !self.inner.log.failed.load(Ordering::Acquire) => {
+                self.inner.write_checkpoint(shards, paused).map(Some)
             }
             _ => Ok(None),
         }
@@ -1129,28 +1127,31 @@ impl Inner {
         Some((seq, copies))
     }
 
-    /// Snapshots of every shard, all as of one sequence number (a consistent cut).
-    fn snapshots(&self) -> Option<Vec<ShardSnapshot>> {
+    /// Snapshots of every shard, all as of one sequence number (a consistent cut), and how long
+    /// the shards paused for their copies (the snapshots are finished after the pause).
+    fn snapshots(&self) -> Option<(Vec<ShardSnapshot>, Duration)> {
+        let started = Instant::now();
         let (seq, copies) = self.copy_at_barrier(CopyKind::Snapshot)?;
+        let paused = started.elapsed();
         let snaps = copies.into_iter().filter_map(|c| match c {
-            Copied::Snapshot(mut s) => {
+            Copied::Snapshot(copy) => {
+                let mut s = copy.finish();
                 s.last_seq = seq; // no record of this shard lies between its own last and `seq`
                 Some(s)
             }
             Copied::Levels(_) => None,
         });
-        Some(snaps.collect())
+        Some((snaps.collect(), paused))
     }
 
     fn checkpoint(&self) -> std::io::Result<PathBuf> {
-        let started = Instant::now();
-        let shards = self.snapshots().ok_or_else(|| std::io::Error::other("the engine is stopping"))?;
-        self.write_checkpoint(shards, started.elapsed())
+        let (shards, paused) = self.snapshots().ok_or_else(|| std::io::Error::other("the engine is stopping"))?;
+        self.write_checkpoint(shards, paused)
     }
 
     /// Writes a checkpoint once every record it covers is durable, then prunes old segments.
-    /// `copied_in` is how long the shards paused for their copies (logged with the checkpoint).
-    fn write_checkpoint(&self, shards: Vec<ShardSnapshot>, copied_in: Duration) -> std::io::Result<PathBuf> {
+    /// `paused` is how long the shards paused for their copies (logged with the checkpoint).
+    fn write_checkpoint(&self, shards: Vec<ShardSnapshot>, paused: Duration) -> std::io::Result<PathBuf> {
         let started = Instant::now();
         let _one_at_a_time = self.checkpoint_lock.lock().unwrap();
         let newest = shards.iter().map(|s| s.last_seq).max().unwrap_or(0);
@@ -1183,7 +1184,7 @@ impl Inner {
             checkpoint = %path.display(),
             seq = body.covered_seq(),
             bytes = std::fs::metadata(&path).map_or(0, |m| m.len()),
-            pause_ms = copied_in.as_millis() as u64,
+            pause_ms = paused.as_millis() as u64,
             write_ms = started.elapsed().as_millis() as u64,
             "checkpoint written"
         );

@@ -90,7 +90,8 @@ pub enum CopyKind {
 
 pub enum Copied {
     Levels(Vec<LevelView>),
-    Snapshot(ShardSnapshot),
+    /// Finished into a snapshot off the shard's thread.
+    Snapshot(ShardCopy),
 }
 
 pub enum ShardMsg {
@@ -177,7 +178,7 @@ impl ShardWorker {
                     // Last message of its batch: everything this shard claimed is applied.
                     let copy = match what {
                         CopyKind::Levels => Copied::Levels(self.state.levels().collect()),
-                        CopyKind::Snapshot => Copied::Snapshot(self.state.snapshot()),
+                        CopyKind::Snapshot => Copied::Snapshot(self.state.copy()),
                     };
                     barrier.wait();
                     let _ = reply.send((batch_claimed, copy));

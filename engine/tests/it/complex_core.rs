@@ -573,3 +573,50 @@ fn a_snapshot_keeps_lots_serials_allocations_and_holds_and_the_restored_shard_be
     assert_eq!(s.serial("PHONE", "S3").map(|v| v.status), Some(SerialStatus::InStock));
     assert_eq!(s.serial("PHONE", "S2").map(|v| v.status), Some(SerialStatus::InStock));
 }
+
+/// A checkpoint copies the shard while it pauses and finishes the snapshot later, while the
+/// shard goes on: the finished snapshot must be the state at the copy, not after.
+#[test]
+fn a_copy_finished_later_is_the_snapshot_of_the_moment_it_was_taken() {
+    let mut s = ShardState::new();
+    ok(&mut s, T0, mv(MovementKind::SetSkuSettings { sku: "PHONE".into(), settings: serial_tracked() }));
+    ok(&mut s, T0, receive("MILK", "dc", 6, Units::new_lot("L1", T0 + 10 * DAY_MILLIS)));
+    ok(&mut s, T0, receive("PHONE", "dc", 2, Units::serials(&["S1", "S2"])));
+    ok(&mut s, T0, receive("TEA", "store", 9, Units::ANY));
+    ok(&mut s, T0, allocate("MILK", "dc", "amazon", 2));
+    let lines = vec![line("MILK", "dc", 3, Units::ANY), line("TEA", "store", 1, Units::ANY)];
+    ok(&mut s, T0, reserve(hold(1), lines, T0 + 1_000));
+    let keyed = Movement { key: Some("k-1".into()), ..sell("TEA", "store", 2, Units::ANY) };
+    ok(&mut s, T0, keyed);
+    let copy = s.copy();
+    let at_copy = s.snapshot();
+    assert_eq!(copy.last_seq(), at_copy.last_seq);
+
+    // The shard goes on: changed levels, lots, serials, holds and keys, and enough new SKUs
+    // and locations that its name lists grow (and move).
+    ok(&mut s, T0, sell("MILK", "dc", 1, Units::ANY));
+    ok(&mut s, T0, sell("PHONE", "dc", 1, Units::serials(&["S2"])));
+    ok(&mut s, T0, receive("MILK", "dc", 4, Units::new_lot("L2", T0 + 20 * DAY_MILLIS)));
+    ok(&mut s, T0, allocate("MILK", "dc", "pos", 1));
+    ok(&mut s, T0, mv(MovementKind::Commit { hold: hold(1) }));
+    for i in 0..2_000 {
+        let m = Movement {
+            key: Some(format!("new-{i}")),
+            ..receive(&format!("NEW-{i}"), &format!("LOC-{i}"), 1, Units::ANY)
+        };
+        ok(&mut s, T0, m);
+    }
+    let after = s.snapshot();
+    assert_ne!(after, at_copy);
+    assert_eq!(after.levels.len(), at_copy.levels.len() + 2_000);
+    let names =
+        |snap: &ShardSnapshot| snap.levels.iter().map(|l| (l.sku.clone(), l.location.clone())).collect::<Vec<_>>();
+    let mut sorted = names(&after);
+    sorted.sort();
+    assert_eq!(names(&after), sorted, "levels are in (SKU, location) order");
+    assert_eq!(
+        names(&at_copy)[..3],
+        [("MILK", "dc"), ("PHONE", "dc"), ("TEA", "store")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(copy.finish(), at_copy);
+}
