@@ -1145,8 +1145,10 @@ impl Inner {
     }
 
     fn checkpoint(&self) -> std::io::Result<PathBuf> {
-        let (shards, paused) = self.snapshots().ok_or_else(|| std::io::Error::other("the engine is stopping"))?;
-        self.write_checkpoint(shards, paused)
+        in_background(|| {
+            let (shards, paused) = self.snapshots().ok_or_else(|| std::io::Error::other("the engine is stopping"))?;
+            self.write_checkpoint(shards, paused)
+        })
     }
 
     /// Writes a checkpoint once every record it covers is durable, then prunes old segments.
@@ -1250,6 +1252,33 @@ impl<T> OneshotRx<T> {
 }
 
 /// Expires holds and keys, prunes key guards and takes periodic checkpoints until told to stop.
+/// Runs `work` on a thread of its own at a lower CPU priority (nice 10 on Linux), and waits for
+/// it. A checkpoint with millions of idempotency keys encodes and writes hundreds of megabytes:
+/// on a small machine it then gives way to the shards, the log writer and the network instead of
+/// taking a core from them. (`work` takes no lock the hot path needs while it is off the CPU: the
+/// shards copy their state at their own priority, and the rest is files.)
+fn in_background<T: Send>(work: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().name("checkpoint-writer".into()).spawn_scoped(scope, || {
+            lower_priority();
+            work()
+        })?;
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Lowers the calling thread's CPU priority (nice 10; Linux only).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread, no memory passed.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the checkpoint thread's priority");
+        }
+    }
+}
+
 fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
     let mut last_checkpoint = Instant::now();
     let mut last_prune = Instant::now();
@@ -1277,5 +1306,29 @@ fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
             last_checkpoint = Instant::now();
             log_bytes_at_checkpoint = log_bytes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: plain system calls on the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_work_runs_on_another_thread_at_a_lower_priority_and_gives_back_its_result() {
+        let caller = (std::thread::current().id(), nice_of_this_thread());
+        let (thread, nice) =
+            in_background(|| Ok((std::thread::current().id(), nice_of_this_thread()))).expect("it runs");
+        assert_ne!(thread, caller.0);
+        assert_eq!(nice, caller.1.max(10), "nice 10, or the caller's if that was already lower");
+        assert_eq!(nice_of_this_thread(), caller.1, "the caller keeps its priority");
+        let failed: std::io::Result<()> = in_background(|| Err(std::io::Error::other("disk full")));
+        assert_eq!(failed.unwrap_err().to_string(), "disk full");
     }
 }
