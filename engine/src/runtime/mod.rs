@@ -1224,16 +1224,22 @@ impl Inner {
                 Err(_) => return,
             }
         }
-        // With no key kept anywhere, every guard can go; but never one younger than a minute: its
-        // movement may still be on its way to a shard.
-        const GUARD_AGE_MIN_MS: Millis = 60_000;
+        // With no key kept anywhere, every guard can go; but never a young one: its movement may
+        // still be on its way to a shard.
         cutoff = cutoff
             .max(oldest_kept.unwrap_or(Millis::MAX))
-            .min(self.config.clock.now().saturating_sub(GUARD_AGE_MIN_MS));
+            .min(self.config.clock.now().saturating_sub(KEY_GUARD_AGE_MIN.as_millis() as Millis));
         self.guards.retain(|_, g| g.seen_at >= cutoff);
         self.guard_prunes.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// Key guards younger than this are kept even over `idempotency_keys_max`: their movements may
+/// still be on their way to a shard (queues drain in milliseconds; this is the margin for an
+/// engine far behind). Short enough that at hundreds of thousands of keyed movements per second
+/// the guards stay near the bound instead of piling up (a minute of them at 340,000/s was twice
+/// the bound, and the table's growth stalled the network thread for seconds).
+pub const KEY_GUARD_AGE_MIN: Duration = Duration::from_secs(10);
 
 /// A oneshot receiver to wait on from any thread, async runtime or not (shutdown may run on a
 /// runtime thread, where tokio's `blocking_recv` would panic).
@@ -1287,7 +1293,7 @@ fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(inner.config.expire_interval) {
         inner.expire();
         // Over the bound by an eighth, and by another eighth since the last prune: a prune scans
-        // every guard, and guards under a minute old stay, so at a high rate a prune right after
+        // every guard, and guards under KEY_GUARD_AGE_MIN stay, so at a high rate a prune right after
         // another would scan millions of guards and remove none.
         let (guards, slack) = (inner.guards.len() as u64, (inner.config.idempotency_keys_max / 8).max(1));
         let guards_over = guards > inner.config.idempotency_keys_max + slack && guards >= guards_after_prune + slack;

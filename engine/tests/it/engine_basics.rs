@@ -144,7 +144,7 @@ fn concurrent_sells_of_100_units_from_many_threads_exactly_100_win() {
 }
 
 #[test]
-fn guards_over_the_bound_but_under_a_minute_old_are_not_scanned_again_and_again() {
+fn young_guards_over_the_bound_are_not_scanned_again_and_again() {
     let dir = tempfile::tempdir().unwrap();
     let (mut c, _clock) = config(dir.path(), 2);
     c.idempotency_keys_max = 8; // over the bound past 9 guards; another scan after 1 more
@@ -155,7 +155,8 @@ fn guards_over_the_bound_but_under_a_minute_old_are_not_scanned_again_and_again(
     for i in 0..30 {
         e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
     }
-    // The clock stands still: every guard is under a minute old, so no prune can remove one.
+    // The clock stands still: every guard is younger than KEY_GUARD_AGE_MIN, so no prune can
+    // remove one.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (prunes, guards) = (e.key_guard_prunes(), e.key_guard_count());
     assert_eq!(guards, 30);
@@ -174,6 +175,36 @@ fn guards_over_the_bound_but_under_a_minute_old_are_not_scanned_again_and_again(
     assert_eq!(e.key_guard_prunes(), prunes + 1);
 }
 
+/// Over the bound, guards go once they are KEY_GUARD_AGE_MIN (10 s) old, not a minute: at a
+/// high rate a minute of guards was twice the bound.
+#[test]
+fn guards_over_the_bound_go_once_ten_seconds_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, clock) = config(dir.path(), 2);
+    c.idempotency_keys_max = 10;
+    c.idempotency_window = std::time::Duration::from_secs(3600);
+    c.expire_interval = std::time::Duration::from_millis(5);
+    c.key_guard_prune_interval = std::time::Duration::from_millis(5);
+    let e = engine::runtime::Engine::open(c).unwrap();
+    e.execute_one(receive("A", "dc", 1000));
+    for i in 0..40 {
+        clock.fetch_add(1, Ordering::Relaxed);
+        e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(e.key_guard_count(), 40, "every guard is younger than KEY_GUARD_AGE_MIN");
+    assert_eq!(engine::runtime::KEY_GUARD_AGE_MIN, std::time::Duration::from_secs(10));
+    clock.fetch_add(10_500, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The shards keep 5 keys each (10 in all); the guards older than the oldest of them go.
+    while e.memory_stats().1 > 10 || e.key_guard_count() > 12 {
+        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(e.execute_one(sell(Some("k39"), "A", "dc", 5)).outcome, Err(Reason::IdempotencyMismatch));
+    assert_eq!(e.execute_one(sell(Some("k0"), "A", "dc", 5)).outcome, Ok(Detail::None));
+}
+
 #[test]
 fn idempotency_keys_are_bounded_by_count_and_forgotten_after_the_window() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +219,7 @@ fn idempotency_keys_are_bounded_by_count_and_forgotten_after_the_window() {
         clock.fetch_add(1, Ordering::Relaxed);
         e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
     }
-    clock.fetch_add(120_000, Ordering::Relaxed); // guards younger than a minute are never dropped
+    clock.fetch_add(120_000, Ordering::Relaxed); // young guards are never dropped
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while e.memory_stats().1 > 10 || e.key_guard_count() > 12 {
         assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
