@@ -2023,6 +2023,9 @@ pub struct ShardSnapshot {
     committed_split_holds: Vec<(Millis, HoldId)>,
 }
 
+/// A level's lots and allocations (by channel name), as a [`LevelRecord`] holds them.
+type LevelExtrasRecord = (Vec<LotRecord>, Vec<(String, Qty)>);
+
 /// A shard's state copied for a checkpoint by [`ShardState::copy`], not yet in the shape of a
 /// [`ShardSnapshot`]: levels as stored (by slot, linked per SKU), names by interned id.
 pub struct ShardCopy {
@@ -2032,7 +2035,7 @@ pub struct ShardCopy {
     sku_names: Vec<Arc<str>>,
     location_names: Vec<Arc<str>>,
     /// Lots and allocations of the levels that have any, by slot.
-    extras: AHashMap<u32, (Vec<LotRecord>, Vec<(String, Qty)>)>,
+    extras: AHashMap<u32, LevelExtrasRecord>,
     holds: Vec<HoldRecord>,
     keys: KeysSnapshot,
     sku_settings: Vec<(String, SkuSettings)>,

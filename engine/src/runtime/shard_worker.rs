@@ -91,7 +91,7 @@ pub enum CopyKind {
 pub enum Copied {
     Levels(Vec<LevelView>),
     /// Finished into a snapshot off the shard's thread.
-    Snapshot(ShardCopy),
+    Snapshot(Box<ShardCopy>),
 }
 
 pub enum ShardMsg {
@@ -178,7 +178,7 @@ impl ShardWorker {
                     // Last message of its batch: everything this shard claimed is applied.
                     let copy = match what {
                         CopyKind::Levels => Copied::Levels(self.state.levels().collect()),
-                        CopyKind::Snapshot => Copied::Snapshot(self.state.copy()),
+                        CopyKind::Snapshot => Copied::Snapshot(Box::new(self.state.copy())),
                     };
                     barrier.wait();
                     let _ = reply.send((batch_claimed, copy));
