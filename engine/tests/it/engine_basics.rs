@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use engine::core::*;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[test]
 fn receive_sell_and_read_back_with_sequence_numbers() {
@@ -175,12 +176,10 @@ fn young_guards_over_the_bound_are_not_scanned_again_and_again() {
     assert_eq!(e.key_guard_prunes(), prunes + 1);
 }
 
-/// Over the bound, guards go once they are KEY_GUARD_AGE_MIN (10 s) old, not a minute: at a
-/// high rate a minute of guards was twice the bound.
-#[test]
-fn guards_over_the_bound_go_once_ten_seconds_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut c, clock) = config(dir.path(), 2);
+/// An engine that keeps at most 10 idempotency keys (and checks every 5 ms), after a receive and
+/// 40 keyed sells `k0`..`k39`, 1 ms apart.
+fn forty_keyed_sells_over_a_bound_of_ten(dir: &std::path::Path) -> (engine::runtime::Engine, Arc<AtomicU64>) {
+    let (mut c, clock) = config(dir, 2);
     c.idempotency_keys_max = 10;
     c.idempotency_window = std::time::Duration::from_secs(3600);
     c.expire_interval = std::time::Duration::from_millis(5);
@@ -191,16 +190,30 @@ fn guards_over_the_bound_go_once_ten_seconds_old() {
         clock.fetch_add(1, Ordering::Relaxed);
         e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
     }
+    (e, clock)
+}
+
+/// Waits (up to 10 s) until the engine keeps at most `keys` keys and `guards` key guards.
+fn wait_for_keys_and_guards_at_most(e: &engine::runtime::Engine, keys: usize, guards: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.memory_stats().1 > keys || e.key_guard_count() > guards {
+        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Over the bound, guards go once they are KEY_GUARD_AGE_MIN (10 s) old, not a minute: at a
+/// high rate a minute of guards was twice the bound.
+#[test]
+fn guards_over_the_bound_go_once_ten_seconds_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = forty_keyed_sells_over_a_bound_of_ten(dir.path());
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(e.key_guard_count(), 40, "every guard is younger than KEY_GUARD_AGE_MIN");
     assert_eq!(engine::runtime::KEY_GUARD_AGE_MIN, std::time::Duration::from_secs(10));
     clock.fetch_add(10_500, Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    // The shards keep 5 keys each (10 in all); the guards older than the oldest of them go.
-    while e.memory_stats().1 > 10 || e.key_guard_count() > 12 {
-        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // The shards keep at most 10 keys in all; the guards older than the oldest of them go.
+    wait_for_keys_and_guards_at_most(&e, 10, 12);
     assert_eq!(e.execute_one(sell(Some("k39"), "A", "dc", 5)).outcome, Err(Reason::IdempotencyMismatch));
     assert_eq!(e.execute_one(sell(Some("k0"), "A", "dc", 5)).outcome, Ok(Detail::None));
 }
@@ -208,31 +221,14 @@ fn guards_over_the_bound_go_once_ten_seconds_old() {
 #[test]
 fn idempotency_keys_are_bounded_by_count_and_forgotten_after_the_window() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut c, clock) = config(dir.path(), 2);
-    c.idempotency_keys_max = 10;
-    c.idempotency_window = std::time::Duration::from_secs(3600);
-    c.expire_interval = std::time::Duration::from_millis(5);
-    c.key_guard_prune_interval = std::time::Duration::from_millis(5);
-    let e = engine::runtime::Engine::open(c).unwrap();
-    e.execute_one(receive("A", "dc", 1000));
-    for i in 0..40 {
-        clock.fetch_add(1, Ordering::Relaxed);
-        e.execute_one(sell(Some(&format!("k{i}")), "A", "dc", 1));
-    }
+    let (e, clock) = forty_keyed_sells_over_a_bound_of_ten(dir.path());
     clock.fetch_add(120_000, Ordering::Relaxed); // young guards are never dropped
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while e.memory_stats().1 > 10 || e.key_guard_count() > 12 {
-        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_keys_and_guards_at_most(&e, 10, 12);
     // The newest key is still remembered; the oldest was forgotten and can be used again.
     assert_eq!(e.execute_one(sell(Some("k39"), "A", "dc", 5)).outcome, Err(Reason::IdempotencyMismatch));
     assert_eq!(e.execute_one(sell(Some("k0"), "A", "dc", 5)).outcome, Ok(Detail::None));
     assert_eq!(oh_res_av(&e, "A", "dc"), Some((1000 - 40 - 5, 0, 955)));
     // After the window, every key is forgotten.
     clock.fetch_add(3_700_000, Ordering::Relaxed);
-    while e.memory_stats().1 > 0 || e.key_guard_count() > 0 {
-        assert!(std::time::Instant::now() < deadline, "keys {} guards {}", e.memory_stats().1, e.key_guard_count());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_keys_and_guards_at_most(&e, 0, 0);
 }
