@@ -23,13 +23,6 @@ BENCH=complex
 DEFAULT_SCENARIOS="single batch100"
 DEFAULT_VARIANTS="std lots4"
 BASE_VARIANTS="base std lots4"
-scenario_flags() {
-  case "$1" in
-    single) echo "--batch 1 --concurrency 1024" ;;
-    batch100) echo "--batch 100 --concurrency 64" ;;
-    *) echo "unknown scenario $1" >&2; exit 2 ;;
-  esac
-}
 variant_flags() { [[ "$1" == lots4 ]] && echo "--lots 4" || true; }
 # shellcheck source=benches/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"

@@ -23,14 +23,6 @@ DEFAULT_SCENARIOS="single batch100 open100k"
 DEFAULT_VARIANTS="cold warm"
 BASE_VARIANTS="base cold warm"
 WARMUP="${WARMUP:-40s}"
-scenario_flags() {
-  case "$1" in
-    single) echo "--batch 1 --concurrency 1024" ;;
-    batch100) echo "--batch 100 --concurrency 64" ;;
-    open100k) echo "--batch 1 --rate 100000 --concurrency 4096" ;;
-    *) echo "unknown scenario $1" >&2; exit 2 ;;
-  esac
-}
 variant_flags() { [[ "$1" == warm ]] && echo "--warmup $WARMUP" || true; }
 # shellcheck source=benches/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"

@@ -1,9 +1,9 @@
 # Shared by benches/engine.sh and benches/complex.sh (sourced, not run): every scenario of every
 # variant, ROUNDS times, each on a fresh stockd (fsync always) and data directory, its JSON
 # report in OUT. The sourcing script sets BENCH (its name), DEFAULT_SCENARIOS, DEFAULT_VARIANTS
-# and BASE_VARIANTS (the variants with BASE_BIN), and defines `scenario_flags SCENARIO` and
-# `variant_flags VARIANT` (the load generator's flags for each); the variant `base` runs
-# BASE_BIN's binaries.
+# and BASE_VARIANTS (the variants with BASE_BIN), and defines `variant_flags VARIANT` (the load
+# generator's flags for it); the variant `base` runs BASE_BIN's binaries. The scenarios are those
+# of the load generator's issue (`scenario_flags` below).
 #
 # Environment: OUT (default benches/results/BENCH-DATE), ROUNDS (2), DURATION (20s), SKUS
 # (100000), LOCATIONS (4), SCENARIOS, VARIANTS, BASE_BIN; CARGO_TARGET_DIR is honoured.
@@ -30,6 +30,17 @@ trap cleanup EXIT
 
 log "building release binaries (stockd, stock-loadgen)"
 timeout 3600 cargo build --release -q -p perpetua-engine --bin stockd -p perpetua-loadgen --bin stock-loadgen
+
+# The load generator's flags for a scenario: single movements (closed loop, 1024 clients),
+# batches of 100 (closed loop, 64 clients), the open loop at 100,000 movements per second.
+scenario_flags() {
+  case "$1" in
+    single) echo "--batch 1 --concurrency 1024" ;;
+    batch100) echo "--batch 100 --concurrency 64" ;;
+    open100k) echo "--batch 1 --rate 100000 --concurrency 4096" ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -1582,13 +1582,7 @@ impl ShardState {
 
     /// Every (SKU id, location id, slot).
     fn slots(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
-        self.sku_first_level.iter().enumerate().flat_map(move |(sku, &first)| {
-            std::iter::successors((first != NO_SLOT).then_some(first), move |&slot| {
-                let next = self.levels[slot as usize].next_of_sku;
-                (next != NO_SLOT).then_some(next)
-            })
-            .map(move |slot| (sku as u32, self.levels[slot as usize].location, slot))
-        })
+        slots_of(&self.sku_first_level, &self.levels)
     }
 
     fn changed_ids(&mut self, slot: u32, sku: u32, location: u32, fx: &mut Effects) {
@@ -2023,6 +2017,18 @@ pub struct ShardSnapshot {
     committed_split_holds: Vec<(Millis, HoldId)>,
 }
 
+/// (SKU id, location id, slot) of every level, SKU by SKU, following each SKU's chain of levels
+/// from `sku_first_level` (a shard's, or a copy's).
+fn slots_of<'a>(sku_first_level: &'a [u32], levels: &'a [Level]) -> impl Iterator<Item = (u32, u32, u32)> + 'a {
+    sku_first_level.iter().enumerate().flat_map(move |(sku, &first)| {
+        std::iter::successors((first != NO_SLOT).then_some(first), move |&slot| {
+            let next = levels[slot as usize].next_of_sku;
+            (next != NO_SLOT).then_some(next)
+        })
+        .map(move |slot| (sku as u32, levels[slot as usize].location, slot))
+    })
+}
+
 /// A level's lots and allocations (by channel name), as a [`LevelRecord`] holds them.
 type LevelExtrasRecord = (Vec<LotRecord>, Vec<(String, Qty)>);
 
@@ -2054,15 +2060,9 @@ impl ShardCopy {
     pub fn finish(self) -> ShardSnapshot {
         let ShardCopy { levels: stored, sku_first_level, sku_names, location_names, mut extras, .. } = self;
         // Ordered by names first (sorting small tuples, not the records), then copied out.
-        let mut order: Vec<(&str, &str, u32)> = Vec::with_capacity(stored.len());
-        for (sku, &first) in sku_first_level.iter().enumerate() {
-            let mut slot = first;
-            while slot != NO_SLOT {
-                let level = &stored[slot as usize];
-                order.push((&sku_names[sku], &location_names[level.location as usize], slot));
-                slot = level.next_of_sku;
-            }
-        }
+        let mut order: Vec<(&str, &str, u32)> = slots_of(&sku_first_level, &stored)
+            .map(|(sku, location, slot)| (&*sku_names[sku as usize], &*location_names[location as usize], slot))
+            .collect();
         order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let levels = order
             .into_iter()

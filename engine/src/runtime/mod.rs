@@ -1257,7 +1257,6 @@ impl<T> OneshotRx<T> {
     }
 }
 
-/// Expires holds and keys, prunes key guards and takes periodic checkpoints until told to stop.
 /// Runs `work` on a thread of its own at a lower CPU priority (nice 10 on Linux), and waits for
 /// it. A checkpoint with millions of idempotency keys encodes and writes hundreds of megabytes:
 /// on a small machine it then gives way to the shards, the log writer and the network instead of
@@ -1285,6 +1284,7 @@ fn lower_priority() {
     }
 }
 
+/// Expires holds and keys, prunes key guards and takes periodic checkpoints until told to stop.
 fn housekeeper(inner: Arc<Inner>, stop: crossbeam_channel::Receiver<()>) {
     let mut last_checkpoint = Instant::now();
     let mut last_prune = Instant::now();
