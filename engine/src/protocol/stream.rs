@@ -54,8 +54,7 @@ impl FrameReader {
     /// Cancel-safe: dropping the future loses no byte.
     pub async fn next(&mut self) -> Result<Option<&[u8]>, ReadFailure> {
         loop {
-            if let Some(range) = self.buf.next_range()? {
-                self.partial_since = self.buf.is_partial().then(Instant::now);
+            if let Some(range) = self.next_buffered_range()? {
                 return Ok(Some(self.buf.slice(range)));
             }
             let deadline = self.partial_since.map(|t| t + self.request_timeout);
@@ -78,5 +77,19 @@ impl FrameReader {
                 None => return Ok(None),
             }
         }
+    }
+
+    /// The next payload if it is already whole in the buffer (it came with an earlier read),
+    /// without reading the stream: `None` when the next frame has not fully arrived.
+    pub fn next_buffered(&mut self) -> Result<Option<&[u8]>, ReadFailure> {
+        Ok(self.next_buffered_range()?.map(|range| self.buf.slice(range)))
+    }
+
+    fn next_buffered_range(&mut self) -> Result<Option<std::ops::Range<usize>>, ReadFailure> {
+        let range = self.buf.next_range()?;
+        if range.is_some() {
+            self.partial_since = self.buf.is_partial().then(Instant::now);
+        }
+        Ok(range)
     }
 }

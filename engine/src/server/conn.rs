@@ -1,10 +1,11 @@
 //! One client connection: the hello, then requests on every stream the client opens, each
 //! role-checked and handed to the engine; answers go back on the request's stream, in any order.
 //!
-//! Per stream, a reader loop decodes frames and starts one task per request; a writer task
-//! collects the encoded answers and writes whatever has accumulated in one go, so many small
-//! answers share a write. A stream whose first request is a subscription carries only the feed
-//! ([`super::feed`]).
+//! Per stream, one task decodes frames and writes answers. The submissions among the frames that
+//! one read brought go to the engine as one submission ([`Gathered`]); each request still gets
+//! its own answer. Answers decided together are written in one go, so many small answers share
+//! a write. Reads and token requests run as tasks of their own. A stream whose first request is
+//! a subscription carries only the feed ([`super::feed`]).
 
 use super::auth::TokenEntry;
 use super::metrics::Metrics;
@@ -197,14 +198,33 @@ async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream,
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }
 
-/// A submission being waited for on a stream: its request id, arrival time and in-flight slot.
+/// Submissions being waited for on a stream; each gives the answers of the requests it gathered.
 type Waiting = FuturesUnordered<WaitSubmission>;
-type WaitSubmission = std::pin::Pin<Box<dyn std::future::Future<Output = Decided> + Send>>;
+type WaitSubmission = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Decided>> + Send>>;
+
+/// A decided request: its id, arrival time, in-flight slot and the results of its movements.
 struct Decided {
     id: u64,
     started: Instant,
     _guard: InFlight,
     results: Vec<MovementResult>,
+}
+
+/// At most this many movements go to the engine as one submission (see [`Gathered`]).
+const GATHERED_MOVEMENTS_MAX: usize = 1024;
+
+/// The submissions of the frames that arrived together on a stream, handed to the engine as one:
+/// one plan, one message per shard and one wake-up when they are durable, instead of one per
+/// request. Each request still gets its own answer with its own movements' results. Frames are
+/// only gathered from what one read brought, so no request waits for another to arrive, and
+/// anything else read in between (a read, a token request) first sends what was gathered: the
+/// engine sees every request in the order the stream carried it.
+#[derive(Default)]
+struct Gathered {
+    movements: Vec<crate::core::Movement>,
+    hashes: Vec<u64>,
+    /// Per request: its id, arrival time, in-flight slot and number of movements.
+    requests: Vec<(u64, Instant, InFlight, usize)>,
 }
 
 /// Serves the requests of one stream until the client finishes it, the connection ends or the
@@ -259,45 +279,60 @@ async fn serve_stream(ctx: Arc<ConnCtx>, mut send: quinn::SendStream, mut reader
             }
             frame = reader.next(), if reading => {
                 let Some(sender) = tx.clone() else { continue };
-                match frame {
-                    Ok(Some(payload)) => {
-                        let started = Instant::now();
-                        let request = Request::decode_hashed(payload);
-                        if !seen_frame {
-                            seen_frame = true;
-                            if let Ok((Request { id, body: body @ RequestBody::Subscribe { .. } }, _)) = request {
-                                drop(sender);
-                                return subscribe(ctx, id, body, send, reader).await;
+                // This frame, then every whole frame that came with it, their submissions
+                // gathered into one.
+                let mut gathered = Gathered::default();
+                let mut frame = frame;
+                loop {
+                    match frame {
+                        Ok(Some(payload)) => {
+                            let started = Instant::now();
+                            let request = Request::decode_hashed(payload);
+                            if !seen_frame {
+                                seen_frame = true;
+                                if let Ok((Request { id, body: body @ RequestBody::Subscribe { .. } }, _)) = request {
+                                    drop(sender);
+                                    return subscribe(ctx, id, body, send, reader).await;
+                                }
+                            }
+                            match request {
+                                Ok((req, hashes)) => ctx.dispatch(req, hashes, started, &sender, &mut gathered, &mut waiting),
+                                Err(e) => ctx.reply_error(&sender, peek_id(payload).unwrap_or(0), ErrorCode::Malformed, e.to_string()),
                             }
                         }
-                        match request {
-                            Ok((req, hashes)) => ctx.dispatch(req, hashes, started, &sender, &mut waiting),
-                            Err(e) => ctx.reply_error(&sender, peek_id(payload).unwrap_or(0), ErrorCode::Malformed, e.to_string()),
+                        Ok(None) => {
+                            reading = false;
+                            tx = None;
+                        }
+                        Err(ReadFailure::TooLarge(e)) => {
+                            ctx.reply_error(&sender, 0, ErrorCode::FrameTooLarge, format!("{e}; the stream is closed"));
+                            let _ = reader.recv.stop(ErrorCode::FrameTooLarge.app_code().into());
+                            reading = false;
+                            tx = None;
+                        }
+                        Err(ReadFailure::TooSlow(t)) => {
+                            // Only a read waits: this is the first frame, nothing is gathered.
+                            let code = ErrorCode::TooSlow;
+                            ctx.shared.metrics.error(code);
+                            tracing::info!(remote = %ctx.conn.remote_address(), "cut off a client that sent a frame too slowly");
+                            let reason = format!("{code}: a frame did not arrive whole within {} ms", t.as_millis());
+                            ctx.conn.close(code.app_code().into(), reason.as_bytes());
+                            return;
+                        }
+                        Err(_) => {
+                            reading = false;
+                            tx = None;
                         }
                     }
-                    Ok(None) => {
-                        reading = false;
-                        tx = None;
+                    if !reading || gathered.movements.len() >= GATHERED_MOVEMENTS_MAX {
+                        break;
                     }
-                    Err(ReadFailure::TooLarge(e)) => {
-                        ctx.reply_error(&sender, 0, ErrorCode::FrameTooLarge, format!("{e}; the stream is closed"));
-                        let _ = reader.recv.stop(ErrorCode::FrameTooLarge.app_code().into());
-                        reading = false;
-                        tx = None;
-                    }
-                    Err(ReadFailure::TooSlow(t)) => {
-                        let code = ErrorCode::TooSlow;
-                        ctx.shared.metrics.error(code);
-                        tracing::info!(remote = %ctx.conn.remote_address(), "cut off a client that sent a frame too slowly");
-                        let reason = format!("{code}: a frame did not arrive whole within {} ms", t.as_millis());
-                        ctx.conn.close(code.app_code().into(), reason.as_bytes());
-                        return;
-                    }
-                    Err(_) => {
-                        reading = false;
-                        tx = None;
-                    }
+                    frame = match reader.next_buffered() {
+                        Ok(None) => break,
+                        next => next,
+                    };
                 }
+                ctx.submit_gathered(&mut gathered, &mut waiting);
             }
             else => break,
         }
@@ -329,20 +364,43 @@ impl ConnCtx {
         &self.shared.metrics
     }
 
-    /// Appends the answer to a decided submission.
-    fn encode_decided(&self, decided: Decided, out: &mut Vec<u8>) {
-        let results = decided
-            .results
-            .into_iter()
-            .map(|r| {
-                if let Err(reason) = r.outcome {
-                    self.metrics().rejection(reason);
-                }
-                MovementOutcome { seq: r.seq, outcome: r.outcome }
-            })
-            .collect();
-        encode_response(out, decided.id, &ResponseBody::Outcomes { results });
-        self.metrics().request_done(decided.started.elapsed());
+    /// Appends the answers to decided requests.
+    fn encode_decided(&self, decided: Vec<Decided>, out: &mut Vec<u8>) {
+        for decided in decided {
+            let results = decided
+                .results
+                .into_iter()
+                .map(|r| {
+                    if let Err(reason) = r.outcome {
+                        self.metrics().rejection(reason);
+                    }
+                    MovementOutcome { seq: r.seq, outcome: r.outcome }
+                })
+                .collect();
+            encode_response(out, decided.id, &ResponseBody::Outcomes { results });
+            self.metrics().request_done(decided.started.elapsed());
+        }
+    }
+
+    /// Hands the gathered submissions to the engine as one; their answers come back together.
+    fn submit_gathered(&self, gathered: &mut Gathered, waiting: &mut Waiting) {
+        if gathered.requests.is_empty() {
+            return;
+        }
+        let Gathered { movements, hashes, requests } = std::mem::take(gathered);
+        let submission = self.shared.engine.submit_hashed(movements, hashes);
+        waiting.push(Box::pin(async move {
+            let mut results = submission.wait_async().await.into_iter();
+            requests
+                .into_iter()
+                .map(|(id, started, guard, count)| Decided {
+                    id,
+                    started,
+                    _guard: guard,
+                    results: results.by_ref().take(count).collect(),
+                })
+                .collect()
+        }));
     }
 
     pub(super) fn reply(&self, tx: &Tx, id: u64, body: &ResponseBody, started: Instant) {
@@ -388,7 +446,8 @@ impl ConnCtx {
         Ok(())
     }
 
-    /// Checks a request and starts it; its answer goes to `tx`.
+    /// Checks a request and starts it; its answer goes to `tx`. A submission joins `gathered`;
+    /// any other request first sends what was gathered, to keep the stream's order.
     /// `hashes`: the body hash of each movement of a submission, from its bytes as they came.
     fn dispatch(
         self: &Arc<Self>,
@@ -396,9 +455,13 @@ impl ConnCtx {
         hashes: Option<BodyHashes>,
         started: Instant,
         tx: &Tx,
+        gathered: &mut Gathered,
         waiting: &mut Waiting,
     ) {
         let Request { id, body } = req;
+        if !matches!((&body, &hashes), (RequestBody::Submit { .. }, Some(_))) {
+            self.submit_gathered(gathered, waiting);
+        }
         if let Err((code, message)) = self.check(&body) {
             return self.reply_error(tx, id, code, message);
         }
@@ -426,13 +489,19 @@ impl ConnCtx {
                 for m in &movements {
                     self.metrics().movement(&m.kind);
                 }
-                let submission = match hashes {
-                    Some(hashes) => engine.submit_hashed(movements, hashes),
-                    None => engine.submit(movements),
-                };
-                waiting.push(Box::pin(async move {
-                    Decided { id, started, _guard: guard, results: submission.wait_async().await }
-                }));
+                match hashes {
+                    Some(hashes) => {
+                        gathered.requests.push((id, started, guard, movements.len()));
+                        gathered.movements.extend(movements);
+                        gathered.hashes.extend(hashes);
+                    }
+                    None => {
+                        let submission = engine.submit(movements);
+                        waiting.push(Box::pin(async move {
+                            vec![Decided { id, started, _guard: guard, results: submission.wait_async().await }]
+                        }));
+                    }
+                }
             }
             RequestBody::Level { sku, location } => {
                 tokio::spawn(async move {

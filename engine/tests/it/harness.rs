@@ -1,8 +1,11 @@
 //! Servers for the integration tests on loopback: in-process (a thread with its own runtime, the
-//! way `stockd` runs) or the real `stockd` binary; and helpers to build movements and clients.
+//! way `stockd` runs) or the real `stockd` binary; and helpers to build movements and clients,
+//! and to speak to a server frame by frame on a raw stream.
 
 use engine::client::{Client, ClientConfig};
 use engine::core::*;
+use engine::protocol::stream::FrameReader;
+use engine::protocol::{encode_request, RequestBody, Response, ResponseBody, PROTOCOL_VERSION, SERVER_FRAME_BYTES_MAX};
 use engine::server::{Server, ServerConfig};
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -202,4 +205,53 @@ pub fn now_ms() -> Millis {
 /// Whether the slow variants of tests should run (`PERPETUA_SLOW_TESTS=1`).
 pub fn slow_tests() -> bool {
     std::env::var("PERPETUA_SLOW_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// A connection and its first stream, spoken to frame by frame.
+pub struct Raw {
+    pub _endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub reader: FrameReader,
+}
+
+/// A QUIC connection to `server`, before any hello.
+pub async fn raw_connection(server: &InProcess) -> (quinn::Endpoint, quinn::Connection) {
+    let ca = std::fs::read(server.dir.join("tls/cert.pem")).unwrap();
+    let config = engine::client::quic_client_config(&ca).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint.connect_with(config, server.addr, "localhost").unwrap().await.unwrap();
+    (endpoint, conn)
+}
+
+/// The frame of a request.
+pub fn frame(id: u64, body: &RequestBody) -> Vec<u8> {
+    let mut f = Vec::new();
+    encode_request(&mut f, id, body);
+    f
+}
+
+/// A frame around any payload.
+pub fn raw_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Connects and says hello with `token`; returns the first stream, ready for requests.
+pub async fn raw(server: &InProcess, token: &str) -> Raw {
+    let (endpoint, conn) = raw_connection(server).await;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = RequestBody::Hello { version: PROTOCOL_VERSION, token: token.into(), client: "raw".into() };
+    send.write_all(&frame(0, &hello)).await.unwrap();
+    let mut reader = FrameReader::new(recv, SERVER_FRAME_BYTES_MAX, Duration::from_secs(5));
+    let welcome = next(&mut reader).await;
+    assert!(matches!(welcome.body, ResponseBody::Welcome(_)), "{welcome:?}");
+    Raw { _endpoint: endpoint, conn, send, reader }
+}
+
+/// The next answer on a raw stream (within 10 s).
+pub async fn next(reader: &mut FrameReader) -> Response {
+    let payload = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.expect("an answer").unwrap();
+    Response::decode(payload.expect("a frame")).unwrap()
 }

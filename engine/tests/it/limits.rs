@@ -10,50 +10,6 @@ use engine::server::ServerConfig;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
-struct Raw {
-    _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    reader: FrameReader,
-}
-
-async fn raw_connection(server: &InProcess) -> (quinn::Endpoint, quinn::Connection) {
-    let ca = std::fs::read(server.dir.join("tls/cert.pem")).unwrap();
-    let config = engine::client::quic_client_config(&ca).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint.connect_with(config, server.addr, "localhost").unwrap().await.unwrap();
-    (endpoint, conn)
-}
-
-fn frame(id: u64, body: &RequestBody) -> Vec<u8> {
-    let mut f = Vec::new();
-    encode_request(&mut f, id, body);
-    f
-}
-
-fn raw_frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Connects and says hello with `token`; returns the first stream, ready for requests.
-async fn raw(server: &InProcess, token: &str) -> Raw {
-    let (endpoint, conn) = raw_connection(server).await;
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let hello = RequestBody::Hello { version: PROTOCOL_VERSION, token: token.into(), client: "raw".into() };
-    send.write_all(&frame(0, &hello)).await.unwrap();
-    let mut reader = FrameReader::new(recv, SERVER_FRAME_BYTES_MAX, Duration::from_secs(5));
-    let welcome = next(&mut reader).await;
-    assert!(matches!(welcome.body, ResponseBody::Welcome(_)), "{welcome:?}");
-    Raw { _endpoint: endpoint, conn, send, reader }
-}
-
-async fn next(reader: &mut FrameReader) -> Response {
-    let payload = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.expect("an answer").unwrap();
-    Response::decode(payload.expect("a frame")).unwrap()
-}
-
 fn error_code(r: &Response) -> &str {
     match &r.body {
         ResponseBody::Error { code, .. } => code,

@@ -404,3 +404,92 @@ async fn a_deployment_certificate_is_used_and_a_client_trusting_another_is_refus
     wrong_name.server_name = Some("elsewhere.test".into());
     assert!(matches!(Client::connect(wrong_name).await, Err(ClientError::Connect { .. })));
 }
+
+/// Requests written together on one stream reach the engine gathered into one submission; each
+/// still gets its own answer with its own movements' results, and the engine sees them in the
+/// stream's order: the movements of a SKU get their sequence numbers in the order they were sent,
+/// and a read between them sees at least the submissions before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_arrive_together_are_answered_each_in_the_order_of_the_stream() {
+    use engine::protocol::{RequestBody, ResponseBody};
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(dir.path());
+    let (a, b) = crate::common::skus_on_two_shards(2);
+    let admin = server.admin().await;
+    for sku in [&a, &b] {
+        ok(&admin.submit_one(&mv(None, receive(sku, "dc", 100))).await.unwrap());
+    }
+    // Request k (1 to 40) sells 1 unit k % 3 + 1 times, of A and B in turn; every fifth also
+    // sells 1,000 of A, which is refused. Request 21 reads A's level; request 30 is garbage.
+    let (read_at, garbage_at) = (21, 30);
+    let mut sent: BTreeMap<u64, (Vec<u8>, Vec<(String, Qty)>)> = BTreeMap::new();
+    let mut bytes = Vec::new();
+    for k in 1..=40u64 {
+        if k == read_at {
+            bytes.extend(frame(k, &RequestBody::Level { sku: a.clone(), location: "dc".into() }));
+            continue;
+        }
+        if k == garbage_at {
+            bytes.extend(raw_frame(&[k as u8, 0xff, 0xff, 0xff]));
+            continue;
+        }
+        let mut lines: Vec<(String, Qty)> =
+            (0..k % 3 + 1).map(|i| (if (k + i) % 2 == 0 { a.clone() } else { b.clone() }, 1)).collect();
+        if k % 5 == 0 {
+            lines.push((a.clone(), 1000));
+        }
+        let movements =
+            lines.iter().enumerate().map(|(i, (sku, q))| mv(Some(&format!("together-{k}-{i}")), sell(sku, "dc", *q)));
+        let request = frame(k, &RequestBody::Submit { movements: movements.collect() });
+        bytes.extend(&request);
+        sent.insert(k, (request, lines));
+    }
+    let mut r = raw(&server, &server.admin_token()).await;
+    r.send.write_all(&bytes).await.unwrap();
+    let mut answers = BTreeMap::new();
+    for _ in 1..=40 {
+        let answer = next(&mut r.reader).await;
+        assert!(answers.insert(answer.id, answer.body).is_none(), "one answer per request");
+    }
+    assert!(matches!(&answers[&garbage_at], ResponseBody::Error { code, .. } if code == "malformed"));
+
+    // Each submission's own results, in its order; per SKU, sequence numbers in the stream's order.
+    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sold: BTreeMap<String, Qty> = BTreeMap::new();
+    let mut a_sold_before_read = 0;
+    for (k, (_, lines)) in &sent {
+        let ResponseBody::Outcomes { results } = &answers[k] else { panic!("request {k}: {:?}", answers[k]) };
+        assert_eq!(results.len(), lines.len(), "request {k}: one result per movement");
+        for ((sku, qty), result) in lines.iter().zip(results) {
+            if *qty == 1000 {
+                assert_eq!(result.outcome, Err(Reason::InsufficientStock), "request {k}");
+                continue;
+            }
+            ok(result);
+            let seq = result.seq.unwrap();
+            assert!(last_seq.get(sku).is_none_or(|&last| last < seq), "request {k}: {sku} out of order");
+            last_seq.insert(sku.clone(), seq);
+            *sold.entry(sku.clone()).or_default() += qty;
+            if *k < read_at && *sku == a {
+                a_sold_before_read += qty;
+            }
+        }
+    }
+    let ResponseBody::Level { level: Some(read) } = &answers[&read_at] else { panic!("{:?}", answers[&read_at]) };
+    // Reads are not ordered with later movements (answers come in any order), but the sells sent
+    // before one reach the engine before it.
+    let on_hand_range = 100 - sold[&a]..=100 - a_sold_before_read;
+    assert!(on_hand_range.contains(&read.on_hand), "the read sees the sells before it: {}", read.on_hand);
+    for sku in [&a, &b] {
+        assert_eq!(admin.level(sku, "dc").await.unwrap().unwrap().on_hand, 100 - sold[sku]);
+    }
+
+    // A request sent again alone gets the same answer: its movements were keyed by their own bytes.
+    let (request, _) = &sent[&7];
+    r.send.write_all(request).await.unwrap();
+    let again = next(&mut r.reader).await;
+    assert_eq!((again.id, &again.body), (7, &answers[&7]));
+    assert_eq!(admin.level(&a, "dc").await.unwrap().unwrap().on_hand, 100 - sold[&a], "nothing applied twice");
+    admin.close();
+}
