@@ -174,10 +174,86 @@ impl<'de> Deserialize<'de> for KeysSnapshot {
     }
 }
 
+/// Tables a [`KeyIndex`] is split into.
+const INDEX_PARTS: usize = 64;
+
+/// The position in the [`KeyLog`] of each key, by key hash. One hash table per shard doubled in
+/// one go as it filled: at a few million keys that moved them all at once and stalled the shard
+/// for hundreds of milliseconds (acknowledgements and checkpoints waited on it). So the index is
+/// split by the top bits of the key hash into [`INDEX_PARTS`] tables that each double on their
+/// own, moving a 64th of the keys: the same work in short steps, with movements applied between
+/// them.
+pub(crate) struct KeyIndex {
+    parts: Box<[ahash::AHashMap<u128, u64>]>,
+    len: usize,
+}
+
+impl Default for KeyIndex {
+    fn default() -> KeyIndex {
+        KeyIndex { parts: (0..INDEX_PARTS).map(|_| Default::default()).collect(), len: 0 }
+    }
+}
+
+impl KeyIndex {
+    fn part(key: u128) -> usize {
+        (key >> (128 - INDEX_PARTS.trailing_zeros())) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, key: u128) -> Option<u64> {
+        self.parts[Self::part(key)].get(&key).copied()
+    }
+
+    /// Sets the position of `key`; returns its previous one.
+    pub fn insert(&mut self, key: u128, at: u64) -> Option<u64> {
+        let previous = self.parts[Self::part(key)].insert(key, at);
+        self.len += previous.is_none() as usize;
+        previous
+    }
+
+    pub fn remove(&mut self, key: u128) -> Option<u64> {
+        let removed = self.parts[Self::part(key)].remove(&key);
+        self.len -= removed.is_some() as usize;
+        removed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::Detail;
+
+    /// The index against a plain map, with keys spread over every part (the top bits vary) and
+    /// keys that differ only in their top bits (same low bits, different parts).
+    #[test]
+    fn the_index_matches_a_plain_map() {
+        let mut index = KeyIndex::default();
+        let mut plain = std::collections::HashMap::new();
+        let keys: Vec<u128> = (0..5_000u128)
+            .map(|i| crate::core::key_hash(&format!("key-{i}")))
+            .chain((0..INDEX_PARTS as u128).map(|p| (p << 122) | 42))
+            .collect();
+        let parts: std::collections::HashSet<usize> = keys.iter().map(|&k| KeyIndex::part(k)).collect();
+        assert_eq!(parts.len(), INDEX_PARTS, "the keys reach every part");
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(index.insert(k, i as u64), plain.insert(k, i as u64));
+        }
+        // Again: a new position for a key already in.
+        for (i, &k) in keys.iter().enumerate().step_by(3) {
+            assert_eq!(index.insert(k, 100_000 + i as u64), plain.insert(k, 100_000 + i as u64));
+        }
+        for &k in keys.iter().step_by(2) {
+            assert_eq!(index.remove(k), plain.remove(&k));
+            assert_eq!(index.remove(k), None, "a key removed is gone");
+        }
+        assert_eq!(index.len(), plain.len());
+        for &k in &keys {
+            assert_eq!(index.get(k), plain.get(&k).copied());
+        }
+    }
 
     fn entry(i: u64) -> KeyEntry {
         KeyEntry { body_hash: i * 7, seen_at: i, seq: i + 1, outcome: Ok(Detail::None) }

@@ -6,7 +6,7 @@
 //! (replay of the log) and the model tests all run this same code.
 
 use super::interner::Interner;
-use super::key_log::{KeyEntry, KeyLog, KeysSnapshot};
+use super::key_log::{KeyEntry, KeyIndex, KeyLog, KeysSnapshot};
 use super::types::*;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
@@ -213,7 +213,7 @@ pub struct ShardState {
     holds: AHashMap<HoldId, Hold>,
     hold_expiry: BTreeSet<(Millis, HoldId)>,
     /// Idempotency keys by key hash: their positions in `key_order`.
-    keys: AHashMap<u128, u64>,
+    keys: KeyIndex,
     /// The keys' entries in arrival order, for expiry and checkpoints.
     key_order: KeyLog,
     /// Level views given back by `recycle`, reused by the next effects (not state).
@@ -406,7 +406,7 @@ impl ShardState {
             Ok(()) => movement.key.as_deref().map(key_hash),
         };
         if let Some(k) = key {
-            if let Some((_, entry)) = self.keys.get(&k).and_then(|&at| self.key_order.get(at)) {
+            if let Some((_, entry)) = self.keys.get(k).and_then(|at| self.key_order.get(at)) {
                 return if entry.body_hash == body_hash {
                     Applied::Retry { seq: entry.seq, outcome: entry.outcome }
                 } else {
@@ -572,7 +572,7 @@ impl ShardState {
                         break;
                     }
                     self.key_order.pop_front();
-                    self.keys.remove(&k);
+                    self.keys.remove(k);
                 }
                 while let Some(&(at, _)) = self.committed_split_holds.first() {
                     if at + COMMITTED_KEEP_MILLIS > *holds_expired_by {
