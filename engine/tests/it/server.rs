@@ -423,7 +423,9 @@ async fn requests_that_arrive_together_are_answered_each_in_the_order_of_the_str
     // Request k (1 to 40) sells 1 unit k % 3 + 1 times, of A and B in turn; every fifth also
     // sells 1,000 of A, which is refused. Request 21 reads A's level; request 30 is garbage.
     let (read_at, garbage_at) = (21, 30);
-    let mut sent: BTreeMap<u64, (Vec<u8>, Vec<(String, Qty)>)> = BTreeMap::new();
+    // Per request: its frame and the (SKU, quantity) of each sell in it.
+    type Sent = (Vec<u8>, Vec<(String, Qty)>);
+    let mut sent: BTreeMap<u64, Sent> = BTreeMap::new();
     let mut bytes = Vec::new();
     for k in 1..=40u64 {
         if k == read_at {
