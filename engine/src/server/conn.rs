@@ -210,7 +210,8 @@ struct Decided {
     results: Vec<MovementResult>,
 }
 
-/// At most this many movements go to the engine as one submission (see [`Gathered`]).
+/// Frames stop being gathered once this many movements are in (see [`Gathered`]); the request
+/// that crosses it still joins, so a submission holds at most this plus one request's movements.
 const GATHERED_MOVEMENTS_MAX: usize = 1024;
 
 /// The submissions of the frames that arrived together on a stream, handed to the engine as one:
