@@ -228,6 +228,28 @@ struct Gathered {
     requests: Vec<(u64, Instant, InFlight, usize)>,
 }
 
+impl Gathered {
+    /// Adds a submission. The first one's vectors are taken as they are, so a read that brings a
+    /// single request (a batch of many movements, typically) copies nothing.
+    fn add(
+        &mut self,
+        id: u64,
+        started: Instant,
+        guard: InFlight,
+        movements: Vec<crate::core::Movement>,
+        hashes: BodyHashes,
+    ) {
+        self.requests.push((id, started, guard, movements.len()));
+        if self.movements.is_empty() {
+            self.movements = movements;
+            self.hashes = hashes;
+        } else {
+            self.movements.extend(movements);
+            self.hashes.extend(hashes);
+        }
+    }
+}
+
 /// Serves the requests of one stream until the client finishes it, the connection ends or the
 /// server shuts down; then answers what is in flight and finishes the stream.
 ///
@@ -491,11 +513,7 @@ impl ConnCtx {
                     self.metrics().movement(&m.kind);
                 }
                 match hashes {
-                    Some(hashes) => {
-                        gathered.requests.push((id, started, guard, movements.len()));
-                        gathered.movements.extend(movements);
-                        gathered.hashes.extend(hashes);
-                    }
+                    Some(hashes) => gathered.add(id, started, guard, movements, hashes),
                     None => {
                         let submission = engine.submit(movements);
                         waiting.push(Box::pin(async move {
