@@ -8,6 +8,7 @@
 //! pause at a checkpoint short; the checkpoint writer reads the chunks while the shard goes on
 //! (a chunk the shard has since dropped stays alive until the snapshot is done with it).
 
+use super::staggered::{part_of, StaggeredTable};
 use super::types::{Millis, Outcome, Seq};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -181,22 +182,22 @@ const INDEX_PARTS: usize = 64;
 /// one go as it filled: at a few million keys that moved them all at once and stalled the shard
 /// for hundreds of milliseconds (acknowledgements and checkpoints waited on it). So the index is
 /// split by the top bits of the key hash into [`INDEX_PARTS`] tables that each double on their
-/// own, moving a 64th of the keys: the same work in short steps, with movements applied between
-/// them.
+/// own, at different times (see [`super::staggered`]): the same work in short steps, with
+/// movements applied between them.
 pub(crate) struct KeyIndex {
-    parts: Box<[ahash::AHashMap<u128, u64>]>,
+    parts: Box<[StaggeredTable<u64>]>,
     len: usize,
 }
 
 impl Default for KeyIndex {
     fn default() -> KeyIndex {
-        KeyIndex { parts: (0..INDEX_PARTS).map(|_| Default::default()).collect(), len: 0 }
+        KeyIndex { parts: StaggeredTable::parts(INDEX_PARTS), len: 0 }
     }
 }
 
 impl KeyIndex {
     fn part(key: u128) -> usize {
-        (key >> (128 - INDEX_PARTS.trailing_zeros())) as usize
+        part_of(key, INDEX_PARTS)
     }
 
     pub fn len(&self) -> usize {
@@ -204,7 +205,7 @@ impl KeyIndex {
     }
 
     pub fn get(&self, key: u128) -> Option<u64> {
-        self.parts[Self::part(key)].get(&key).copied()
+        self.parts[Self::part(key)].get(key).copied()
     }
 
     /// Sets the position of `key`; returns its previous one.
@@ -215,7 +216,7 @@ impl KeyIndex {
     }
 
     pub fn remove(&mut self, key: u128) -> Option<u64> {
-        let removed = self.parts[Self::part(key)].remove(&key);
+        let removed = self.parts[Self::part(key)].remove(key);
         self.len -= removed.is_some() as usize;
         removed
     }

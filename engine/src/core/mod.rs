@@ -5,6 +5,7 @@ mod interner;
 mod key_log;
 mod kits;
 mod shard;
+pub(crate) mod staggered;
 mod types;
 
 pub use key_log::KeysSnapshot;

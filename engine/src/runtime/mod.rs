@@ -7,6 +7,7 @@
 mod batch;
 mod config;
 mod feed;
+mod key_guards;
 mod log_writer;
 mod reads;
 mod shard_worker;
@@ -24,7 +25,7 @@ use crate::wal::segment::{list_segments, SegmentWriter};
 use ahash::AHashMap;
 use batch::BatchState;
 use crossbeam_channel::{bounded, unbounded, Sender};
-use dashmap::DashMap;
+use key_guards::{KeyGuard, KeyGuards};
 use log_writer::{LogShared, LogWriter};
 use shard_worker::{Copied, CopyKind, Item, ShardMsg, ShardWorker};
 use std::path::{Path, PathBuf};
@@ -45,13 +46,6 @@ pub enum EngineError {
     Config(String),
 }
 
-/// A first-seen idempotency key: the body it came with and, for a reservation, its hold id.
-struct KeyGuard {
-    body_hash: u64,
-    seen_at: Millis,
-    hold: HoldId,
-}
-
 /// Counters for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -69,7 +63,7 @@ struct Inner {
     stopped: std::sync::atomic::AtomicBool,
     log: Arc<LogShared>,
     hold_counter: AtomicU64,
-    guards: DashMap<u128, KeyGuard, ahash::RandomState>,
+    guards: KeyGuards,
     /// Scans of `guards` by `prune_guards` so far.
     guard_prunes: AtomicU64,
     checkpoint_lock: Mutex<()>,
@@ -291,16 +285,25 @@ fn submit_on(inner: &Arc<Inner>, movements: Vec<Movement>, hashes: Option<Vec<u6
             }
         }
         if let Some(key) = &m.key {
-            let mut guard = inner.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
-            if guard.body_hash != body_hash {
+            let reserved = match &m.kind {
+                MovementKind::Reserve { lines, .. } => Some(lines),
+                _ => None,
+            };
+            let new = KeyGuard { body_hash, seen_at: now, hold: 0 };
+            let hold = inner.guards.with(key_hash(key), new, |guard| {
+                (guard.body_hash == body_hash).then(|| {
+                    if let (Some(lines), 0) = (reserved, guard.hold) {
+                        guard.hold = inner.new_hold_id(lines, n);
+                    }
+                    guard.hold
+                })
+            });
+            let Some(hold) = hold else {
                 plans.push(Plan::Done(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) }));
                 continue;
-            }
-            if let MovementKind::Reserve { lines, .. } = &m.kind {
-                if guard.hold == 0 {
-                    guard.hold = inner.new_hold_id(lines, n);
-                }
-                reuse_hold = guard.hold;
+            };
+            if reserved.is_some() {
+                reuse_hold = hold;
             }
         }
         if let MovementKind::SetSkuSettings { sku, settings } = &m.kind {
@@ -524,12 +527,11 @@ impl Engine {
                 .map_err(io("cannot create log segment", &wal_dir))?,
         };
 
-        // Many submitters insert at once: more lock stripes than dashmap's default.
-        let guards = DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 128);
+        let guards = KeyGuards::new();
         for state in &recovered.shards {
             for (k, body_hash, seen_at, hold) in state.key_guards() {
-                let mut entry = guards.entry(k).or_insert(KeyGuard { body_hash, seen_at, hold: 0 });
-                entry.hold = entry.hold.max(hold.unwrap_or(0));
+                let new = KeyGuard { body_hash, seen_at, hold: 0 };
+                guards.with(k, new, |guard| guard.hold = guard.hold.max(hold.unwrap_or(0)));
             }
         }
 
@@ -1028,8 +1030,8 @@ impl Inner {
     /// the rejection of a key reused with another body.
     fn check_key(&self, m: &Movement, body_hash: u64, now: Millis) -> Option<MovementResult> {
         let key = m.key.as_deref()?;
-        let guard = self.guards.entry(key_hash(key)).or_insert(KeyGuard { body_hash, seen_at: now, hold: 0 });
-        (guard.body_hash != body_hash)
+        let new = KeyGuard { body_hash, seen_at: now, hold: 0 };
+        (self.guards.with(key_hash(key), new, |guard| guard.body_hash) != body_hash)
             .then_some(MovementResult { seq: None, outcome: Err(Reason::IdempotencyMismatch) })
     }
 
@@ -1229,7 +1231,7 @@ impl Inner {
         cutoff = cutoff
             .max(oldest_kept.unwrap_or(Millis::MAX))
             .min(self.config.clock.now().saturating_sub(KEY_GUARD_AGE_MIN.as_millis() as Millis));
-        self.guards.retain(|_, g| g.seen_at >= cutoff);
+        self.guards.retain(|g| g.seen_at >= cutoff);
         self.guard_prunes.fetch_add(1, Ordering::Relaxed);
     }
 }
