@@ -8,7 +8,7 @@
 #
 # Variants: `cold` (a fresh stockd, measured from its first movement), `warm` (the same after
 # WARMUP of unmeasured load: an engine that has run a while, whose idempotency-key tables have
-# stopped growing) and, with BASE_BIN, `base` (that build, cold). Every run gets a fresh stockd
+# stopped growing) and, with BASE_BIN, `base` and `base-warm` (that build, cold and warm). Every run gets a fresh stockd
 # (fsync always) and data directory and must pass the load generator's verification. Prints a
 # Markdown table (movements per second per round and the mean, p99, the server's and the load
 # generator's CPU time per movement) and keeps every JSON report in OUT.
@@ -21,9 +21,9 @@ set -euo pipefail
 BENCH=engine
 DEFAULT_SCENARIOS="single batch100 open100k"
 DEFAULT_VARIANTS="cold warm"
-BASE_VARIANTS="base cold warm"
+BASE_VARIANTS="base base-warm cold warm"
 WARMUP="${WARMUP:-40s}"
-variant_flags() { [[ "$1" == warm ]] && echo "--warmup $WARMUP" || true; }
+variant_flags() { [[ "$1" == warm || "$1" == base-warm ]] && echo "--warmup $WARMUP" || true; }
 # shellcheck source=benches/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"
 python3 - "$OUT" "$ROUNDS" "$SCENARIOS" "$VARIANTS" <<'EOF'

@@ -2,7 +2,7 @@
 # variant, ROUNDS times, each on a fresh stockd (fsync always) and data directory, its JSON
 # report in OUT. The sourcing script sets BENCH (its name), DEFAULT_SCENARIOS, DEFAULT_VARIANTS
 # and BASE_VARIANTS (the variants with BASE_BIN), and defines `variant_flags VARIANT` (the load
-# generator's flags for it); the variant `base` runs BASE_BIN's binaries. The scenarios are those
+# generator's flags for it); the variants named `base...` run BASE_BIN's binaries. The scenarios are those
 # of the load generator's issue (`scenario_flags` below).
 #
 # Environment: OUT (default benches/results/BENCH-DATE), ROUNDS (2), DURATION (20s), SKUS
@@ -49,7 +49,7 @@ free_port() {
 # run VARIANT SCENARIO ROUND
 run() {
   local variant="$1" scenario="$2" round="$3" bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-  [[ "$variant" == base ]] && bin="$BASE_BIN"
+  [[ "$variant" == base* ]] && bin="$BASE_BIN"
   local name="$scenario-$variant-$round" port dir
   port="$(free_port)"
   dir="$WORK/$name"
