@@ -8,10 +8,10 @@
 #
 # Variants: `cold` (a fresh stockd, measured from its first movement), `warm` (the same after
 # WARMUP of unmeasured load: an engine that has run a while, whose idempotency-key tables have
-# stopped growing) and, with BASE_BIN, `base` and `base-warm` (that build, cold and warm). Every run gets a fresh stockd
-# (fsync always) and data directory and must pass the load generator's verification. Prints a
-# Markdown table (movements per second per round and the mean, p99, the server's and the load
-# generator's CPU time per movement) and keeps every JSON report in OUT.
+# stopped growing) and, with BASE_BIN, `base` and `base-warm` (that build, cold and warm). Every
+# run gets a fresh stockd (fsync always) and data directory and must pass the load generator's
+# verification. Prints a Markdown table (movements per second per round and the mean, p99, the
+# server's and the load generator's CPU time per movement) and keeps every JSON report in OUT.
 #
 # Environment: OUT (default benches/results/engine-DATE), ROUNDS (2), DURATION (20s), WARMUP
 # (40s), SKUS (100000), LOCATIONS (4), SCENARIOS ("single batch100 open100k"), VARIANTS

@@ -2,8 +2,8 @@
 # variant, ROUNDS times, each on a fresh stockd (fsync always) and data directory, its JSON
 # report in OUT. The sourcing script sets BENCH (its name), DEFAULT_SCENARIOS, DEFAULT_VARIANTS
 # and BASE_VARIANTS (the variants with BASE_BIN), and defines `variant_flags VARIANT` (the load
-# generator's flags for it); the variants named `base...` run BASE_BIN's binaries. The scenarios are those
-# of the load generator's issue (`scenario_flags` below).
+# generator's flags for it); the variants named `base...` run BASE_BIN's binaries. The scenarios
+# are those of the load generator's issue (`scenario_flags` below).
 #
 # Environment: OUT (default benches/results/BENCH-DATE), ROUNDS (2), DURATION (20s), SKUS
 # (100000), LOCATIONS (4), SCENARIOS, VARIANTS, BASE_BIN; CARGO_TARGET_DIR is honoured.

@@ -18,8 +18,8 @@ extern "C" {
     fn mi_option_set(option: c_int, value: c_long);
 }
 
-/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (the numbering is stable: retired
-/// options keep their slots).
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e`, the same in its v2 and v3 (the
+/// numbering is stable: retired options keep their slots).
 const MI_OPTION_PURGE_DELAY: c_int = 15;
 
 /// Tells the global allocator (mimalloc) never to hand freed memory back to the OS. Call it

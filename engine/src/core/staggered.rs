@@ -4,8 +4,9 @@
 //! entry, and faults in the new pages. Split a big map into parts by the top bits of the key
 //! and each doubling moves only one part's keys; but keys spread evenly, so every part fills at
 //! the same pace and they all double within a few thousand inserts of each other: the same burst
-//! of work, only chopped up. At 100,000 keyed movements per second that burst (about 130 MB moved
-//! at a million keys) came back every doubling as a spike of 100 to 200 ms in the p99 latency.
+//! of work, only chopped up. At 100,000 keyed movements per second that burst (the server's
+//! resident size grew by 150 MB at once near a million keys) came back at every doubling as a
+//! spike of 100 to 180 ms in the p99 latency.
 //!
 //! So a [`StaggeredTable`] grows ahead of need, at a fill of its own between half full and full:
 //! part `i` of `n` doubles once it is `1/2 + (i + 1) / 2n` full. The parts' doublings are spread
