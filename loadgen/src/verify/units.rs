@@ -25,7 +25,7 @@ use engine::core::{HoldId, LevelDetail, Qty, SerialStatus, SerialView, SkuSettin
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Most levels whose details (lots, allocations) are read at the end; above it, a deterministic
 /// sample of the levels the run touched (allocated levels are always read).
@@ -249,10 +249,14 @@ pub struct AllocReplay {
     pub remaining: BTreeMap<LevelIx, Vec<(String, Qty)>>,
 }
 
+/// Events a violation's example recalls from its level.
+const SEEN_PER_LEVEL: usize = 8;
+
 /// Replays the allocation rule over `events` from `initial` (per level, per channel): each take
 /// by channel `c` of `qty` must be within `min(available, a_c + max(0, available - F))` before it
 /// (`F` the sum of what is ring-fenced), and uses `min(qty, a_c)` of the allocation, which a
-/// release gives back.
+/// release gives back. The example of a violation ends with what the replay saw last at that
+/// level, so that a violation can be judged from the report alone.
 pub fn replay_allocations(
     catalogue: &Catalogue,
     initial: &BTreeMap<LevelIx, Vec<(String, Qty)>>,
@@ -262,6 +266,15 @@ pub fn replay_allocations(
     let mut r = AllocReplay { remaining: initial.clone(), complete, ..AllocReplay::default() };
     // hold -> (level, channel, units taken from its allocation)
     let mut held: HashMap<HoldId, Vec<(LevelIx, String, Qty)>> = HashMap::new();
+    // level -> the last events seen there, oldest first
+    let mut seen: HashMap<LevelIx, VecDeque<String>> = HashMap::new();
+    let note = |seen: &mut HashMap<LevelIx, VecDeque<String>>, level: LevelIx, what: String| {
+        let last = seen.entry(level).or_default();
+        if last.len() == SEEN_PER_LEVEL {
+            last.pop_front();
+        }
+        last.push_back(what);
+    };
     for e in events {
         match e {
             AllocEvent::Take { seq, level, channel, qty, hold, available_after } => {
@@ -275,11 +288,13 @@ pub fn replay_allocations(
                     r.violations += 1;
                     if r.examples.len() < EXAMPLES_MAX {
                         let fences: Vec<String> = allocs.iter().map(|(c, q)| format!("{c} {q}")).collect();
+                        let earlier: Vec<&str> = seen.get(level).into_iter().flatten().map(String::as_str).collect();
                         r.examples.push(format!(
-                            "seq {seq}: {channel} took {qty} at ({}, {}) with {before} available and {fenced} ring-fenced ({}): it could take {allowed}",
+                            "seq {seq}: {channel} took {qty} at ({}, {}) with {before} available and {fenced} ring-fenced ({}): it could take {allowed}; before it there: {}",
                             catalogue.sku_name(*level),
                             catalogue.location_name(*level),
-                            fences.join(", ")
+                            fences.join(", "),
+                            if earlier.is_empty() { "nothing".to_string() } else { earlier.join("; ") }
                         ));
                     }
                 }
@@ -292,19 +307,24 @@ pub fn replay_allocations(
                 if let Some(h) = hold {
                     held.entry(*h).or_default().push((*level, channel.clone(), used));
                 }
+                let hold = hold.map_or("no hold".to_string(), |h| format!("hold {h}"));
+                note(&mut seen, *level, format!("seq {seq} {channel} took {qty} ({hold}, {used} of its allocation, {available_after} available after)"));
             }
             AllocEvent::HoldClosed { hold, sold } => {
                 let Some(parts) = held.remove(hold) else { continue };
-                if *sold {
-                    continue;
-                }
                 for (level, channel, used) in parts {
+                    if *sold {
+                        note(&mut seen, level, format!("hold {hold} committed"));
+                        continue;
+                    }
                     if let Some(a) = r.remaining.get_mut(&level).and_then(|v| v.iter_mut().find(|a| a.0 == channel)) {
                         a.1 += used;
                     }
+                    note(&mut seen, level, format!("hold {hold} released ({used} back to {channel})"));
                 }
             }
             AllocEvent::Set { level, channel, qty } => {
+                note(&mut seen, *level, format!("allocate {qty} to {channel}"));
                 let allocs = r.remaining.entry(*level).or_default();
                 match allocs.iter().position(|a| &a.0 == channel) {
                     Some(i) if *qty == 0 => {

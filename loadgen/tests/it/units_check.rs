@@ -249,6 +249,15 @@ fn an_allocation_breach_is_caught_at_the_end_and_in_the_feed() {
     assert!(
         r.examples[0].contains("seq 12: web took 1 at (T-00000000, dc-main)") && r.examples[0].contains("amazon 1")
     );
+    // The example recalls what came before at that level, oldest first.
+    assert!(
+        r.examples[0].ends_with(
+            "before it there: seq 10 amazon took 1 (hold 7, 1 of its allocation, 9 available after); hold 7 committed; \
+             seq 11 web took 8 (hold 8, 0 of its allocation, 1 available after); hold 8 committed"
+        ),
+        "{:?}",
+        r.examples
+    );
     assert!(!check(&cat, &plan, &book, &ledger, &snap, Some(r)).passed);
     // A release gives the allocation back: amazon holds 2, releases, and web may then take only
     // the unfenced units.
