@@ -186,12 +186,11 @@ const INDEX_PARTS: usize = 64;
 /// movements applied between them.
 pub(crate) struct KeyIndex {
     parts: Box<[StaggeredTable<u64>]>,
-    len: usize,
 }
 
 impl Default for KeyIndex {
     fn default() -> KeyIndex {
-        KeyIndex { parts: StaggeredTable::parts(INDEX_PARTS), len: 0 }
+        KeyIndex { parts: StaggeredTable::parts(INDEX_PARTS) }
     }
 }
 
@@ -201,7 +200,7 @@ impl KeyIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.parts.iter().map(StaggeredTable::len).sum()
     }
 
     pub fn get(&self, key: u128) -> Option<u64> {
@@ -210,15 +209,11 @@ impl KeyIndex {
 
     /// Sets the position of `key`; returns its previous one.
     pub fn insert(&mut self, key: u128, at: u64) -> Option<u64> {
-        let previous = self.parts[Self::part(key)].insert(key, at);
-        self.len += previous.is_none() as usize;
-        previous
+        self.parts[Self::part(key)].insert(key, at)
     }
 
     pub fn remove(&mut self, key: u128) -> Option<u64> {
-        let removed = self.parts[Self::part(key)].remove(key);
-        self.len -= removed.is_some() as usize;
-        removed
+        self.parts[Self::part(key)].remove(key)
     }
 }
 
